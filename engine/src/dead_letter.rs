@@ -1,0 +1,112 @@
+//! Where a record came from (source, partition, byte offset, line) and the dead-letter record that
+//! carries a bad input out of the pipeline with its reason, instead of crashing or losing it.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A record's place in its source: for files the byte offset and 1-based line of its first byte
+/// (partition 0); for partitioned sources the partition and offset.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// Partition of the source (0 for files and stdin).
+    pub partition: u32,
+    /// Byte offset of the record's first byte (files) or the record's offset (partitioned sources).
+    pub offset: u64,
+    /// 1-based line number, or 0 where lines mean nothing.
+    pub line: u64,
+}
+
+/// A position together with the name of its source, as written into decisions and dead letters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// The source: a file path, `stdin`, or later a topic.
+    pub name: Arc<str>,
+    /// Partition (omitted for files and stdin).
+    #[serde(skip_serializing_if = "is_zero_u32", default)]
+    pub partition: u32,
+    /// Byte offset or record offset.
+    pub offset: u64,
+    /// 1-based line number (omitted when unknown).
+    #[serde(skip_serializing_if = "is_zero_u64", default)]
+    pub line: u64,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+impl SourceRef {
+    /// Names the position `pos` of source `name`.
+    pub fn new(name: &Arc<str>, pos: Position) -> Self {
+        SourceRef {
+            name: Arc::clone(name),
+            partition: pos.partition,
+            offset: pos.offset,
+            line: pos.line,
+        }
+    }
+}
+
+/// Why a record left through the dead-letter output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadReason {
+    /// Not valid JSON, a missing field or a field of the wrong type.
+    Malformed,
+    /// Well-formed but with a value the pipeline cannot use (negative price, unknown status, …).
+    Invalid,
+    /// Older than the watermark of its partition when it arrived.
+    Late,
+}
+
+impl DeadReason {
+    /// The reason as written in the output (`malformed`, `invalid`, `late`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Malformed => "malformed",
+            DeadReason::Invalid => "invalid",
+            DeadReason::Late => "late",
+        }
+    }
+}
+
+/// A record that could not go through the pipeline, with why and where it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The kind of failure.
+    pub reason: DeadReason,
+    /// A one-line explanation for a person.
+    pub error: String,
+    /// Where the record was read.
+    pub source: SourceRef,
+    /// The record as read (lossy UTF-8, truncated to [`DeadLetter::MAX_RAW`] bytes).
+    pub raw: String,
+}
+
+impl DeadLetter {
+    /// Longest raw record kept in a dead letter, in bytes.
+    pub const MAX_RAW: usize = 64 * 1024;
+
+    /// Builds a dead letter for `raw` read at `pos` of source `name`.
+    pub fn new(
+        reason: DeadReason,
+        error: String,
+        name: &Arc<str>,
+        pos: Position,
+        raw: &[u8],
+    ) -> Self {
+        let raw = &raw[..raw.len().min(Self::MAX_RAW)];
+        DeadLetter {
+            reason,
+            error,
+            source: SourceRef::new(name, pos),
+            raw: String::from_utf8_lossy(raw).into_owned(),
+        }
+    }
+}

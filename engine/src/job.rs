@@ -1,0 +1,220 @@
+//! Running a pipeline: the engine opens the input and outputs, starts timely with the cluster
+//! shape, builds source → pipeline → sinks in every worker, runs to the end of input, and returns
+//! the totals. A pipeline only supplies the function from events to results.
+
+use crate::dead_letter::DeadLetter;
+use crate::event::{Event, Sourced};
+use crate::runtime::{Cluster, ClusterError, RunContext};
+use crate::sink::{OpenOutput, Output, SinkError, write_lines};
+use crate::source::{Input, OpenInput, SourceConfig, SourceError, SourceStats, source};
+use crate::stats::{gather_stats, latency_histogram};
+use crate::time::wall_nanos;
+use crate::{Scope, Stream};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::vec::Map;
+
+/// A result record the engine can write and time.
+pub trait Emitted: Serialize + 'static {
+    /// Wall-clock nanoseconds when the newest input behind this record was read (0 if unknown).
+    fn ingest_ns(&self) -> u64;
+}
+
+/// Everything a run needs besides the pipeline.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// Where records come from.
+    pub input: Input,
+    /// How the source reads.
+    pub source: SourceConfig,
+    /// Where results go.
+    pub output: Output,
+    /// Where dead letters go.
+    pub dead_letter: Output,
+    /// Workers and processes.
+    pub cluster: Cluster,
+}
+
+/// What a finished run reports (totals are for the whole cluster on process 0).
+#[derive(Debug)]
+pub struct JobReport {
+    /// Source counters summed over all workers.
+    pub source: SourceStats,
+    /// Results written.
+    pub outputs: u64,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Wall time from start to the end of the last worker.
+    pub elapsed: Duration,
+    /// Read-to-result latency of this process's results, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl JobReport {
+    /// Records read per second of wall time.
+    pub fn events_per_sec(&self) -> f64 {
+        self.source.records() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A run that could not start or did not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Bad input path.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Bad output path.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Bad cluster flags.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Timely could not start (e.g. peers unreachable).
+    #[error("starting workers failed: {0}")]
+    Start(String),
+    /// An operator reported a fatal error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+struct WorkerResult {
+    source: Option<SourceStats>,
+    outputs: u64,
+    dead_letters: u64,
+    latency: Histogram<u64>,
+}
+
+/// Runs `pipeline` over the job's input until the input ends. `pipeline` is called once per
+/// worker to build that worker's part of the dataflow.
+pub fn run<E, D, F>(
+    config: &JobConfig,
+    ctx: &RunContext,
+    pipeline: F,
+) -> Result<JobReport, JobError>
+where
+    E: Event,
+    D: Emitted,
+    F: for<'s> Fn(Scope<'s>, Stream<'s, Sourced<E>>) -> Stream<'s, D> + Send + Sync + 'static,
+{
+    let timely_config = config.cluster.timely_config()?;
+    let input = config.input.open()?;
+    let process = config.cluster.process;
+    let output = config.output.open(process)?;
+    let dead_output = config.dead_letter.open(process)?;
+    let source_config = config.source.clone();
+    let worker_ctx = ctx.clone();
+    let started = Instant::now();
+
+    let guards = timely::execute(timely_config, move |worker| {
+        let ctx = &worker_ctx;
+        let (totals, outputs, dead, latency) = worker.dataflow::<crate::Millis, _, _>(|scope| {
+            build(
+                scope,
+                &input,
+                &source_config,
+                &output,
+                &dead_output,
+                ctx,
+                &pipeline,
+            )
+        });
+        while worker.step_or_park(None) {}
+        let source = (worker.index() == 0).then(|| *totals.borrow());
+        let latency = latency.borrow().clone();
+        WorkerResult {
+            source,
+            outputs: outputs.written(),
+            dead_letters: dead.written(),
+            latency,
+        }
+    })
+    .map_err(JobError::Start)?;
+
+    let mut report = JobReport {
+        source: SourceStats::default(),
+        outputs: 0,
+        dead_letters: 0,
+        elapsed: Duration::ZERO,
+        latency: latency_histogram(),
+    };
+    for result in guards.join() {
+        let r = result.map_err(|e| JobError::Failed(format!("a worker stopped: {e}")))?;
+        if let Some(s) = r.source {
+            report.source = s;
+        }
+        report.outputs += r.outputs;
+        report.dead_letters += r.dead_letters;
+        let _ = report.latency.add(&r.latency);
+    }
+    report.elapsed = started.elapsed();
+    let failures = ctx.failures.take();
+    if !failures.is_empty() {
+        return Err(JobError::Failed(failures.join("; ")));
+    }
+    Ok(report)
+}
+
+type Built = (
+    Rc<RefCell<SourceStats>>,
+    crate::sink::LineSink,
+    crate::sink::LineSink,
+    Rc<RefCell<Histogram<u64>>>,
+);
+
+fn build<'s, E, D, F>(
+    scope: Scope<'s>,
+    input: &OpenInput,
+    source_config: &SourceConfig,
+    output: &OpenOutput,
+    dead_output: &OpenOutput,
+    ctx: &RunContext,
+    pipeline: &F,
+) -> Built
+where
+    E: Event,
+    D: Emitted,
+    F: for<'a> Fn(Scope<'a>, Stream<'a, Sourced<E>>) -> Stream<'a, D>,
+{
+    let src = source::<E>(scope, input, source_config, ctx);
+    let results = pipeline(scope, src.events);
+    let latency = Rc::new(RefCell::new(latency_histogram()));
+    let record = Rc::clone(&latency);
+    let failures = ctx.failures.clone();
+    let lines = results.flat_map(move |r: D| {
+        if r.ingest_ns() > 0 {
+            let micros = wall_nanos().saturating_sub(r.ingest_ns()) / 1_000;
+            let _ = record.borrow_mut().record(micros.max(1));
+        }
+        to_line(&r, &failures)
+    });
+    let failures = ctx.failures.clone();
+    let dead_lines = src
+        .dead
+        .flat_map(move |d: DeadLetter| to_line(&d, &failures));
+    let outputs = write_lines(lines, output, ctx);
+    let dead = write_lines(dead_lines, dead_output, ctx);
+    let totals = gather_stats(src.stats);
+    (totals, outputs, dead, latency)
+}
+
+fn to_line<T: Serialize>(record: &T, failures: &crate::runtime::Failures) -> Option<String> {
+    match serde_json::to_string(record) {
+        Ok(line) => Some(line),
+        Err(e) => {
+            failures.report(format!("cannot format a result as JSON (a bug): {e}"));
+            None
+        }
+    }
+}
+
+/// The name written into positions for `input`.
+pub fn source_name(input: &Input) -> Arc<str> {
+    match input {
+        Input::File(p) => Arc::from(p.display().to_string()),
+        Input::Stdin => Arc::from("stdin"),
+    }
+}

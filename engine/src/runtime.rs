@@ -1,0 +1,218 @@
+//! Starting timely: the cluster shape (worker threads, processes, this process's index, hostfile)
+//! turned into a timely configuration, and the small shared context every worker of a process sees
+//! (a progress counter for the terminal, and a place to report fatal errors).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How many workers, in how many processes, and which process this is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Worker threads per process (`-w`).
+    pub workers: usize,
+    /// Number of processes (`-n`).
+    pub processes: usize,
+    /// This process's index, 0-based (`-p`).
+    pub process: usize,
+    /// File with one `host:port` line per process (`-h`); without it, localhost:2101+i.
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
+    }
+}
+
+/// A cluster description that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `-w 0` or `-n 0`.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// `-p` outside 0..n.
+    #[error(
+        "process index {process} is out of range for {processes} processes (use 0..{processes})"
+    )]
+    Index {
+        /// The index given.
+        process: usize,
+        /// The process count given.
+        processes: usize,
+    },
+    /// The hostfile cannot be read or has too few lines.
+    #[error("hostfile {path:?}: {error}")]
+    Hostfile {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong.
+        error: String,
+    },
+}
+
+impl Cluster {
+    /// Total number of workers across all processes.
+    pub fn peers(&self) -> usize {
+        self.workers * self.processes
+    }
+
+    /// The timely configuration for this process.
+    pub fn timely_config(&self) -> Result<timely::Config, ClusterError> {
+        if self.workers == 0 {
+            return Err(ClusterError::Zero("workers (-w)"));
+        }
+        if self.processes == 0 {
+            return Err(ClusterError::Zero("processes (-n)"));
+        }
+        if self.process >= self.processes {
+            return Err(ClusterError::Index {
+                process: self.process,
+                processes: self.processes,
+            });
+        }
+        if self.processes == 1 {
+            return Ok(timely::Config::process(self.workers));
+        }
+        let addresses = match &self.hostfile {
+            Some(path) => read_hostfile(path, self.processes)?,
+            None => (0..self.processes)
+                .map(|i| format!("localhost:{}", 2101 + i))
+                .collect(),
+        };
+        Ok(timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: self.workers,
+                process: self.process,
+                addresses,
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        })
+    }
+}
+
+fn read_hostfile(path: &PathBuf, processes: usize) -> Result<Vec<String>, ClusterError> {
+    let err = |error: String| ClusterError::Hostfile {
+        path: path.clone(),
+        error,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let hosts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = hosts.iter().find(|h| !h.contains(':')) {
+        return Err(err(format!("line {bad:?} is not host:port")));
+    }
+    if hosts.len() < processes {
+        return Err(err(format!(
+            "{} hosts listed but -n {processes} processes",
+            hosts.len()
+        )));
+    }
+    Ok(hosts.into_iter().take(processes).collect())
+}
+
+/// Records read so far by this process's sources (for the progress indicator).
+#[derive(Clone, Debug, Default)]
+pub struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// Counts `n` more records.
+    pub fn add(&self, n: u64) {
+        if n > 0 {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Records read so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Fatal errors reported by operators (an unreadable input, an unwritable output); the run fails
+/// with them at the end instead of a worker panicking.
+#[derive(Clone, Debug, Default)]
+pub struct Failures(Arc<Mutex<Vec<String>>>);
+
+impl Failures {
+    /// Reports a fatal error.
+    pub fn report(&self, message: String) {
+        tracing::error!("{message}");
+        if let Ok(mut list) = self.0.lock() {
+            list.push(message);
+        }
+    }
+
+    /// All errors reported so far.
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+}
+
+/// What every worker of a process shares.
+#[derive(Clone, Debug, Default)]
+pub struct RunContext {
+    /// Records read.
+    pub progress: Progress,
+    /// Fatal errors.
+    pub failures: Failures,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let c = Cluster {
+            workers: 0,
+            ..Cluster::default()
+        };
+        assert!(c.timely_config().is_err());
+        let c = Cluster {
+            processes: 2,
+            process: 2,
+            ..Cluster::default()
+        };
+        assert!(
+            c.timely_config()
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+    }
+
+    #[test]
+    fn hostfile_needs_a_line_per_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        std::fs::write(&path, "127.0.0.1:4000\n").unwrap();
+        let c = Cluster {
+            processes: 2,
+            hostfile: Some(path.clone()),
+            ..Cluster::default()
+        };
+        assert!(
+            c.timely_config()
+                .unwrap_err()
+                .to_string()
+                .contains("1 hosts listed")
+        );
+        std::fs::write(&path, "127.0.0.1:4000\n# comment\n127.0.0.1:4001\n").unwrap();
+        assert!(c.timely_config().is_ok());
+    }
+}

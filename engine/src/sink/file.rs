@@ -1,0 +1,85 @@
+//! The ordered line writer behind file and stdout outputs.
+
+use super::OpenOutput;
+use crate::Stream;
+use crate::runtime::RunContext;
+use crate::time::Millis;
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::rc::Rc;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+/// How many lines a sink has written (meaningful on worker 0 once the run is over).
+#[derive(Clone, Debug, Default)]
+pub struct LineSink {
+    written: Rc<Cell<u64>>,
+}
+
+impl LineSink {
+    /// Lines written so far.
+    pub fn written(&self) -> u64 {
+        self.written.get()
+    }
+}
+
+/// Sends every line to worker 0, which writes the lines of each time once the frontier has passed
+/// it, sorted, and flushes when its input ends. A write error is reported as a run failure and the
+/// sink stops writing (it never panics a worker).
+pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunContext) -> LineSink {
+    let sink = LineSink::default();
+    let written = Rc::clone(&sink.written);
+    let mut writer = if lines.scope().index() == 0 {
+        output.take()
+    } else {
+        None
+    };
+    let name = output.name.clone();
+    let failures = ctx.failures.clone();
+    let mut pending: BTreeMap<Millis, Vec<String>> = BTreeMap::new();
+    let mut failed = false;
+    lines.sink(
+        Exchange::new(|_: &String| 0),
+        "WriteLines",
+        move |(input, frontier)| {
+            input.for_each_stamp(|cap, data| {
+                if let Some(time) = cap.least() {
+                    let slot = pending.entry(*time).or_default();
+                    for batch in data {
+                        slot.append(batch);
+                    }
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let mut lines = entry.remove();
+                lines.sort_unstable();
+                if let (Some(w), false) = (writer.as_mut(), failed) {
+                    for line in &lines {
+                        if let Err(e) = w
+                            .write_all(line.as_bytes())
+                            .and_then(|()| w.write_all(b"\n"))
+                        {
+                            failures.report(format!("writing {name} failed: {e}"));
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                written.set(written.get() + lines.len() as u64);
+            }
+            if frontier.is_empty() {
+                if let (Some(mut w), false) = (writer.take(), failed) {
+                    if let Err(e) = w.flush() {
+                        failures.report(format!("writing {name} failed: {e}"));
+                        failed = true;
+                    }
+                }
+            }
+        },
+    );
+    sink
+}

@@ -1,0 +1,155 @@
+//! Reading a file in parallel: the file is cut into fixed-size chunks aligned to line starts, chunk
+//! `k` goes to worker `k % peers` (as Kafka partitions do), and each chunk is a partition with its
+//! own watermark. Because chunk bounds do not depend on the number of workers, neither does which
+//! records are late, so a run gives the same output on one worker or many.
+
+use super::lines::{Batch, first_event_time, parse_lines};
+use super::operator::{Feed, FeedState};
+use crate::dead_letter::Position;
+use crate::event::Event;
+use crate::time::{Millis, wall_nanos};
+use crate::watermark::Watermark;
+use memmap2::Mmap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// One chunk of the file owned by this worker.
+struct Chunk {
+    /// Byte range [start, end), both at line starts.
+    start: usize,
+    end: usize,
+    /// Where the next unread line starts.
+    next: Position,
+    wm: Watermark,
+}
+
+/// The chunks of a file that belong to one worker, read in order.
+pub(crate) struct FileFeed<E> {
+    map: Arc<Mmap>,
+    name: Arc<str>,
+    chunks: Vec<Chunk>,
+    /// `floor[i]`: the lowest starting watermark of chunks i.. (lower bound for unstarted chunks).
+    floor: Vec<Millis>,
+    current: usize,
+    batch_bytes: usize,
+    _event: PhantomData<E>,
+}
+
+/// The first line start at or after `at`.
+fn line_start(bytes: &[u8], at: usize) -> usize {
+    if at == 0 {
+        return 0;
+    }
+    if at >= bytes.len() {
+        return bytes.len();
+    }
+    memchr::memchr(b'\n', &bytes[at - 1..]).map_or(bytes.len(), |i| at + i)
+}
+
+impl<E: Event> FileFeed<E> {
+    /// The chunks of `map` for worker `index` of `peers`.
+    pub fn new(
+        map: Arc<Mmap>,
+        name: Arc<str>,
+        index: usize,
+        peers: usize,
+        chunk_size: u64,
+        lateness: Millis,
+        batch_bytes: usize,
+    ) -> Self {
+        let bytes: &[u8] = &map;
+        let size = usize::try_from(chunk_size.max(1)).unwrap_or(usize::MAX);
+        let count = bytes.len().div_ceil(size);
+        let mut chunks = Vec::new();
+        // Line numbers: count newlines up to each owned chunk (memchr counts ~30 GB/s, so even
+        // a large file costs milliseconds).
+        let (mut counted_to, mut lines_before) = (0usize, 0u64);
+        for k in (index..count).step_by(peers) {
+            let start = line_start(bytes, k * size);
+            let end = line_start(bytes, (k + 1).saturating_mul(size));
+            if start >= end {
+                continue;
+            }
+            lines_before += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count() as u64;
+            counted_to = start;
+            let first = first_event_time::<E>(&bytes[start..end]).unwrap_or(Millis::MAX);
+            let next = Position {
+                partition: 0,
+                offset: start as u64,
+                line: lines_before + 1,
+            };
+            chunks.push(Chunk {
+                start,
+                end,
+                next,
+                wm: Watermark::new(lateness, first),
+            });
+        }
+        let mut floor = vec![Millis::MAX; chunks.len() + 1];
+        for i in (0..chunks.len()).rev() {
+            floor[i] = floor[i + 1].min(chunks[i].wm.current());
+        }
+        FileFeed {
+            map,
+            name,
+            chunks,
+            floor,
+            current: 0,
+            batch_bytes,
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<E: Event> Feed<E> for FileFeed<E> {
+    fn fill(&mut self, out: &mut Batch<E>) -> FeedState {
+        let Some(chunk) = self.chunks.get_mut(self.current) else {
+            return FeedState::Done;
+        };
+        let bytes: &[u8] = &self.map;
+        let from = usize::try_from(chunk.next.offset)
+            .unwrap_or(usize::MAX)
+            .min(chunk.end);
+        let to = line_start(bytes, from.saturating_add(self.batch_bytes)).min(chunk.end);
+        chunk.next = parse_lines(
+            &bytes[from..to],
+            chunk.next,
+            &mut chunk.wm,
+            &self.name,
+            wall_nanos(),
+            out,
+        );
+        if to >= chunk.end {
+            debug_assert!(chunk.start <= to);
+            self.current += 1;
+        }
+        if self.current < self.chunks.len() {
+            FeedState::More
+        } else {
+            FeedState::Done
+        }
+    }
+
+    fn low_watermark(&self) -> Option<Millis> {
+        let chunk = self.chunks.get(self.current)?;
+        Some(chunk.wm.current().min(self.floor[self.current + 1]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_start;
+
+    #[test]
+    fn line_starts() {
+        let b = b"ab\ncd\n\nef";
+        assert_eq!(line_start(b, 0), 0);
+        assert_eq!(line_start(b, 1), 3);
+        assert_eq!(line_start(b, 3), 3);
+        assert_eq!(line_start(b, 4), 6);
+        assert_eq!(line_start(b, 6), 6);
+        assert_eq!(line_start(b, 7), 7);
+        assert_eq!(line_start(b, 8), 9);
+        assert_eq!(line_start(b, 100), 9);
+    }
+}

@@ -1,0 +1,168 @@
+//! Sources: where records enter a dataflow. A source reads lines, parses them into typed events,
+//! places each on-time event at a timely time no later than its event time, holds its capability
+//! at the minimum watermark of its partitions, and sends bad or late lines to the dead-letter
+//! output. When every partition is finished it drops its capability, which closes all windows.
+
+mod file;
+mod lines;
+mod operator;
+mod stdin;
+
+pub use operator::source;
+
+use crate::time::Millis;
+use memmap2::Mmap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a run reads its records from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A JSONL file, split across all workers in line-aligned chunks.
+    File(PathBuf),
+    /// Standard input, read by worker 0.
+    Stdin,
+}
+
+impl Input {
+    /// Parses the CLI form: `-` is stdin, anything else a file path.
+    pub fn from_arg(arg: &str) -> Self {
+        if arg == "-" {
+            Input::Stdin
+        } else {
+            Input::File(PathBuf::from(arg))
+        }
+    }
+
+    /// Opens the input before workers start, so a missing file is a clear error, not a panic.
+    pub fn open(&self) -> Result<OpenInput, SourceError> {
+        match self {
+            Input::Stdin => Ok(OpenInput::Stdin),
+            Input::File(path) => {
+                let file = std::fs::File::open(path).map_err(|e| SourceError::Open {
+                    path: path.clone(),
+                    error: e.to_string(),
+                })?;
+                let meta = file.metadata().map_err(|e| SourceError::Open {
+                    path: path.clone(),
+                    error: e.to_string(),
+                })?;
+                if !meta.is_file() {
+                    return Err(SourceError::Open {
+                        path: path.clone(),
+                        error: "not a regular file (use `-` to read a pipe)".into(),
+                    });
+                }
+                // Mapping the file lets every worker parse its chunks in place without copies.
+                // A file truncated by another process while we read it is outside our contract.
+                let map = if meta.len() == 0 {
+                    None
+                } else {
+                    // SAFETY-free: memmap2's map is `unsafe` only because of concurrent truncation.
+                    Some(map_file(&file).map_err(|e| SourceError::Open {
+                        path: path.clone(),
+                        error: e.to_string(),
+                    })?)
+                };
+                Ok(OpenInput::File {
+                    name: Arc::from(path.display().to_string()),
+                    map: map.map(Arc::new),
+                })
+            }
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn map_file(file: &std::fs::File) -> std::io::Result<Mmap> {
+    // SAFETY: the mapping is read-only; the only hazard is the file being truncated while mapped,
+    // which inflight documents as unsupported for input files.
+    unsafe { Mmap::map(file) }
+}
+
+/// An input opened once per process and shared by its workers.
+#[derive(Clone)]
+pub enum OpenInput {
+    /// A mapped file (None when empty).
+    File {
+        /// The path as given, for positions.
+        name: Arc<str>,
+        /// The file's bytes.
+        map: Option<Arc<Mmap>>,
+    },
+    /// Standard input.
+    Stdin,
+}
+
+impl OpenInput {
+    /// The source name written into positions.
+    pub fn name(&self) -> Arc<str> {
+        match self {
+            OpenInput::File { name, .. } => Arc::clone(name),
+            OpenInput::Stdin => Arc::from("stdin"),
+        }
+    }
+}
+
+/// How a source reads.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Allowed out-of-orderness: a record older than the partition's newest minus this is late.
+    pub lateness: Millis,
+    /// Size of the file chunks that are the unit of parallel reading and of watermarks. It does not
+    /// depend on the number of workers, so lateness (and so the output) is the same at any parallelism.
+    pub chunk_size: u64,
+    /// Bytes of input parsed per activation (rounded up to a whole line).
+    pub batch_bytes: usize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            lateness: 0,
+            chunk_size: 4 << 20,
+            batch_bytes: 256 << 10,
+        }
+    }
+}
+
+/// Counters a source reports when it finishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceStats {
+    /// Records parsed into events and on time.
+    pub events: u64,
+    /// Records dead-lettered as malformed or invalid.
+    pub bad: u64,
+    /// Records dead-lettered as late.
+    pub late: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+impl SourceStats {
+    /// Adds another source's counters to these.
+    pub fn add(&mut self, other: &SourceStats) {
+        self.events += other.events;
+        self.bad += other.bad;
+        self.late += other.late;
+        self.bytes += other.bytes;
+    }
+
+    /// Records read in total (good, bad and late).
+    pub fn records(&self) -> u64 {
+        self.events + self.bad + self.late
+    }
+}
+
+/// A source that cannot start or cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The input file cannot be opened (the user's to fix).
+    #[error("cannot read input {path:?}: {error}")]
+    Open {
+        /// The path given.
+        path: PathBuf,
+        /// The operating system's reason.
+        error: String,
+    },
+}

@@ -1,0 +1,91 @@
+//! Event time: milliseconds since the Unix epoch, parsed from and formatted as RFC 3339, and the
+//! duration strings the CLI accepts ("1s", "250ms", "2m").
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Event time and durations in milliseconds; timely's timestamp type for every inflight dataflow.
+pub type Millis = u64;
+
+/// Parses an RFC 3339 timestamp ("2024-01-07T10:00:00Z", fractions and offsets allowed) into
+/// milliseconds since the epoch; times before 1970 are rejected because event time is unsigned.
+pub fn parse_rfc3339(text: &str) -> Result<Millis, String> {
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| format!("timestamp {text:?} is not RFC 3339: {e}"))?;
+    u64::try_from(parsed.timestamp_millis())
+        .map_err(|_| format!("timestamp {text:?} is before 1970-01-01"))
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 in UTC with millisecond precision.
+pub fn format_rfc3339(ms: Millis) -> String {
+    match i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+    {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => format!("{ms}ms"),
+    }
+}
+
+/// Parses a duration such as "1s", "250ms", "1m 30s" or "0" into milliseconds.
+pub fn parse_duration(text: &str) -> Result<Millis, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 1s, 250ms or 2m: {e}"))?;
+    u64::try_from(d.as_millis()).map_err(|_| format!("duration {text:?} is too long"))
+}
+
+/// Wall-clock nanoseconds since the epoch; used to measure end-to-end latency across workers.
+pub fn wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn wall_millis() -> Millis {
+    wall_nanos() / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_utc_offsets_and_fractions() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.25Z"), Ok(1250));
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:01+01:00"), Ok(1000));
+        assert_eq!(parse_rfc3339("2024-01-07T10:00:00Z"), Ok(1_704_621_600_000));
+    }
+
+    #[test]
+    fn rejects_bad_and_pre_epoch_timestamps() {
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert!(parse_rfc3339("2024-01-07 10:00").is_err());
+        assert!(parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        assert_eq!(
+            format_rfc3339(1_704_621_600_123),
+            "2024-01-07T10:00:00.123Z"
+        );
+        assert_eq!(
+            parse_rfc3339(&format_rfc3339(1_704_621_600_123)),
+            Ok(1_704_621_600_123)
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(1000));
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("2m"), Ok(120_000));
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! The one output type of every pipeline: what to do, why, how sure, who decided, on what evidence,
+//! and where the input came from.
+
+use inflight_engine::{Key, SourceRef};
+use serde::{Deserialize, Serialize};
+
+/// What a decision recommends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Action {
+    /// Trading: buy.
+    Buy,
+    /// Trading: sell.
+    Sell,
+    /// Trading: keep the position.
+    Hold,
+}
+
+/// Who made a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The pipeline's rules.
+    Rules,
+    /// The LLM.
+    Llm,
+    /// The rules, after the LLM failed.
+    Fallback,
+}
+
+/// A decision with its evidence and provenance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Deterministic id `pipeline/key/window_end_ms`, so a replay is recognisable.
+    pub id: String,
+    /// The pipeline that decided (`trading`, …).
+    pub pipeline: String,
+    /// The key decided on (asset, flight, repository).
+    pub key: Key,
+    /// The recommendation.
+    pub action: Action,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// How sure, in [0, 1].
+    pub confidence: f64,
+    /// Rules, LLM or fallback.
+    pub decided_by: DecidedBy,
+    /// The values the decision was based on.
+    pub evidence: serde_json::Value,
+    /// The event time the decision is about (RFC 3339).
+    pub event_time: String,
+    /// Wall-clock time it was made (RFC 3339).
+    pub decided_at: String,
+    /// Where the newest input behind it was read.
+    pub source: SourceRef,
+    /// Wall-clock nanoseconds when that input was read (for latency; not written out).
+    #[serde(skip)]
+    pub ingest_ns: u64,
+}
+
+impl inflight_engine::job::Emitted for Decision {
+    fn ingest_ns(&self) -> u64 {
+        self.ingest_ns
+    }
+}

@@ -1,0 +1,72 @@
+//! Per-key state applied in event-time order: the operator holds each input until the frontier has
+//! passed its time and then feeds it, time by time, to the key's state. Order across times is what
+//! makes stateful logic (indicators, "only when the action changes") deterministic whatever the
+//! interleaving of workers. The state lives in a plain map of serde structs so it can be saved.
+
+use inflight_engine::{Key, Millis, Stream};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+/// A record that belongs to a key.
+pub trait Keyed {
+    /// The record's key.
+    fn key(&self) -> &Key;
+}
+
+/// Keyed state on a stream that is already partitioned by key (e.g. the output of `bars`).
+pub trait KeyedStateExt<'scope, D> {
+    /// Applies `logic(state_of_key, record, output)` to each record, in time order per worker.
+    fn keyed_state<S, D2, F>(self, name: &str, logic: F) -> Stream<'scope, D2>
+    where
+        S: Default + 'static,
+        D2: 'static,
+        F: FnMut(&mut S, D, &mut Vec<D2>) + 'static;
+}
+
+impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> {
+    fn keyed_state<S, D2, F>(self, name: &str, mut logic: F) -> Stream<'scope, D2>
+    where
+        S: Default + 'static,
+        D2: 'static,
+        F: FnMut(&mut S, D, &mut Vec<D2>) + 'static,
+    {
+        self.unary_frontier(Pipeline, name, move |_cap, _info| {
+            let mut pending: BTreeMap<Millis, (Capability<Millis>, Vec<D>)> = BTreeMap::new();
+            let mut states: FxHashMap<Key, S> = FxHashMap::default();
+            let mut out = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(time) = cap.least().copied() else {
+                        return;
+                    };
+                    let Some(held) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    let slot = &mut pending.entry(time).or_insert_with(|| (held, Vec::new())).1;
+                    for batch in data {
+                        slot.append(batch);
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (cap, records) = entry.remove();
+                    for record in records {
+                        let state = match states.get_mut(record.key()) {
+                            Some(s) => s,
+                            None => states.entry(record.key().clone()).or_default(),
+                        };
+                        logic(state, record, &mut out);
+                    }
+                    if !out.is_empty() {
+                        output.session(&cap).give_container(&mut out);
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! inflight's operators: the building blocks a pipeline chains on timely streams — event-time
+//! windows into OHLCV bars, indicators (EMA, RSI, MACD), per-key state kept in time order, rules
+//! that turn inputs into [`Decision`]s — and the `Decision` type every pipeline emits.
+
+pub mod decision;
+pub mod indicators;
+pub mod keyed;
+pub mod rules;
+pub mod window;
+
+pub use decision::{Action, DecidedBy, Decision};
+pub use keyed::{Keyed, KeyedStateExt};
+pub use rules::{DecideExt, Emit, Rules, Verdict};
+pub use window::{Bar, Tick, WindowExt};

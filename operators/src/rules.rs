@@ -1,0 +1,61 @@
+//! Rules: the embedded decider. A pipeline's rules give a verdict (action and confidence) for each
+//! input and know how to explain it; the `decide` operator keeps the last action per key and emits
+//! a decision on every input or only when the action changes.
+
+use crate::decision::{Action, Decision};
+use crate::keyed::{Keyed, KeyedStateExt};
+use inflight_engine::Stream;
+use serde::{Deserialize, Serialize};
+
+/// Which decisions leave the pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Emit {
+    /// Only when a key's action differs from its previous one (the first decision always leaves).
+    #[default]
+    Changes,
+    /// One decision per input.
+    All,
+}
+
+/// A rule verdict before it is explained.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// What to do.
+    pub action: Action,
+    /// How sure the rules are, in [0, 1].
+    pub confidence: f64,
+}
+
+/// A pipeline's decision rules.
+pub trait Rules: 'static {
+    /// What the rules look at.
+    type Input: Keyed + 'static;
+    /// The verdict for one input, or None while the input is not decidable yet (warm-up).
+    fn verdict(&self, input: &Self::Input) -> Option<Verdict>;
+    /// The full decision, with reason and evidence; only called for decisions that are emitted.
+    fn explain(&self, input: Self::Input, verdict: Verdict) -> Decision;
+}
+
+/// The decide operator.
+pub trait DecideExt<'scope, R: Rules> {
+    /// Applies `rules` per key in event-time order and emits decisions per `emit`.
+    fn decide(self, rules: R, emit: Emit) -> Stream<'scope, Decision>;
+}
+
+impl<'scope, R: Rules> DecideExt<'scope, R> for Stream<'scope, R::Input> {
+    fn decide(self, rules: R, emit: Emit) -> Stream<'scope, Decision> {
+        self.keyed_state(
+            "Decide",
+            move |last: &mut Option<Action>, input: R::Input, out| {
+                let Some(verdict) = rules.verdict(&input) else {
+                    return;
+                };
+                let changed = last.replace(verdict.action) != Some(verdict.action);
+                if changed || emit == Emit::All {
+                    out.push(rules.explain(input, verdict));
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,155 @@
+//! Event-time tumbling windows that turn ticks into OHLCV bars per key. Ticks are exchanged to the
+//! worker that owns their key; a window [start, end) closes when the input frontier passes end-1,
+//! and its bar is emitted at time end-1. Open and close are the earliest and latest ticks by
+//! (event time, source position), so ties break the same way at any parallelism.
+
+use inflight_engine::{Key, Millis, Position, Stream, key_hash};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+/// One price observation of a key, with `C` the context the pipeline carries to the bar's close.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tick<C> {
+    /// The key (asset).
+    pub key: Key,
+    /// Event time.
+    pub time: Millis,
+    /// Price.
+    pub price: f64,
+    /// Traded volume.
+    pub volume: f64,
+    /// Where it was read.
+    pub pos: Position,
+    /// Wall-clock nanoseconds when it was read.
+    pub ingest_ns: u64,
+    /// Pipeline context (e.g. the market trend), kept from the bar's closing tick.
+    pub context: C,
+}
+
+/// An OHLCV bar of one key over one window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bar<C> {
+    /// The key.
+    pub key: Key,
+    /// Window start (inclusive), ms.
+    pub start: Millis,
+    /// Window end (exclusive), ms.
+    pub end: Millis,
+    /// First price.
+    pub open: f64,
+    /// Highest price.
+    pub high: f64,
+    /// Lowest price.
+    pub low: f64,
+    /// Last price.
+    pub close: f64,
+    /// Sum of volumes.
+    pub volume: f64,
+    /// Number of ticks.
+    pub count: u64,
+    /// (time, position) of the opening tick.
+    pub first: (Millis, Position),
+    /// (time, position) of the closing tick.
+    pub last: (Millis, Position),
+    /// Latest wall-clock read time of its ticks.
+    pub ingest_ns: u64,
+    /// Context of the closing tick.
+    pub context: C,
+}
+
+impl<C: Clone> Bar<C> {
+    fn new(tick: Tick<C>, start: Millis, end: Millis) -> Self {
+        let at = (tick.time, tick.pos);
+        Bar {
+            key: tick.key,
+            start,
+            end,
+            open: tick.price,
+            high: tick.price,
+            low: tick.price,
+            close: tick.price,
+            volume: tick.volume,
+            count: 1,
+            first: at,
+            last: at,
+            ingest_ns: tick.ingest_ns,
+            context: tick.context,
+        }
+    }
+
+    fn add(&mut self, tick: Tick<C>) {
+        let at = (tick.time, tick.pos);
+        self.high = self.high.max(tick.price);
+        self.low = self.low.min(tick.price);
+        self.volume += tick.volume;
+        self.count += 1;
+        self.ingest_ns = self.ingest_ns.max(tick.ingest_ns);
+        if at < self.first {
+            self.first = at;
+            self.open = tick.price;
+        }
+        if at > self.last {
+            self.last = at;
+            self.close = tick.price;
+            self.context = tick.context;
+        }
+    }
+}
+
+impl<C> crate::Keyed for Bar<C> {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+}
+
+/// The open bars of one window, under a capability for the window's last millisecond.
+type OpenWindow<C> = (Capability<Millis>, FxHashMap<Key, Bar<C>>);
+
+/// Windowing operators on tick streams.
+pub trait WindowExt<'scope, C> {
+    /// Tumbling event-time windows of `width` ms (aligned to the epoch) into OHLCV bars per key.
+    fn bars(self, width: Millis) -> Stream<'scope, Bar<C>>;
+}
+
+impl<'scope, C> WindowExt<'scope, C> for Stream<'scope, Tick<C>>
+where
+    C: Clone + Send + Serialize + for<'de> Deserialize<'de> + 'static,
+{
+    fn bars(self, width: Millis) -> Stream<'scope, Bar<C>> {
+        let width = width.max(1);
+        let by_key = Exchange::new(|t: &Tick<C>| key_hash(&t.key));
+        self.unary_frontier(by_key, "Bars", move |_cap, _info| {
+            let mut open: BTreeMap<Millis, OpenWindow<C>> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for tick in batch.drain(..) {
+                            let start = tick.time - tick.time % width;
+                            let end = start.saturating_add(width);
+                            let (_, bars) = open.entry(end).or_insert_with(|| {
+                                (cap.delayed(&(end - 1), 0), FxHashMap::default())
+                            });
+                            match bars.get_mut(&tick.key) {
+                                Some(bar) => bar.add(tick),
+                                None => {
+                                    bars.insert(tick.key.clone(), Bar::new(tick, start, end));
+                                }
+                            }
+                        }
+                    }
+                });
+                while let Some(window) = open.first_entry() {
+                    if frontier.less_equal(&(window.key() - 1)) {
+                        break;
+                    }
+                    let (cap, bars) = window.remove();
+                    output.session(&cap).give_iterator(bars.into_values());
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! The trading pipeline: market ticks → 1 s OHLCV bars per asset → RSI(14) and MACD(12,26,9) on bar
+//! closes → rules → BUY / SELL / HOLD decisions with their evidence.
+//!
+//! ```text
+//! events ─map(tick)─▶ bars(window) ─▶ indicators (per asset, in time order) ─▶ decide(rules, emit)
+//! ```
+
+mod event;
+mod rules;
+pub mod synthetic;
+
+pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, Trend};
+pub use rules::{Scored, TradingRules};
+
+use inflight_engine::{Millis, Scope, Sourced, Stream};
+use inflight_operators::indicators::{Macd, Rsi};
+use inflight_operators::{DecideExt, Decision, Emit, KeyedStateExt, Tick, WindowExt};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use timely::dataflow::operators::vec::Map;
+
+/// The trading pipeline's settings (TOML `[trading]`-free: the file holds these keys at top level).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TradingConfig {
+    /// Bar width in milliseconds.
+    pub window_ms: Millis,
+    /// RSI period.
+    pub rsi_period: usize,
+    /// MACD fast period.
+    pub macd_fast: usize,
+    /// MACD slow period.
+    pub macd_slow: usize,
+    /// MACD signal period.
+    pub macd_signal: usize,
+    /// Which decisions to emit.
+    pub emit: Emit,
+    /// The decision rules.
+    pub rules: TradingRules,
+}
+
+impl Default for TradingConfig {
+    fn default() -> Self {
+        TradingConfig {
+            window_ms: 1_000,
+            rsi_period: 14,
+            macd_fast: 12,
+            macd_slow: 26,
+            macd_signal: 9,
+            emit: Emit::Changes,
+            rules: TradingRules::default(),
+        }
+    }
+}
+
+impl TradingConfig {
+    /// Checks values a run cannot work with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window_ms == 0 {
+            return Err("window must be longer than 0 ms".into());
+        }
+        if self.rsi_period == 0
+            || self.macd_fast == 0
+            || self.macd_slow == 0
+            || self.macd_signal == 0
+        {
+            return Err("indicator periods must be at least 1".into());
+        }
+        self.rules.validate()
+    }
+}
+
+/// Per-asset indicator state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Indicators {
+    rsi: Rsi,
+    macd: Macd,
+}
+
+/// Builds the trading dataflow from parsed market events; `source` names the input in decisions.
+pub fn trading<'s>(
+    _scope: Scope<'s>,
+    events: Stream<'s, Sourced<MarketEvent>>,
+    config: &TradingConfig,
+    source: Arc<str>,
+) -> Stream<'s, Decision> {
+    let c = config.clone();
+    events
+        .map(|s: Sourced<MarketEvent>| {
+            let context = s.event.trend();
+            Tick {
+                key: s.event.asset,
+                time: s.event.timestamp,
+                price: s.event.price,
+                volume: s.event.volume,
+                pos: s.pos,
+                ingest_ns: s.ingest_ns,
+                context,
+            }
+        })
+        .bars(config.window_ms)
+        .keyed_state(
+            "Indicators",
+            move |state: &mut Option<Indicators>, bar, out| {
+                let ind = state.get_or_insert_with(|| Indicators {
+                    rsi: Rsi::new(c.rsi_period),
+                    macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
+                });
+                // Both are fed every bar, so each keeps TA-Lib's warm-up; decide once both have values.
+                let rsi = ind.rsi.update(bar.close);
+                let macd = ind.macd.update(bar.close);
+                if let (Some(rsi), Some(macd)) = (rsi, macd) {
+                    out.push(Scored { bar, rsi, macd });
+                }
+            },
+        )
+        .decide(config.rules.clone().with_source(source), config.emit)
+}

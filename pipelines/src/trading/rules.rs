@@ -1,0 +1,226 @@
+//! The specification's trading rules, with its numbers as defaults: RSI above 70 → SELL (0.85);
+//! MACD histogram above 10 with a bullish trend → BUY (0.92); otherwise HOLD (0.65).
+
+use super::event::Trend;
+use inflight_engine::time::{format_rfc3339, wall_millis};
+use inflight_engine::{Key, SourceRef};
+use inflight_operators::indicators::MacdValue;
+use inflight_operators::{Action, Bar, DecidedBy, Decision, Keyed, Rules, Verdict};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+/// A bar with its indicator values, what the rules look at.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// The closed bar; its context is the trend of its closing tick.
+    pub bar: Bar<Option<Trend>>,
+    /// RSI on bar closes.
+    pub rsi: f64,
+    /// MACD on bar closes.
+    pub macd: MacdValue,
+}
+
+impl Keyed for Scored {
+    fn key(&self) -> &Key {
+        &self.bar.key
+    }
+}
+
+/// Thresholds and confidences of the trading rules.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TradingRules {
+    /// SELL when RSI is above this.
+    pub rsi_sell_above: f64,
+    /// Confidence of SELL.
+    pub sell_confidence: f64,
+    /// BUY when the MACD histogram is above this and the trend is bullish.
+    pub macd_buy_above: f64,
+    /// Confidence of BUY.
+    pub buy_confidence: f64,
+    /// Confidence of HOLD.
+    pub hold_confidence: f64,
+    /// Source name written into decisions (set by the run, not the config file).
+    #[serde(skip)]
+    source: Option<Arc<str>>,
+}
+
+impl Default for TradingRules {
+    fn default() -> Self {
+        TradingRules {
+            rsi_sell_above: 70.0,
+            sell_confidence: 0.85,
+            macd_buy_above: 10.0,
+            buy_confidence: 0.92,
+            hold_confidence: 0.65,
+            source: None,
+        }
+    }
+}
+
+impl TradingRules {
+    /// The rules, naming `source` in the decisions they make.
+    pub fn with_source(mut self, source: Arc<str>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Checks that confidences lie in [0, 1].
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, c) in [
+            ("sell", self.sell_confidence),
+            ("buy", self.buy_confidence),
+            ("hold", self.hold_confidence),
+        ] {
+            if !(0.0..=1.0).contains(&c) {
+                return Err(format!("{name}_confidence {c} is outside [0, 1]"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Rules for TradingRules {
+    type Input = Scored;
+
+    fn verdict(&self, s: &Scored) -> Option<Verdict> {
+        let (action, confidence) = if s.rsi > self.rsi_sell_above {
+            (Action::Sell, self.sell_confidence)
+        } else if s.macd.histogram > self.macd_buy_above && s.bar.context == Some(Trend::Bullish) {
+            (Action::Buy, self.buy_confidence)
+        } else {
+            (Action::Hold, self.hold_confidence)
+        };
+        Some(Verdict { action, confidence })
+    }
+
+    fn explain(&self, s: Scored, v: Verdict) -> Decision {
+        let trend = s.bar.context.map_or("unknown", Trend::as_str);
+        let reason = match v.action {
+            Action::Sell => format!(
+                "RSI {:.2} is above {} (overbought)",
+                s.rsi, self.rsi_sell_above
+            ),
+            Action::Buy => format!(
+                "MACD histogram {:.4} is above {} and the trend is bullish",
+                s.macd.histogram, self.macd_buy_above
+            ),
+            _ => format!(
+                "no rule fired: RSI {:.2}, MACD histogram {:.4}, trend {trend}",
+                s.rsi, s.macd.histogram
+            ),
+        };
+        let bar = &s.bar;
+        let evidence = json!({
+            "bar": {
+                "start": format_rfc3339(bar.start),
+                "end": format_rfc3339(bar.end),
+                "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close,
+                "volume": bar.volume, "ticks": bar.count,
+            },
+            "rsi": s.rsi,
+            "macd": { "value": s.macd.value, "signal": s.macd.signal, "histogram": s.macd.histogram },
+            "trend": trend,
+        });
+        let source = self.source.clone().unwrap_or_else(|| Arc::from("unknown"));
+        Decision {
+            id: format!("trading/{}/{}", bar.key, bar.end),
+            pipeline: "trading".into(),
+            key: bar.key.clone(),
+            action: v.action,
+            reason,
+            confidence: v.confidence,
+            decided_by: DecidedBy::Rules,
+            evidence,
+            event_time: format_rfc3339(bar.end),
+            decided_at: format_rfc3339(wall_millis()),
+            source: SourceRef::new(&source, bar.last.1),
+            ingest_ns: bar.ingest_ns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inflight_engine::Position;
+
+    fn scored(rsi: f64, histogram: f64, trend: Option<Trend>) -> Scored {
+        let at = (0, Position::default());
+        Scored {
+            bar: Bar {
+                key: "BTC/USD".into(),
+                start: 0,
+                end: 1000,
+                open: 1.0,
+                high: 1.0,
+                low: 1.0,
+                close: 1.0,
+                volume: 1.0,
+                count: 1,
+                first: at,
+                last: at,
+                ingest_ns: 0,
+                context: trend,
+            },
+            rsi,
+            macd: MacdValue {
+                value: histogram,
+                signal: 0.0,
+                histogram,
+            },
+        }
+    }
+
+    #[test]
+    fn specification_rules() {
+        let r = TradingRules::default();
+        let v = |rsi, h, t| r.verdict(&scored(rsi, h, t)).unwrap();
+        assert_eq!(
+            v(70.5, 50.0, Some(Trend::Bullish)),
+            Verdict {
+                action: Action::Sell,
+                confidence: 0.85
+            }
+        );
+        assert_eq!(
+            v(70.0, 10.5, Some(Trend::Bullish)),
+            Verdict {
+                action: Action::Buy,
+                confidence: 0.92
+            }
+        );
+        assert_eq!(v(50.0, 10.5, Some(Trend::Bearish)).action, Action::Hold);
+        assert_eq!(v(50.0, 10.0, Some(Trend::Bullish)).action, Action::Hold);
+        assert_eq!(
+            v(50.0, 50.0, None),
+            Verdict {
+                action: Action::Hold,
+                confidence: 0.65
+            }
+        );
+    }
+
+    #[test]
+    fn explanation_carries_evidence() {
+        let r = TradingRules::default().with_source(Arc::from("ticks.jsonl"));
+        let s = scored(75.0, 1.0, Some(Trend::Neutral));
+        let v = r.verdict(&s).unwrap();
+        let d = r.explain(s, v);
+        assert_eq!(d.id, "trading/BTC/USD/1000");
+        assert!(d.reason.contains("RSI 75.00"));
+        assert_eq!(d.evidence["rsi"], 75.0);
+        assert_eq!(d.evidence["trend"], "neutral");
+        assert_eq!(&*d.source.name, "ticks.jsonl");
+    }
+
+    #[test]
+    fn confidences_must_be_probabilities() {
+        let r = TradingRules {
+            buy_confidence: 1.5,
+            ..TradingRules::default()
+        };
+        assert!(r.validate().unwrap_err().contains("buy_confidence"));
+    }
+}

@@ -1,0 +1,461 @@
+//! The `inflight` command line: run a pipeline, generate synthetic data, benchmark.
+
+use anyhow::{Context, Result, bail};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use inflight::engine::job::{JobConfig, JobReport};
+use inflight::engine::runtime::{Cluster, RunContext};
+use inflight::engine::sink::Output;
+use inflight::engine::source::{Input, SourceConfig};
+use inflight::engine::time::parse_duration;
+use inflight::operators::Emit;
+use inflight::pipelines::trading::TradingConfig;
+use inflight::pipelines::trading::synthetic::{GenConfig, generate};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "inflight",
+    version,
+    about = "Turn live event streams into decisions in milliseconds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline over a file or stdin until the input ends.
+    #[command(disable_help_flag = true)]
+    Run {
+        /// The pipeline to run.
+        pipeline: Pipeline,
+        #[command(flatten)]
+        args: RunArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print help.
+        #[arg(long, action = ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Generate synthetic input data.
+    Gen {
+        /// What to generate.
+        kind: GenKind,
+        #[command(flatten)]
+        args: GenArgs,
+        /// Output file, or `-` for stdout.
+        #[arg(short, long, default_value = "-")]
+        output: String,
+    },
+    /// Measure a pipeline's throughput and latency on synthetic data (release builds only mean something).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// The pipeline to measure.
+        pipeline: Pipeline,
+        /// Events to generate (ignored with --input).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Assets to spread them over.
+        #[arg(long, default_value_t = 1_000)]
+        assets: usize,
+        /// Measure this file instead of generated data.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Number of measured runs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print help.
+        #[arg(long, action = ArgAction::Help)]
+        help: Option<bool>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Pipeline {
+    /// Market ticks → bars → RSI/MACD → BUY/SELL/HOLD.
+    Trading,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GenKind {
+    /// Market ticks for the trading pipeline.
+    Market,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EmitArg {
+    /// Only when an asset's action changes.
+    Changes,
+    /// One decision per bar.
+    All,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Input JSONL file, or `-` for stdin.
+    #[arg(
+        short,
+        long,
+        default_value = "data/market-sample.jsonl",
+        env = "INFLIGHT_INPUT"
+    )]
+    input: String,
+    /// Where decisions go: a file, or `-` for stdout.
+    #[arg(short, long, default_value = "-", env = "INFLIGHT_OUTPUT")]
+    output: String,
+    /// Where malformed, invalid and late records go (default: stderr).
+    #[arg(long, env = "INFLIGHT_DEAD_LETTER")]
+    dead_letter: Option<String>,
+    /// Pipeline settings (TOML); flags and INFLIGHT_* variables override it.
+    #[arg(long, env = "INFLIGHT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Bar width, e.g. 1s or 500ms [default: 1s].
+    #[arg(long, env = "INFLIGHT_WINDOW", value_parser = parse_duration)]
+    window: Option<u64>,
+    /// Allowed out-of-orderness; older records are late [default: 0s].
+    #[arg(long, env = "INFLIGHT_LATENESS", value_parser = parse_duration, default_value = "0")]
+    lateness: u64,
+    /// Emit a decision only when the action changes, or for every bar [default: changes].
+    #[arg(long, env = "INFLIGHT_EMIT")]
+    emit: Option<EmitArg>,
+    /// File chunk size in bytes: the unit of parallel reading (does not change results).
+    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_size: u64,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Worker threads per process.
+    #[arg(
+        short = 'w',
+        long = "workers",
+        default_value_t = 1,
+        env = "INFLIGHT_WORKERS"
+    )]
+    workers: usize,
+    /// Number of processes in the cluster.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    processes: usize,
+    /// Index of this process (0-based).
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    process: usize,
+    /// File with one host:port line per process.
+    #[arg(short = 'h', long = "hostfile")]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> Cluster {
+        Cluster {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Number of events.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Number of assets.
+    #[arg(long, default_value_t = 10)]
+    assets: usize,
+    /// Random seed (same seed, same file).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Fraction of events moved back in time (out of order).
+    #[arg(long, default_value_t = 0.0)]
+    out_of_order: f64,
+    /// Largest backwards move of an out-of-order event.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    max_delay: u64,
+    /// Fraction of malformed or invalid lines.
+    #[arg(long, default_value_t = 0.0)]
+    malformed: f64,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("inflight: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            pipeline: Pipeline::Trading,
+            args,
+            cluster,
+            ..
+        } => run_trading(&args, &cluster),
+        Command::Gen {
+            kind: GenKind::Market,
+            args,
+            output,
+        } => gen_market(&args, &output),
+        Command::Bench {
+            pipeline: Pipeline::Trading,
+            events,
+            assets,
+            input,
+            runs,
+            cluster,
+            ..
+        } => bench_trading(events, assets, input, runs, &cluster),
+    }
+}
+
+fn fraction(name: &str, v: f64) -> Result<f64> {
+    if !(0.0..=1.0).contains(&v) {
+        bail!("--{name} {v} must be a fraction between 0 and 1");
+    }
+    Ok(v)
+}
+
+fn gen_market(args: &GenArgs, output: &str) -> Result<()> {
+    let config = GenConfig {
+        events: args.events,
+        assets: args.assets,
+        seed: args.seed,
+        rate: args.rate,
+        out_of_order: fraction("out-of-order", args.out_of_order)?,
+        max_delay_ms: args.max_delay,
+        malformed: fraction("malformed", args.malformed)?,
+        ..GenConfig::default()
+    };
+    if args.assets == 0 || !(args.rate > 0.0) {
+        bail!("--assets must be at least 1 and --rate positive");
+    }
+    if output == "-" {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        generate(&config, &mut out).context("writing to stdout")?;
+    } else {
+        let file =
+            std::fs::File::create(output).with_context(|| format!("cannot create {output}"))?;
+        generate(&config, &mut std::io::BufWriter::new(file))
+            .with_context(|| format!("writing {output}"))?;
+    }
+    Ok(())
+}
+
+fn trading_config(args: &RunArgs) -> Result<TradingConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {path:?}"))?;
+            toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("config {path:?}: {}", e.message()))?
+        }
+        None => TradingConfig::default(),
+    };
+    if let Some(w) = args.window {
+        config.window_ms = w;
+    }
+    if let Some(e) = args.emit {
+        config.emit = match e {
+            EmitArg::Changes => Emit::Changes,
+            EmitArg::All => Emit::All,
+        };
+    }
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid trading config: {e}"))?;
+    Ok(config)
+}
+
+fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
+    let config = trading_config(args)?;
+    let job = JobConfig {
+        input: Input::from_arg(&args.input),
+        source: SourceConfig {
+            lateness: args.lateness,
+            chunk_size: args.chunk_size,
+            ..SourceConfig::default()
+        },
+        output: Output::from_arg(&args.output),
+        dead_letter: args
+            .dead_letter
+            .as_deref()
+            .map_or(Output::Stderr, Output::from_arg),
+        cluster: cluster.cluster(),
+    };
+    let ctx = RunContext::default();
+    let progress = Progress::start(&ctx);
+    let report = inflight::run_trading(&job, &config, &ctx);
+    progress.stop();
+    let report = report?;
+    if job.cluster.process == 0 {
+        print_summary("trading", &report);
+    } else {
+        eprintln!(
+            "inflight: process {} finished in {:.2} s",
+            job.cluster.process,
+            report.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn print_summary(pipeline: &str, r: &JobReport) {
+    let s = &r.source;
+    eprintln!("inflight: {pipeline} finished");
+    eprintln!("  events in      {:>12}", s.records());
+    eprintln!("  decisions out  {:>12}", r.outputs);
+    eprintln!(
+        "  dead-lettered  {:>12}  (malformed or invalid {}, late {})",
+        s.bad + s.late,
+        s.bad,
+        s.late
+    );
+    eprintln!("  late           {:>12}", s.late);
+    eprintln!("  elapsed        {:>12.3} s", r.elapsed.as_secs_f64());
+    eprintln!("  throughput     {:>12.0} events/s", r.events_per_sec());
+    if !r.latency.is_empty() {
+        eprintln!("  latency        {}", percentiles(&r.latency));
+    }
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> String {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (read → decision, {} decisions)",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        h.max() as f64 / 1000.0,
+        h.len()
+    )
+}
+
+fn bench_trading(
+    events: u64,
+    assets: usize,
+    input: Option<PathBuf>,
+    runs: usize,
+    cluster: &ClusterArgs,
+) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = match input {
+        Some(p) => p,
+        None => {
+            let path = dir.path().join("market.jsonl");
+            let config = GenConfig {
+                events,
+                assets,
+                ..GenConfig::default()
+            };
+            let file = std::fs::File::create(&path).context("creating the benchmark input")?;
+            generate(&config, &mut std::io::BufWriter::new(file))
+                .context("writing the benchmark input")?;
+            path
+        }
+    };
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let job = JobConfig {
+        input: Input::File(path.clone()),
+        source: SourceConfig::default(),
+        output: Output::Discard,
+        dead_letter: Output::Discard,
+        cluster: cluster.cluster(),
+    };
+    let config = TradingConfig::default();
+    eprintln!(
+        "bench trading: {} ({:.1} MB), {} worker(s) x {} process(es), {runs} run(s)",
+        path.display(),
+        size as f64 / 1e6,
+        cluster.workers,
+        cluster.processes
+    );
+    let mut reports = Vec::new();
+    for i in 0..runs {
+        let r = inflight::run_trading(&job, &config, &RunContext::default())?;
+        println!(
+            "run {}: {} events in {:.3} s = {:.0} events/s, {} decisions",
+            i + 1,
+            r.source.records(),
+            r.elapsed.as_secs_f64(),
+            r.events_per_sec(),
+            r.outputs
+        );
+        reports.push(r);
+    }
+    reports.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+    let median = &reports[reports.len() / 2];
+    println!(
+        "median: {:.0} events/s, wall {:.3} s; latency {}",
+        median.events_per_sec(),
+        median.elapsed.as_secs_f64(),
+        percentiles(&median.latency)
+    );
+    Ok(())
+}
+
+/// A progress line on stderr for runs longer than a second, only when stderr is a terminal.
+struct Progress {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(ctx: &RunContext) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let counter = ctx.progress.clone();
+        let thread = std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(1)).is_ok() {
+                return;
+            }
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {human_pos} events read ({per_sec}) {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            while rx.recv_timeout(Duration::from_millis(100)).is_err() {
+                bar.set_position(counter.get());
+            }
+            bar.finish_and_clear();
+        });
+        Progress {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
