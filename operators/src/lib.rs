@@ -3,6 +3,7 @@
 //! that turn inputs into [`Decision`]s — and the `Decision` type every pipeline emits.
 
 pub mod decision;
+pub mod exact_sum;
 pub mod indicators;
 pub mod keyed;
 pub mod rules;

@@ -3,6 +3,7 @@
 //! and its bar is emitted at time end-1. Open and close are the earliest and latest ticks by
 //! (event time, source position), so ties break the same way at any parallelism.
 
+use crate::exact_sum::ExactSum;
 use inflight_engine::{Key, Millis, Position, Stream, key_hash};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -47,8 +48,8 @@ pub struct Bar<C> {
     pub low: f64,
     /// Last price.
     pub close: f64,
-    /// Sum of volumes.
-    pub volume: f64,
+    /// Sum of volumes, summed exactly so that arrival order does not matter.
+    pub volume: ExactSum,
     /// Number of ticks.
     pub count: u64,
     /// (time, position) of the opening tick.
@@ -72,7 +73,11 @@ impl<C: Clone> Bar<C> {
             high: tick.price,
             low: tick.price,
             close: tick.price,
-            volume: tick.volume,
+            volume: {
+                let mut v = ExactSum::default();
+                v.add(tick.volume);
+                v
+            },
             count: 1,
             first: at,
             last: at,
@@ -85,7 +90,7 @@ impl<C: Clone> Bar<C> {
         let at = (tick.time, tick.pos);
         self.high = self.high.max(tick.price);
         self.low = self.low.min(tick.price);
-        self.volume += tick.volume;
+        self.volume.add(tick.volume);
         self.count += 1;
         self.ingest_ns = self.ingest_ns.max(tick.ingest_ns);
         if at < self.first {

@@ -117,7 +117,7 @@ impl Rules for TradingRules {
                 "start": format_rfc3339(bar.start),
                 "end": format_rfc3339(bar.end),
                 "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close,
-                "volume": bar.volume, "ticks": bar.count,
+                "volume": bar.volume.value(), "ticks": bar.count,
             },
             "rsi": s.rsi,
             "macd": { "value": s.macd.value, "signal": s.macd.signal, "histogram": s.macd.histogram },

@@ -1,0 +1,489 @@
+//! The trading pipeline end to end through the `inflight` binary: indicators against TA-Lib,
+//! event time and lateness, dead letters, parallelism, stdin, and bad arguments.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_inflight");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn inflight(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("inflight runs")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "inflight failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("output written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect()
+}
+
+/// Decisions without their wall-clock field, in file order.
+fn decisions(path: &Path) -> Vec<Value> {
+    json_lines(path)
+        .into_iter()
+        .map(|mut d| {
+            d.as_object_mut()
+                .expect("object")
+                .remove("decided_at")
+                .expect("decided_at present");
+            d
+        })
+        .collect()
+}
+
+/// Asserts two decision lists are equal, reporting only the first difference.
+#[track_caller]
+fn assert_same(what: &str, a: &[Value], b: &[Value]) {
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        panic!(
+            "{what}: first difference at decision {i}:\n  {}\n  {}",
+            a[i], b[i]
+        );
+    }
+    assert_eq!(a.len(), b.len(), "{what}: decision counts differ");
+}
+
+fn sorted_strings(values: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = values.iter().map(Value::to_string).collect();
+    v.sort();
+    v
+}
+
+fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let mut all = vec!["gen", "market", "-o", path.to_str().expect("utf8 path")];
+    all.extend_from_slice(args);
+    ok(inflight(&all));
+    path
+}
+
+fn run_trading(input: &Path, out: &Path, dead: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        "trading",
+        "--input",
+        input.to_str().expect("utf8"),
+        "--output",
+        out.to_str().expect("utf8"),
+        "--dead-letter",
+        dead.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    ok(inflight(&args))
+}
+
+#[test]
+fn bars_and_indicators_match_talib_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
+    run_trading(
+        &fixture("market-small.jsonl"),
+        &out,
+        &dead,
+        &["--emit", "all"],
+    );
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("market-small.talib.json")).unwrap())
+            .unwrap();
+    let got = decisions(&out);
+    for (asset, expected) in reference.as_object().unwrap() {
+        let rows = expected["scored"].as_array().unwrap();
+        let ours: Vec<&Value> = got.iter().filter(|d| d["key"] == *asset).collect();
+        assert_eq!(
+            ours.len(),
+            rows.len(),
+            "{asset}: one decision per bar from TA-Lib's first value on"
+        );
+        for (d, row) in ours.iter().zip(rows) {
+            let end = row["end"].as_u64().unwrap();
+            assert_eq!(d["id"], format!("trading/{asset}/{end}"));
+            let e = &d["evidence"];
+            for (ours, theirs) in [
+                (&e["bar"]["close"], &row["close"]),
+                (&e["rsi"], &row["rsi"]),
+                (&e["macd"]["value"], &row["macd"]),
+                (&e["macd"]["signal"], &row["signal"]),
+                (&e["macd"]["histogram"], &row["histogram"]),
+            ] {
+                let (o, t) = (ours.as_f64().unwrap(), theirs.as_f64().unwrap());
+                assert!(
+                    (o - t).abs() <= 1e-9,
+                    "{asset} bar ending {end}: ours {o} vs TA-Lib {t}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&dead).unwrap(),
+        "",
+        "no dead letters for a clean file"
+    );
+}
+
+#[test]
+fn the_specification_example_event_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let example: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("market-event.json")).unwrap())
+            .unwrap();
+    let input = dir.path().join("one.jsonl");
+    std::fs::write(&input, format!("{example}\n")).unwrap();
+    let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
+    let res = run_trading(&input, &out, &dead, &[]);
+    let summary = String::from_utf8_lossy(&res.stderr);
+    assert!(summary.contains("events in                 1"), "{summary}");
+    assert_eq!(std::fs::read_to_string(&dead).unwrap(), "");
+}
+
+/// Reverses every block of `block` lines: disorder bounded by the time a block spans.
+fn shuffle_locally(input: &Path, output: &Path, block: usize) {
+    let text = std::fs::read_to_string(input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    for chunk in lines.chunks(block) {
+        for l in chunk.iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    std::fs::write(output, out).unwrap();
+}
+
+#[test]
+fn out_of_order_within_lateness_gives_the_same_bars_as_sorted_input() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20 events/s: a block of 10 lines spans 450 ms, within a lateness of 1 s.
+    let sorted = generate(
+        dir.path(),
+        "sorted.jsonl",
+        &["--events", "4000", "--assets", "3", "--rate", "20"],
+    );
+    let shuffled = dir.path().join("shuffled.jsonl");
+    shuffle_locally(&sorted, &shuffled, 10);
+    let strip_source = |mut d: Value| {
+        d.as_object_mut().unwrap().remove("source");
+        d
+    };
+    let mut results = Vec::new();
+    for input in [&sorted, &shuffled] {
+        let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
+        run_trading(input, &out, &dead, &["--emit", "all", "--lateness", "1s"]);
+        assert_eq!(
+            std::fs::read_to_string(&dead).unwrap(),
+            "",
+            "nothing is late within the bound"
+        );
+        results.push(
+            decisions(&out)
+                .into_iter()
+                .map(strip_source)
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(results[0].len() > 500);
+    // Bars (OHLCV in the evidence) and everything derived from them are identical.
+    assert_same("sorted vs shuffled", &results[0], &results[1]);
+}
+
+#[test]
+fn late_event_goes_to_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |asset: &str, ts: &str, price: f64| {
+        format!(
+            r#"{{"asset":"{asset}","price":{price},"timestamp":"2024-01-07T10:00:{ts}Z","volume":1}}"#
+        )
+    };
+    let input = dir.path().join("late.jsonl");
+    let body = [
+        line("BTC/USD", "05.000", 100.0),
+        line("BTC/USD", "06.000", 101.0),
+        line("ETH/USD", "05.500", 50.0), // 0.5 s behind: within 1 s of lateness
+        line("BTC/USD", "01.000", 99.0), // 5 s behind: late
+        line("BTC/USD", "07.000", 102.0),
+    ]
+    .join("\n");
+    std::fs::write(&input, body + "\n").unwrap();
+    let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
+    let res = run_trading(&input, &out, &dead, &["--lateness", "1s"]);
+    let letters = json_lines(&dead);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["reason"], "late");
+    assert_eq!(letters[0]["source"]["line"], 4);
+    assert!(
+        letters[0]["raw"]
+            .as_str()
+            .unwrap()
+            .contains("10:00:01.000Z")
+    );
+    assert!(String::from_utf8_lossy(&res.stderr).contains("late                      1"));
+}
+
+#[test]
+fn malformed_lines_are_dead_lettered_with_position_and_no_good_line_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let dirty = generate(
+        dir.path(),
+        "dirty.jsonl",
+        &[
+            "--events",
+            "6000",
+            "--assets",
+            "4",
+            "--rate",
+            "20",
+            "--malformed",
+            "0.05",
+        ],
+    );
+    let text = std::fs::read_to_string(&dirty).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
+    run_trading(
+        &dirty,
+        &out,
+        &dead,
+        &["--emit", "all", "-w", "2", "--chunk-size", "8192"],
+    );
+    let letters = json_lines(&dead);
+    assert!(letters.len() > 150, "{} dead letters", letters.len());
+    let mut bad_lines = Vec::new();
+    for l in &letters {
+        let n = l["source"]["line"].as_u64().unwrap() as usize;
+        let offset = l["source"]["offset"].as_u64().unwrap() as usize;
+        assert_eq!(
+            l["raw"],
+            lines[n - 1],
+            "line number points at the raw record"
+        );
+        assert!(
+            text[offset..].starts_with(lines[n - 1]),
+            "offset points at the raw record"
+        );
+        assert!(
+            ["malformed", "invalid"].contains(&l["reason"].as_str().unwrap()),
+            "{l}"
+        );
+        assert!(!l["error"].as_str().unwrap().is_empty());
+        bad_lines.push(n);
+    }
+    // The same file without its bad lines gives the same decisions: no good line was lost.
+    bad_lines.sort_unstable();
+    let clean: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bad_lines.binary_search(&(i + 1)).is_err())
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let clean_path = dir.path().join("clean.jsonl");
+    std::fs::write(&clean_path, clean).unwrap();
+    let (out2, dead2) = (dir.path().join("d2.jsonl"), dir.path().join("dead2.jsonl"));
+    run_trading(&clean_path, &out2, &dead2, &["--emit", "all"]);
+    assert_eq!(std::fs::read_to_string(&dead2).unwrap(), "");
+    let strip = |v: Vec<Value>| -> Vec<Value> {
+        v.into_iter()
+            .map(|mut d| {
+                d.as_object_mut().unwrap().remove("source");
+                d
+            })
+            .collect()
+    };
+    assert_same(
+        "dirty vs clean",
+        &strip(decisions(&out)),
+        &strip(decisions(&out2)),
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn one_four_workers_and_two_processes_give_the_same_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    // Out-of-order and malformed lines, and small chunks so every worker reads part of the file.
+    let input = generate(
+        dir.path(),
+        "in.jsonl",
+        &[
+            "--events",
+            "30000",
+            "--assets",
+            "25",
+            "--rate",
+            "200",
+            "--out-of-order",
+            "0.05",
+            "--malformed",
+            "0.01",
+        ],
+    );
+    let common = ["--lateness", "200ms", "--chunk-size", "16384"];
+    let run = |tag: &str, extra: &[&str]| -> (Vec<Value>, Vec<String>) {
+        let (out, dead) = (
+            dir.path().join(format!("{tag}.jsonl")),
+            dir.path().join(format!("{tag}.dead")),
+        );
+        let mut args = common.to_vec();
+        args.extend_from_slice(extra);
+        run_trading(&input, &out, &dead, &args);
+        (decisions(&out), sorted_strings(&json_lines(&dead)))
+    };
+    let one = run("w1", &["-w", "1"]);
+    let four = run("w4", &["-w", "4"]);
+    assert!(one.0.len() > 100, "{} decisions", one.0.len());
+    assert!(
+        one.1.iter().any(|d| d.contains(r#""reason":"late""#)),
+        "the input has late records"
+    );
+    // The output file itself is the same, line for line (only decided_at was removed).
+    assert_same("-w 1 vs -w 4", &one.0, &four.0);
+    assert_eq!(one.1, four.1);
+
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let (out, dead) = (dir.path().join("n2.jsonl"), dir.path().join("n2.dead"));
+    let spawn = |p: &str| {
+        let mut args = vec!["run", "trading", "--input", input.to_str().unwrap()];
+        args.extend_from_slice(&[
+            "--output",
+            out.to_str().unwrap(),
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ]);
+        args.extend_from_slice(&common);
+        args.extend_from_slice(&["-w", "1", "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()]);
+        Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (p0, p1) = (spawn("0"), spawn("1"));
+    ok(p1.wait_with_output().unwrap());
+    ok(p0.wait_with_output().unwrap());
+    assert_same("-w 1 vs -n 2", &one.0, &decisions(&out));
+    assert_eq!(one.1, sorted_strings(&json_lines(&dead)));
+}
+
+#[test]
+fn stdin_gives_the_same_decisions_as_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("market-small.jsonl");
+    let (out, dead) = (dir.path().join("file.jsonl"), dir.path().join("dead"));
+    run_trading(&input, &out, &dead, &["--emit", "all"]);
+    let mut child = Command::new(BIN)
+        .args([
+            "run", "trading", "--input", "-", "--output", "-", "--emit", "all", "-w", "2",
+        ])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut piped = Vec::new();
+    std::io::Read::read_to_end(child.stdout.as_mut().unwrap(), &mut piped).unwrap();
+    ok(child.wait_with_output().unwrap());
+    let from_stdin = dir.path().join("stdin.jsonl");
+    std::fs::write(&from_stdin, piped).unwrap();
+    let rename = |v: Vec<Value>| -> Vec<Value> {
+        v.into_iter()
+            .map(|mut d| {
+                d["source"]["name"] = Value::from("-");
+                d
+            })
+            .collect()
+    };
+    let (a, b) = (rename(decisions(&out)), rename(decisions(&from_stdin)));
+    assert!(a.len() > 500);
+    assert_same("file vs stdin", &a, &b);
+}
+
+#[test]
+fn bad_arguments_exit_non_zero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_config = dir.path().join("bad.toml");
+    std::fs::write(&bad_config, "rsi_perod = 3\n").unwrap();
+    let sample = fixture("market-small.jsonl");
+    let sample = sample.to_str().unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["run", "trading", "--input", "/no/such/file.jsonl"],
+            "cannot read input",
+        ),
+        (
+            &["run", "trading", "--input", sample, "--window", "0"],
+            "window",
+        ),
+        (
+            &["run", "trading", "--input", sample, "--window", "soon"],
+            "duration",
+        ),
+        (&["run", "trading", "--input", sample, "-w", "0"], "workers"),
+        (
+            &["run", "trading", "--input", sample, "-n", "2", "-p", "5"],
+            "out of range",
+        ),
+        (
+            &[
+                "run",
+                "trading",
+                "--input",
+                sample,
+                "--config",
+                bad_config.to_str().unwrap(),
+            ],
+            "rsi_perod",
+        ),
+        (
+            &[
+                "run",
+                "trading",
+                "--input",
+                sample,
+                "--output",
+                "/proc/forbidden/x.jsonl",
+            ],
+            "cannot write output",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = inflight(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            err.trim().lines().count() <= 3,
+            "{args:?}: short error, got {err}"
+        );
+    }
+}
