@@ -1,1 +1,69 @@
-fn main() {}
+//! The whole trading job, file → decisions, over 1,000,000 synthetic events on 1,000 assets, on one
+//! and two workers; and the JSON parse of one market event, the largest cost per event.
+
+#![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use inflight::engine::Event;
+use inflight::engine::job::JobConfig;
+use inflight::engine::runtime::{Cluster, RunContext};
+use inflight::engine::sink::Output;
+use inflight::engine::source::{Input, SourceConfig};
+use inflight::pipelines::trading::synthetic::{GenConfig, generate};
+use inflight::pipelines::trading::{MarketEvent, TradingConfig};
+use std::hint::black_box;
+use std::time::Duration;
+
+const EVENTS: u64 = 1_000_000;
+
+fn trading(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("market.jsonl");
+    let file = std::fs::File::create(&path).expect("create input");
+    let config = GenConfig {
+        events: EVENTS,
+        assets: 1_000,
+        ..GenConfig::default()
+    };
+    generate(&config, &mut std::io::BufWriter::new(file)).expect("write input");
+
+    let mut group = c.benchmark_group("trading_1m_events_1k_assets");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements(EVENTS));
+    for workers in [1, 2] {
+        let job = JobConfig {
+            input: Input::File(path.clone()),
+            source: SourceConfig::default(),
+            output: Output::Discard,
+            dead_letter: Output::Discard,
+            cluster: Cluster {
+                workers,
+                ..Cluster::default()
+            },
+        };
+        group.bench_function(format!("w{workers}"), |b| {
+            b.iter(|| {
+                let report =
+                    inflight::run_trading(&job, &TradingConfig::default(), &RunContext::default())
+                        .expect("run succeeds");
+                assert_eq!(report.source.events, EVENTS);
+                report.outputs
+            })
+        });
+    }
+    group.finish();
+
+    let line = std::fs::read_to_string(&path).expect("read input");
+    let line = line.lines().next().expect("one line").as_bytes().to_vec();
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("market_event", |b| {
+        b.iter(|| MarketEvent::parse(black_box(&line)).is_ok())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, trading);
+criterion_main!(benches);

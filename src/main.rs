@@ -242,7 +242,7 @@ fn gen_market(args: &GenArgs, output: &str) -> Result<()> {
         malformed: fraction("malformed", args.malformed)?,
         ..GenConfig::default()
     };
-    if args.assets == 0 || !(args.rate > 0.0) {
+    if args.assets == 0 || args.rate.is_nan() || args.rate <= 0.0 {
         bail!("--assets must be at least 1 and --rate positive");
     }
     if output == "-" {
@@ -401,7 +401,7 @@ fn bench_trading(
         );
         reports.push(r);
     }
-    reports.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+    reports.sort_by_key(|r| r.elapsed);
     let median = &reports[reports.len() / 2];
     println!(
         "median: {:.0} events/s, wall {:.3} s; latency {}",

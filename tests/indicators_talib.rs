@@ -1,6 +1,8 @@
 //! inflight's RSI, MACD and EMA against values computed by TA-Lib itself
 //! (`scripts/talib_fixture.py` wrote the fixture; see it for how to regenerate).
 
+#![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
+
 use inflight::operators::indicators::{Ema, Macd, Rsi};
 use serde_json::Value;
 

@@ -1,6 +1,8 @@
 //! The trading pipeline end to end through the `inflight` binary: indicators against TA-Lib,
 //! event time and lateness, dead letters, parallelism, stdin, and bad arguments.
 
+#![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -486,4 +488,59 @@ fn bad_arguments_exit_non_zero_with_one_line() {
             "{args:?}: short error, got {err}"
         );
     }
+}
+
+#[test]
+fn example_config_file_gives_the_default_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("market-small.jsonl");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/trading.toml");
+    let (a, b, dead) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("dead"),
+    );
+    run_trading(&input, &a, &dead, &[]);
+    run_trading(&input, &b, &dead, &["--config", config.to_str().unwrap()]);
+    assert_same(
+        "defaults vs data/trading.toml",
+        &decisions(&a),
+        &decisions(&b),
+    );
+    // A flag overrides the file: RSI above 0 sells everything.
+    let strict = dir.path().join("strict.toml");
+    std::fs::write(&strict, "[rules]\nrsi_sell_above = 0.0\n").unwrap();
+    let c = dir.path().join("c");
+    run_trading(
+        &input,
+        &c,
+        &dead,
+        &["--config", strict.to_str().unwrap(), "--emit", "all"],
+    );
+    let all = decisions(&c);
+    assert!(!all.is_empty() && all.iter().all(|d| d["action"] == "SELL"));
+}
+
+#[test]
+fn emit_changes_only_reports_action_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("market-small.jsonl");
+    let (changes, all, dead) = (
+        dir.path().join("changes"),
+        dir.path().join("all"),
+        dir.path().join("dead"),
+    );
+    run_trading(&input, &changes, &dead, &[]);
+    run_trading(&input, &all, &dead, &["--emit", "all"]);
+    let (changes, all) = (decisions(&changes), decisions(&all));
+    // Derive the expected changes from the full stream, independently of the operator.
+    let mut last = std::collections::HashMap::new();
+    let expected: Vec<Value> = all
+        .into_iter()
+        .filter(|d| {
+            last.insert(d["key"].to_string(), d["action"].clone()) != Some(d["action"].clone())
+        })
+        .collect();
+    assert!(expected.len() > 5);
+    assert_same("--emit changes", &changes, &expected);
 }

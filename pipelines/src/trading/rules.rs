@@ -157,7 +157,7 @@ mod tests {
                 high: 1.0,
                 low: 1.0,
                 close: 1.0,
-                volume: 1.0,
+                volume: Default::default(),
                 count: 1,
                 first: at,
                 last: at,

@@ -63,7 +63,7 @@ struct Walk {
 
 /// Writes `config.events` JSON lines to `out`.
 pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<()> {
-    if config.assets == 0 || !(config.rate > 0.0) {
+    if config.assets == 0 || config.rate.is_nan() || config.rate <= 0.0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "need at least one asset and a positive rate",
