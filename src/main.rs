@@ -3,10 +3,11 @@
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use inflight::engine::job::{JobConfig, JobReport};
-use inflight::engine::runtime::{Cluster, RunContext};
-use inflight::engine::sink::Output;
-use inflight::engine::source::{Input, SourceConfig};
-use inflight::engine::time::parse_duration;
+use inflight::engine::kafka::{KafkaConfig, consume_to, produce_lines};
+use inflight::engine::runtime::{Cluster, RunContext, Stop};
+use inflight::engine::sink::{KafkaOutput, Output};
+use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
+use inflight::engine::time::{parse_duration, parse_rfc3339};
 use inflight::operators::Emit;
 use inflight::pipelines::trading::TradingConfig;
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
@@ -33,7 +34,7 @@ enum Command {
         /// The pipeline to run.
         pipeline: Pipeline,
         #[command(flatten)]
-        args: RunArgs,
+        args: Box<RunArgs>,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Print help.
@@ -49,6 +50,37 @@ enum Command {
         /// Output file, or `-` for stdout.
         #[arg(short, long, default_value = "-")]
         output: String,
+    },
+    /// Send JSON lines to a Kafka topic (the specification's producer).
+    Produce {
+        /// Topic to write (created if missing).
+        #[arg(long)]
+        topic: String,
+        /// Input file, or `-` for stdin.
+        #[arg(short, long, default_value = "-")]
+        input: String,
+        /// Records per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Key each record by this top-level JSON field (e.g. asset).
+        #[arg(long)]
+        key_field: Option<String>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Print the records of a Kafka topic, one per line.
+    Consume {
+        /// Topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Keep reading after the end offsets found at start (until Ctrl-C).
+        #[arg(long)]
+        follow: bool,
+        /// Print partition, offset, key and headers with each value.
+        #[arg(long)]
+        meta: bool,
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
     /// Measure a pipeline's throughput and latency on synthetic data (release builds only mean something).
     #[command(disable_help_flag = true)]
@@ -126,6 +158,65 @@ struct RunArgs {
     /// File chunk size in bytes: the unit of parallel reading (does not change results).
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_size: u64,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Read events from this Kafka topic instead of --input.
+    #[arg(long, env = "INFLIGHT_INPUT_TOPIC")]
+    input_topic: Option<String>,
+    /// Write decisions to this Kafka topic instead of --output.
+    #[arg(long, env = "INFLIGHT_OUTPUT_TOPIC")]
+    output_topic: Option<String>,
+    /// Write dead letters to this Kafka topic instead of --dead-letter.
+    #[arg(long, env = "INFLIGHT_DEAD_LETTER_TOPIC")]
+    dead_letter_topic: Option<String>,
+    /// Consumer group whose committed offsets --from committed uses and the run commits.
+    #[arg(long, default_value = "inflight-trading", env = "INFLIGHT_GROUP")]
+    group: String,
+    /// Where to start reading the input topic: earliest, latest, committed or an RFC 3339 time.
+    #[arg(long, default_value = "committed", value_parser = parse_start)]
+    from: StartFrom,
+    /// Read up to the end offsets found at start, then finish like a file run.
+    #[arg(long)]
+    bounded: bool,
+    /// A partition silent this long stops holding windows back.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    idle_timeout: u64,
+}
+
+#[derive(Args, Clone)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port].
+    #[arg(long, env = "KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Partitions for topics inflight creates.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: i32,
+    /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = KafkaConfig::parse_property)]
+    property: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    fn config(&self, what: &str) -> Result<KafkaConfig> {
+        let Some(brokers) = self.brokers.clone() else {
+            bail!("{what} needs --brokers HOST:PORT (or KAFKA_BROKERS)");
+        };
+        Ok(KafkaConfig {
+            brokers,
+            properties: self.property.clone(),
+        })
+    }
+}
+
+fn parse_start(text: &str) -> Result<StartFrom, String> {
+    match text {
+        "earliest" => Ok(StartFrom::Earliest),
+        "latest" => Ok(StartFrom::Latest),
+        "committed" => Ok(StartFrom::Committed),
+        other => parse_rfc3339(other).map(StartFrom::Timestamp).map_err(|_| {
+            format!("{other:?} is not earliest, latest, committed or an RFC 3339 time")
+        }),
+    }
 }
 
 #[derive(Args)]
@@ -221,6 +312,55 @@ fn dispatch(cli: Cli) -> Result<()> {
             cluster,
             ..
         } => bench_trading(events, assets, input, runs, &cluster),
+        Command::Produce {
+            topic,
+            input,
+            rate,
+            key_field,
+            kafka,
+        } => {
+            if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                bail!("--rate must be a positive number of records per second");
+            }
+            let config = kafka.config("produce")?;
+            let reader: Box<dyn std::io::BufRead> = if input == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(&input)
+                    .with_context(|| format!("cannot read input {input:?}"))?;
+                Box::new(std::io::BufReader::new(f))
+            };
+            let r = produce_lines(
+                &config,
+                &topic,
+                kafka.partitions,
+                reader,
+                key_field.as_deref(),
+                rate,
+            )?;
+            eprintln!(
+                "inflight: produced {} records to {topic} in {:.3} s ({:.0}/s)",
+                r.records,
+                r.seconds,
+                r.records as f64 / r.seconds.max(1e-9)
+            );
+            Ok(())
+        }
+        Command::Consume {
+            topic,
+            follow,
+            meta,
+            kafka,
+        } => {
+            let config = kafka.config("consume")?;
+            let stop = Stop::default();
+            let handler = stop.clone();
+            ctrlc::set_handler(move || handler.request())
+                .context("installing the Ctrl-C handler")?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            consume_to(&config, &topic, follow, meta, &stop, &mut out)?;
+            Ok(())
+        }
     }
 }
 
@@ -284,21 +424,54 @@ fn trading_config(args: &RunArgs) -> Result<TradingConfig> {
 
 fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
     let config = trading_config(args)?;
+    let kafka_output = |topic: &String| -> Result<Output> {
+        Ok(Output::Kafka(KafkaOutput {
+            kafka: args.kafka.config("a Kafka output topic")?,
+            topic: topic.clone(),
+            partitions: args.kafka.partitions,
+        }))
+    };
+    let input = match &args.input_topic {
+        Some(topic) => Input::Kafka(KafkaInput {
+            kafka: args.kafka.config("--input-topic")?,
+            topic: topic.clone(),
+            group: args.group.clone(),
+            from: args.from,
+            bounded: args.bounded,
+            idle_timeout: Duration::from_millis(args.idle_timeout),
+        }),
+        None => Input::from_arg(&args.input),
+    };
+    let output = match &args.output_topic {
+        Some(topic) => kafka_output(topic)?,
+        None => Output::from_arg(&args.output),
+    };
+    let dead_letter = match (&args.dead_letter_topic, &args.dead_letter) {
+        (Some(topic), _) => kafka_output(topic)?,
+        (None, Some(path)) => Output::from_arg(path),
+        (None, None) => Output::Stderr,
+    };
     let job = JobConfig {
-        input: Input::from_arg(&args.input),
+        input,
         source: SourceConfig {
             lateness: args.lateness,
             chunk_size: args.chunk_size,
             ..SourceConfig::default()
         },
-        output: Output::from_arg(&args.output),
-        dead_letter: args
-            .dead_letter
-            .as_deref()
-            .map_or(Output::Stderr, Output::from_arg),
+        output,
+        dead_letter,
         cluster: cluster.cluster(),
     };
     let ctx = RunContext::default();
+    let stop = ctx.stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.requested() {
+            std::process::exit(130);
+        }
+        eprintln!("inflight: stopping (closing windows, flushing outputs; Ctrl-C again to abort)");
+        stop.request();
+    })
+    .context("installing the Ctrl-C handler")?;
     let progress = Progress::start(&ctx);
     let report = inflight::run_trading(&job, &config, &ctx);
     progress.stop();

@@ -420,7 +420,7 @@ fn stdin_gives_the_same_decisions_as_the_file() {
     let rename = |v: Vec<Value>| -> Vec<Value> {
         v.into_iter()
             .map(|mut d| {
-                d["source"]["name"] = Value::from("-");
+                d["source"]["file"] = Value::from("-");
                 d
             })
             .collect()

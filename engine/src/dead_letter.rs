@@ -18,37 +18,62 @@ pub struct Position {
     pub line: u64,
 }
 
-/// A position together with the name of its source, as written into decisions and dead letters.
+/// The name of a source: a file (or `stdin`) or a Kafka topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SourceName {
+    /// A file path, or `stdin`.
+    File(Arc<str>),
+    /// A Kafka topic.
+    Topic(Arc<str>),
+}
+
+impl SourceName {
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SourceName::File(n) | SourceName::Topic(n) => n,
+        }
+    }
+}
+
+/// A position together with the name of its source, as written into decisions and dead letters:
+/// `{"file", "offset", "line"}` for files, `{"topic", "partition", "offset"}` for Kafka.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRef {
-    /// The source: a file path, `stdin`, or later a topic.
-    pub name: Arc<str>,
-    /// Partition (omitted for files and stdin).
-    #[serde(skip_serializing_if = "is_zero_u32", default)]
-    pub partition: u32,
-    /// Byte offset or record offset.
+    /// The file read (or `stdin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<Arc<str>>,
+    /// The topic read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Arc<str>>,
+    /// The topic's partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// Byte offset in the file, or record offset in the partition.
     pub offset: u64,
-    /// 1-based line number (omitted when unknown).
-    #[serde(skip_serializing_if = "is_zero_u64", default)]
-    pub line: u64,
-}
-
-fn is_zero_u32(v: &u32) -> bool {
-    *v == 0
-}
-
-fn is_zero_u64(v: &u64) -> bool {
-    *v == 0
+    /// 1-based line number in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 impl SourceRef {
     /// Names the position `pos` of source `name`.
-    pub fn new(name: &Arc<str>, pos: Position) -> Self {
-        SourceRef {
-            name: Arc::clone(name),
-            partition: pos.partition,
-            offset: pos.offset,
-            line: pos.line,
+    pub fn new(name: &SourceName, pos: Position) -> Self {
+        match name {
+            SourceName::File(f) => SourceRef {
+                file: Some(Arc::clone(f)),
+                topic: None,
+                partition: None,
+                offset: pos.offset,
+                line: (pos.line > 0).then_some(pos.line),
+            },
+            SourceName::Topic(t) => SourceRef {
+                file: None,
+                topic: Some(Arc::clone(t)),
+                partition: Some(pos.partition),
+                offset: pos.offset,
+                line: None,
+            },
         }
     }
 }
@@ -97,7 +122,7 @@ impl DeadLetter {
     pub fn new(
         reason: DeadReason,
         error: String,
-        name: &Arc<str>,
+        name: &SourceName,
         pos: Position,
         raw: &[u8],
     ) -> Self {

@@ -2,15 +2,20 @@
 //! shape, builds source → pipeline → sinks in every worker, runs to the end of input, and returns
 //! the totals. A pipeline only supplies the function from events to results.
 
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, SourceName};
 use crate::event::{Event, Sourced};
+use crate::kafka::KafkaError;
 use crate::runtime::{Cluster, ClusterError, RunContext};
-use crate::sink::{OpenOutput, Output, SinkError, write_lines};
-use crate::source::{Input, OpenInput, SourceConfig, SourceError, SourceStats, source};
+use crate::sink::{
+    KafkaOutput, KafkaRecord, LineSink, OpenOutput, Output, SinkError, produce, write_lines,
+};
+use crate::source::{Input, KafkaInput, OpenInput, SourceConfig, SourceError, SourceStats, source};
 use crate::stats::{gather_stats, latency_histogram};
 use crate::time::wall_nanos;
 use crate::{Scope, Stream};
 use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,7 +26,43 @@ use timely::dataflow::operators::vec::Map;
 /// A result record the engine can write and time.
 pub trait Emitted: Serialize + 'static {
     /// Wall-clock nanoseconds when the newest input behind this record was read (0 if unknown).
-    fn ingest_ns(&self) -> u64;
+    fn ingest_ns(&self) -> u64 {
+        0
+    }
+    /// The key that picks the Kafka partition (records of one key stay in order).
+    fn key(&self) -> Option<&str> {
+        None
+    }
+    /// Kafka headers.
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+impl Emitted for DeadLetter {
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![("reason", self.reason.as_str().to_owned())]
+    }
+}
+
+/// An output ready to be written by the dataflow.
+enum Prepared {
+    Lines(OpenOutput),
+    Kafka(KafkaOutput),
+}
+
+impl Prepared {
+    fn new(output: &Output, process: usize) -> Result<Self, JobError> {
+        Ok(match output {
+            Output::Kafka(k) => {
+                if process == 0 {
+                    k.kafka.ensure_topic(&k.topic, k.partitions)?;
+                }
+                Prepared::Kafka(k.clone())
+            }
+            other => Prepared::Lines(other.open(process)?),
+        })
+    }
 }
 
 /// Everything a run needs besides the pipeline.
@@ -73,6 +114,9 @@ pub enum JobError {
     /// Bad cluster flags.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A Kafka broker refused or could not be reached.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
     /// Timely could not start (e.g. peers unreachable).
     #[error("starting workers failed: {0}")]
     Start(String),
@@ -103,8 +147,11 @@ where
     let timely_config = config.cluster.timely_config()?;
     let input = config.input.open()?;
     let process = config.cluster.process;
-    let output = config.output.open(process)?;
-    let dead_output = config.dead_letter.open(process)?;
+    if let (Input::Kafka(k), 0) = (&config.input, process) {
+        k.kafka.ensure_topic(&k.topic, 1)?;
+    }
+    let output = Prepared::new(&config.output, process)?;
+    let dead_output = Prepared::new(&config.dead_letter, process)?;
     let source_config = config.source.clone();
     let worker_ctx = ctx.clone();
     let started = Instant::now();
@@ -150,11 +197,16 @@ where
         report.dead_letters += r.dead_letters;
         let _ = report.latency.add(&r.latency);
     }
-    report.elapsed = started.elapsed();
     let failures = ctx.failures.take();
     if !failures.is_empty() {
         return Err(JobError::Failed(failures.join("; ")));
     }
+    // Everything read has left through the sinks (flushed and acknowledged): only now do the
+    // consumed offsets become committed, so a restart from `committed` neither skips nor repeats.
+    if let Input::Kafka(k) = &config.input {
+        commit(k, &ctx.positions.take())?;
+    }
+    report.elapsed = started.elapsed();
     Ok(report)
 }
 
@@ -169,8 +221,8 @@ fn build<'s, E, D, F>(
     scope: Scope<'s>,
     input: &OpenInput,
     source_config: &SourceConfig,
-    output: &OpenOutput,
-    dead_output: &OpenOutput,
+    output: &Prepared,
+    dead_output: &Prepared,
     ctx: &RunContext,
     pipeline: &F,
 ) -> Built
@@ -182,23 +234,68 @@ where
     let src = source::<E>(scope, input, source_config, ctx);
     let results = pipeline(scope, src.events);
     let latency = Rc::new(RefCell::new(latency_histogram()));
-    let record = Rc::clone(&latency);
-    let failures = ctx.failures.clone();
-    let lines = results.flat_map(move |r: D| {
-        if r.ingest_ns() > 0 {
-            let micros = wall_nanos().saturating_sub(r.ingest_ns()) / 1_000;
-            let _ = record.borrow_mut().record(micros.max(1));
-        }
-        to_line(&r, &failures)
-    });
-    let failures = ctx.failures.clone();
-    let dead_lines = src
-        .dead
-        .flat_map(move |d: DeadLetter| to_line(&d, &failures));
-    let outputs = write_lines(lines, output, ctx);
-    let dead = write_lines(dead_lines, dead_output, ctx);
+    let outputs = emit(results, output, ctx, Some(Rc::clone(&latency)));
+    let dead = emit(src.dead, dead_output, ctx, None);
     let totals = gather_stats(src.stats);
     (totals, outputs, dead, latency)
+}
+
+/// Formats results as JSON and hands them to their sink, timing read → result on the way.
+fn emit<D: Emitted>(
+    stream: Stream<'_, D>,
+    output: &Prepared,
+    ctx: &RunContext,
+    latency: Option<Rc<RefCell<Histogram<u64>>>>,
+) -> LineSink {
+    let failures = ctx.failures.clone();
+    let format = move |r: &D| {
+        if let (Some(h), true) = (&latency, r.ingest_ns() > 0) {
+            let micros = wall_nanos().saturating_sub(r.ingest_ns()) / 1_000;
+            let _ = h.borrow_mut().record(micros.max(1));
+        }
+        to_line(r, &failures)
+    };
+    match output {
+        Prepared::Lines(open) => write_lines(stream.flat_map(move |r: D| format(&r)), open, ctx),
+        Prepared::Kafka(k) => {
+            let records = stream.flat_map(move |r: D| {
+                format(&r).map(|payload| KafkaRecord {
+                    key: r.key().map(str::to_owned),
+                    payload,
+                    headers: r.headers(),
+                })
+            });
+            produce(records, k, ctx)
+        }
+    }
+}
+
+/// Commits the next offsets of every partition read, for the input's consumer group.
+fn commit(input: &KafkaInput, positions: &[(String, i32, i64)]) -> Result<(), KafkaError> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let k = &input.kafka;
+    let consumer: BaseConsumer = k
+        .client_config(&[
+            ("group.id", input.group.as_str()),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()
+        .map_err(|e| k.error(format!("cannot create a consumer to commit offsets: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, next) in positions {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+            .map_err(|e| k.error(e.to_string()))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
+        k.error(format!(
+            "committing offsets for group {:?} failed: {e}",
+            input.group
+        ))
+    })?;
+    tracing::info!(group = %input.group, ?positions, "committed offsets");
+    Ok(())
 }
 
 fn to_line<T: Serialize>(record: &T, failures: &crate::runtime::Failures) -> Option<String> {
@@ -212,9 +309,10 @@ fn to_line<T: Serialize>(record: &T, failures: &crate::runtime::Failures) -> Opt
 }
 
 /// The name written into positions for `input`.
-pub fn source_name(input: &Input) -> Arc<str> {
+pub fn source_name(input: &Input) -> SourceName {
     match input {
-        Input::File(p) => Arc::from(p.display().to_string()),
-        Input::Stdin => Arc::from("stdin"),
+        Input::File(p) => SourceName::File(Arc::from(p.display().to_string())),
+        Input::Stdin => SourceName::File(Arc::from("stdin")),
+        Input::Kafka(k) => SourceName::Topic(Arc::from(k.topic.as_str())),
     }
 }

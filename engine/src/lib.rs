@@ -6,6 +6,7 @@
 pub mod dead_letter;
 pub mod event;
 pub mod job;
+pub mod kafka;
 pub mod key;
 pub mod runtime;
 pub mod sink;
@@ -14,7 +15,7 @@ pub mod stats;
 pub mod time;
 pub mod watermark;
 
-pub use dead_letter::{DeadLetter, DeadReason, Position, SourceRef};
+pub use dead_letter::{DeadLetter, DeadReason, Position, SourceName, SourceRef};
 pub use event::{Event, ParseError, Sourced};
 pub use key::{Key, key_hash};
 pub use time::Millis;

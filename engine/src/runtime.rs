@@ -163,6 +163,44 @@ impl Failures {
     }
 }
 
+/// A request to stop (SIGINT/SIGTERM): sources finish as if their input ended, so windows close,
+/// sinks flush and offsets are committed.
+#[derive(Clone, Debug, Default)]
+pub struct Stop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Stop {
+    /// Asks every source of the process to finish.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Where partitioned sources stopped: (topic, partition, next offset), for committing at the end.
+#[derive(Clone, Debug, Default)]
+pub struct Positions(Arc<Mutex<Vec<(String, i32, i64)>>>);
+
+impl Positions {
+    /// Records the next offsets of `topic`'s partitions.
+    pub fn record(&self, topic: &str, next: &[(i32, i64)]) {
+        if let Ok(mut list) = self.0.lock() {
+            list.extend(next.iter().map(|(p, o)| (topic.to_owned(), *p, *o)));
+        }
+    }
+
+    /// All recorded positions.
+    pub fn take(&self) -> Vec<(String, i32, i64)> {
+        self.0
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+}
+
 /// What every worker of a process shares.
 #[derive(Clone, Debug, Default)]
 pub struct RunContext {
@@ -170,6 +208,10 @@ pub struct RunContext {
     pub progress: Progress,
     /// Fatal errors.
     pub failures: Failures,
+    /// Stop requests.
+    pub stop: Stop,
+    /// Final source positions.
+    pub positions: Positions,
 }
 
 #[cfg(test)]

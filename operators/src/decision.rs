@@ -62,4 +62,20 @@ impl inflight_engine::job::Emitted for Decision {
     fn ingest_ns(&self) -> u64 {
         self.ingest_ns
     }
+
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let by = match self.decided_by {
+            DecidedBy::Rules => "rules",
+            DecidedBy::Llm => "llm",
+            DecidedBy::Fallback => "fallback",
+        };
+        vec![
+            ("pipeline", self.pipeline.clone()),
+            ("decided_by", by.to_owned()),
+        ]
+    }
 }

@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::Operator;
 /// How many lines a sink has written (meaningful on worker 0 once the run is over).
 #[derive(Clone, Debug, Default)]
 pub struct LineSink {
-    written: Rc<Cell<u64>>,
+    pub(super) written: Rc<Cell<u64>>,
 }
 
 impl LineSink {

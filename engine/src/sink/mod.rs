@@ -3,8 +3,10 @@
 //! same file whatever the number of workers or processes.
 
 mod file;
+mod kafka;
 
 pub use file::{LineSink, write_lines};
+pub use kafka::{KafkaOutput, KafkaRecord, produce};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ pub enum Output {
     Stderr,
     /// Nowhere (benchmarks): lines are still formatted and counted.
     Discard,
+    /// A Kafka topic.
+    Kafka(KafkaOutput),
 }
 
 impl Output {
@@ -56,7 +60,7 @@ impl Output {
                 std::io::stdout(),
             ))),
             Output::Stderr => Some(Box::new(std::io::stderr())),
-            Output::Discard => Some(Box::new(std::io::sink())),
+            Output::Discard | Output::Kafka(_) => Some(Box::new(std::io::sink())),
         };
         Ok(OpenOutput {
             name: self.describe(),
@@ -70,6 +74,7 @@ impl Output {
             Output::Stdout => "stdout".into(),
             Output::Stderr => "stderr".into(),
             Output::Discard => "discard".into(),
+            Output::Kafka(k) => format!("kafka topic {}", k.topic),
         }
     }
 }

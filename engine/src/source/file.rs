@@ -5,7 +5,7 @@
 
 use super::lines::{Batch, first_event_time, parse_lines};
 use super::operator::{Feed, FeedState};
-use crate::dead_letter::Position;
+use crate::dead_letter::{Position, SourceName};
 use crate::event::Event;
 use crate::time::{Millis, wall_nanos};
 use crate::watermark::Watermark;
@@ -26,10 +26,10 @@ struct Chunk {
 /// The chunks of a file that belong to one worker, read in order.
 pub(crate) struct FileFeed<E> {
     map: Arc<Mmap>,
-    name: Arc<str>,
+    name: SourceName,
     chunks: Vec<Chunk>,
-    /// `floor[i]`: the lowest starting watermark of chunks i.. (lower bound for unstarted chunks).
-    floor: Vec<Millis>,
+    /// `unstarted_low[i]`: the lowest starting watermark of chunks i.. (lower bound for unstarted chunks).
+    unstarted_low: Vec<Millis>,
     current: usize,
     batch_bytes: usize,
     _event: PhantomData<E>,
@@ -50,7 +50,7 @@ impl<E: Event> FileFeed<E> {
     /// The chunks of `map` for worker `index` of `peers`.
     pub fn new(
         map: Arc<Mmap>,
-        name: Arc<str>,
+        name: SourceName,
         index: usize,
         peers: usize,
         chunk_size: u64,
@@ -85,15 +85,15 @@ impl<E: Event> FileFeed<E> {
                 wm: Watermark::new(lateness, first),
             });
         }
-        let mut floor = vec![Millis::MAX; chunks.len() + 1];
+        let mut unstarted_low = vec![Millis::MAX; chunks.len() + 1];
         for i in (0..chunks.len()).rev() {
-            floor[i] = floor[i + 1].min(chunks[i].wm.current());
+            unstarted_low[i] = unstarted_low[i + 1].min(chunks[i].wm.current());
         }
         FileFeed {
             map,
             name,
             chunks,
-            floor,
+            unstarted_low,
             current: 0,
             batch_bytes,
             _event: PhantomData,
@@ -102,7 +102,7 @@ impl<E: Event> FileFeed<E> {
 }
 
 impl<E: Event> Feed<E> for FileFeed<E> {
-    fn fill(&mut self, out: &mut Batch<E>) -> FeedState {
+    fn fill(&mut self, floor: Millis, out: &mut Batch<E>) -> FeedState {
         let Some(chunk) = self.chunks.get_mut(self.current) else {
             return FeedState::Done;
         };
@@ -115,6 +115,7 @@ impl<E: Event> Feed<E> for FileFeed<E> {
             &bytes[from..to],
             chunk.next,
             &mut chunk.wm,
+            floor,
             &self.name,
             wall_nanos(),
             out,
@@ -132,7 +133,7 @@ impl<E: Event> Feed<E> for FileFeed<E> {
 
     fn low_watermark(&self) -> Option<Millis> {
         let chunk = self.chunks.get(self.current)?;
-        Some(chunk.wm.current().min(self.floor[self.current + 1]))
+        Some(chunk.wm.current().min(self.unstarted_low[self.current + 1]))
     }
 }
 

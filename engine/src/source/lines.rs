@@ -2,10 +2,10 @@
 //! partition's watermark, and remember each line's position.
 
 use super::SourceStats;
-use crate::dead_letter::{DeadLetter, DeadReason, Position};
+use crate::dead_letter::{DeadLetter, DeadReason, Position, SourceName};
 use crate::event::{Event, Sourced};
+use crate::time::Millis;
 use crate::watermark::Watermark;
-use std::sync::Arc;
 
 /// What one source activation produced.
 pub(crate) struct Batch<E> {
@@ -42,13 +42,55 @@ pub(crate) fn first_event_time<E: Event>(bytes: &[u8]) -> Option<u64> {
         .find_map(|line| E::parse(line).ok().map(|e| e.event_time()))
 }
 
-/// Parses the complete lines of `bytes`, which start at byte `offset` and line `line` of partition
-/// `partition`, into `out`. Returns the position just after `bytes`.
+/// Turns one record read at `pos` into an event, or a dead letter if it is bad or late. A record is
+/// late if it is older than its partition's watermark or than `floor`, the source's current time.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accept<E: Event>(
+    record: &[u8],
+    pos: Position,
+    wm: &mut Watermark,
+    floor: Millis,
+    name: &SourceName,
+    ingest_ns: u64,
+    out: &mut Batch<E>,
+) {
+    match E::parse(record) {
+        Ok(event) => {
+            let time = event.event_time();
+            if time >= floor && wm.observe(time) {
+                out.stats.events += 1;
+                out.events.push(Sourced {
+                    event,
+                    pos,
+                    ingest_ns,
+                });
+            } else {
+                out.stats.late += 1;
+                let msg = format!(
+                    "event time {} is older than the watermark {} of its partition",
+                    crate::time::format_rfc3339(time),
+                    crate::time::format_rfc3339(wm.current().max(floor))
+                );
+                out.dead
+                    .push(DeadLetter::new(DeadReason::Late, msg, name, pos, record));
+            }
+        }
+        Err(e) => {
+            out.stats.bad += 1;
+            out.dead
+                .push(DeadLetter::new(e.reason, e.message, name, pos, record));
+        }
+    }
+}
+
+/// Parses the complete lines of `bytes`, which start at position `pos`, into `out`. Returns the
+/// position just after `bytes`.
 pub(crate) fn parse_lines<E: Event>(
     bytes: &[u8],
     mut pos: Position,
     wm: &mut Watermark,
-    name: &Arc<str>,
+    floor: Millis,
+    name: &SourceName,
     ingest_ns: u64,
     out: &mut Batch<E>,
 ) -> Position {
@@ -56,37 +98,12 @@ pub(crate) fn parse_lines<E: Event>(
     let len = bytes.len();
     while start < len {
         let end = memchr::memchr(b'\n', &bytes[start..]).map_or(len, |i| start + i);
-        let line_pos = Position {
-            offset: pos.offset + start as u64,
-            ..pos
-        };
         if let Some(line) = record(&bytes[start..end]) {
-            match E::parse(line) {
-                Ok(event) => {
-                    if wm.observe(event.event_time()) {
-                        out.stats.events += 1;
-                        out.events.push(Sourced {
-                            event,
-                            pos: line_pos,
-                            ingest_ns,
-                        });
-                    } else {
-                        out.stats.late += 1;
-                        let msg = format!(
-                            "event time {} is older than the watermark {} of its partition",
-                            crate::time::format_rfc3339(event.event_time()),
-                            crate::time::format_rfc3339(wm.current())
-                        );
-                        out.dead
-                            .push(DeadLetter::new(DeadReason::Late, msg, name, line_pos, line));
-                    }
-                }
-                Err(e) => {
-                    out.stats.bad += 1;
-                    out.dead
-                        .push(DeadLetter::new(e.reason, e.message, name, line_pos, line));
-                }
-            }
+            let line_pos = Position {
+                offset: pos.offset + start as u64,
+                ..pos
+            };
+            accept(line, line_pos, wm, floor, name, ingest_ns, out);
         }
         pos.line += 1;
         start = end + 1;

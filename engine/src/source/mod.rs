@@ -4,12 +4,15 @@
 //! output. When every partition is finished it drops its capability, which closes all windows.
 
 mod file;
+mod kafka;
 mod lines;
 mod operator;
 mod stdin;
 
+pub use kafka::{KafkaInput, StartFrom};
 pub use operator::source;
 
+use crate::dead_letter::SourceName;
 use crate::time::Millis;
 use memmap2::Mmap;
 use std::path::PathBuf;
@@ -22,6 +25,8 @@ pub enum Input {
     File(PathBuf),
     /// Standard input, read by worker 0.
     Stdin,
+    /// A Kafka topic, its partitions spread over all workers.
+    Kafka(KafkaInput),
 }
 
 impl Input {
@@ -38,6 +43,7 @@ impl Input {
     pub fn open(&self) -> Result<OpenInput, SourceError> {
         match self {
             Input::Stdin => Ok(OpenInput::Stdin),
+            Input::Kafka(k) => Ok(OpenInput::Kafka(k.clone())),
             Input::File(path) => {
                 let file = std::fs::File::open(path).map_err(|e| SourceError::Open {
                     path: path.clone(),
@@ -65,7 +71,7 @@ impl Input {
                     })?)
                 };
                 Ok(OpenInput::File {
-                    name: Arc::from(path.display().to_string()),
+                    name: SourceName::File(Arc::from(path.display().to_string())),
                     map: map.map(Arc::new),
                 })
             }
@@ -86,20 +92,23 @@ pub enum OpenInput {
     /// A mapped file (None when empty).
     File {
         /// The path as given, for positions.
-        name: Arc<str>,
+        name: SourceName,
         /// The file's bytes.
         map: Option<Arc<Mmap>>,
     },
     /// Standard input.
     Stdin,
+    /// A Kafka topic.
+    Kafka(KafkaInput),
 }
 
 impl OpenInput {
     /// The source name written into positions.
-    pub fn name(&self) -> Arc<str> {
+    pub fn name(&self) -> SourceName {
         match self {
-            OpenInput::File { name, .. } => Arc::clone(name),
-            OpenInput::Stdin => Arc::from("stdin"),
+            OpenInput::File { name, .. } => name.clone(),
+            OpenInput::Stdin => SourceName::File(Arc::from("stdin")),
+            OpenInput::Kafka(k) => SourceName::Topic(Arc::from(k.topic.as_str())),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! capability to the feed's low watermark, and drops it when the feed is done.
 
 use super::file::FileFeed;
+use super::kafka::KafkaFeed;
 use super::lines::Batch;
 use super::stdin::StdinFeed;
 use super::{OpenInput, SourceConfig, SourceStats};
@@ -15,6 +16,9 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+/// How long an idle source waits before polling again.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// What a feed can say after a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FeedState {
@@ -22,19 +26,25 @@ pub(crate) enum FeedState {
     More,
     /// Nothing ready now; the feed wakes the source itself.
     Waiting,
+    /// Nothing ready now; poll again shortly.
+    Idle,
     /// The input is exhausted.
     Done,
 }
 
 /// A reader of one kind of input, driven by the source operator.
 pub(crate) trait Feed<E> {
-    /// Reads the next batch into `out`.
-    fn fill(&mut self, out: &mut Batch<E>) -> FeedState;
+    /// Reads the next batch into `out`; records older than `floor` (the source's time) are late.
+    fn fill(&mut self, floor: Millis, out: &mut Batch<E>) -> FeedState;
     /// The lowest event time an on-time record still to come can have (None once done).
     fn low_watermark(&self) -> Option<Millis>;
     /// A fatal input error, reported once.
     fn failure(&mut self) -> Option<String> {
         None
+    }
+    /// For partitioned sources: the next offset to read of each partition owned.
+    fn positions(&self) -> Vec<(i32, i64)> {
+        Vec::new()
     }
 }
 
@@ -83,6 +93,17 @@ pub fn source<'scope, E: Event>(
             let activator = scope.worker().sync_activator_for(address.to_vec());
             Some(Box::new(StdinFeed::<E>::start(activator, config.lateness)))
         }
+        OpenInput::Kafka(k) => match KafkaFeed::<E>::new(k, index, peers, config.lateness) {
+            Ok(feed) => Some(Box::new(feed)),
+            Err(e) => {
+                ctx.failures.report(e.to_string());
+                None
+            }
+        },
+        _ => None,
+    };
+    let topic = match input {
+        OpenInput::Kafka(k) => Some(k.topic.clone()),
         _ => None,
     };
     let activator = scope.activator_for(address);
@@ -94,9 +115,13 @@ pub fn source<'scope, E: Event>(
         let mut totals = SourceStats::default();
         move |_frontiers| {
             let Some(held) = caps.as_mut() else { return };
-            let state = feed
-                .as_mut()
-                .map_or(FeedState::Done, |f| f.fill(&mut batch));
+            let floor = *held[0].time();
+            let state = if ctx.stop.requested() {
+                FeedState::Done
+            } else {
+                feed.as_mut()
+                    .map_or(FeedState::Done, |f| f.fill(floor, &mut batch))
+            };
             if !batch.events.is_empty() {
                 events_out
                     .activate()
@@ -123,13 +148,18 @@ pub fn source<'scope, E: Event>(
                     }
                 }
                 _ => {
+                    if let (Some(topic), Some(f)) = (&topic, feed.as_ref()) {
+                        ctx.positions.record(topic, &f.positions());
+                    }
                     stats_out.activate().session(&held[2]).give(totals);
                     caps = None;
                     return;
                 }
             }
-            if state == FeedState::More {
-                activator.activate();
+            match state {
+                FeedState::More => activator.activate(),
+                FeedState::Idle => activator.activate_after(IDLE_POLL),
+                FeedState::Waiting | FeedState::Done => {}
             }
         }
     });

@@ -4,7 +4,7 @@
 
 use super::lines::{Batch, parse_lines};
 use super::operator::{Feed, FeedState};
-use crate::dead_letter::Position;
+use crate::dead_letter::{Position, SourceName};
 use crate::event::Event;
 use crate::time::{Millis, wall_nanos};
 use crate::watermark::Watermark;
@@ -22,7 +22,7 @@ const QUEUE: usize = 8;
 /// Standard input as a feed.
 pub(crate) struct StdinFeed<E> {
     blocks: Receiver<std::io::Result<Vec<u8>>>,
-    name: Arc<str>,
+    name: SourceName,
     next: Position,
     wm: Watermark,
     done: bool,
@@ -40,7 +40,7 @@ impl<E: Event> StdinFeed<E> {
             .expect("spawning the stdin reader thread");
         StdinFeed {
             blocks: rx,
-            name: Arc::from("stdin"),
+            name: SourceName::File(Arc::from("stdin")),
             next: Position {
                 partition: 0,
                 offset: 0,
@@ -92,7 +92,7 @@ fn read_blocks(
 }
 
 impl<E: Event> Feed<E> for StdinFeed<E> {
-    fn fill(&mut self, out: &mut Batch<E>) -> FeedState {
+    fn fill(&mut self, floor: Millis, out: &mut Batch<E>) -> FeedState {
         if self.done {
             return FeedState::Done;
         }
@@ -102,6 +102,7 @@ impl<E: Event> Feed<E> for StdinFeed<E> {
                     &block,
                     self.next,
                     &mut self.wm,
+                    floor,
                     &self.name,
                     wall_nanos(),
                     out,

@@ -12,11 +12,10 @@ pub mod synthetic;
 pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, Trend};
 pub use rules::{Scored, TradingRules};
 
-use inflight_engine::{Millis, Scope, Sourced, Stream};
+use inflight_engine::{Millis, Scope, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Macd, Rsi};
 use inflight_operators::{DecideExt, Decision, Emit, KeyedStateExt, Tick, WindowExt};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use timely::dataflow::operators::vec::Map;
 
 /// The trading pipeline's settings (TOML `[trading]`-free: the file holds these keys at top level).
@@ -82,7 +81,7 @@ pub fn trading<'s>(
     _scope: Scope<'s>,
     events: Stream<'s, Sourced<MarketEvent>>,
     config: &TradingConfig,
-    source: Arc<str>,
+    source: SourceName,
 ) -> Stream<'s, Decision> {
     let c = config.clone();
     events

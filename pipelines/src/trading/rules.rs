@@ -3,7 +3,7 @@
 
 use super::event::Trend;
 use inflight_engine::time::{format_rfc3339, wall_millis};
-use inflight_engine::{Key, SourceRef};
+use inflight_engine::{Key, SourceName, SourceRef};
 use inflight_operators::indicators::MacdValue;
 use inflight_operators::{Action, Bar, DecidedBy, Decision, Keyed, Rules, Verdict};
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ pub struct TradingRules {
     pub hold_confidence: f64,
     /// Source name written into decisions (set by the run, not the config file).
     #[serde(skip)]
-    source: Option<Arc<str>>,
+    source: Option<SourceName>,
 }
 
 impl Default for TradingRules {
@@ -61,7 +61,7 @@ impl Default for TradingRules {
 
 impl TradingRules {
     /// The rules, naming `source` in the decisions they make.
-    pub fn with_source(mut self, source: Arc<str>) -> Self {
+    pub fn with_source(mut self, source: SourceName) -> Self {
         self.source = Some(source);
         self
     }
@@ -123,7 +123,10 @@ impl Rules for TradingRules {
             "macd": { "value": s.macd.value, "signal": s.macd.signal, "histogram": s.macd.histogram },
             "trend": trend,
         });
-        let source = self.source.clone().unwrap_or_else(|| Arc::from("unknown"));
+        let source = self
+            .source
+            .clone()
+            .unwrap_or_else(|| SourceName::File(Arc::from("unknown")));
         Decision {
             id: format!("trading/{}/{}", bar.key, bar.end),
             pipeline: "trading".into(),
@@ -204,7 +207,7 @@ mod tests {
 
     #[test]
     fn explanation_carries_evidence() {
-        let r = TradingRules::default().with_source(Arc::from("ticks.jsonl"));
+        let r = TradingRules::default().with_source(SourceName::File(Arc::from("ticks.jsonl")));
         let s = scored(75.0, 1.0, Some(Trend::Neutral));
         let v = r.verdict(&s).unwrap();
         let d = r.explain(s, v);
@@ -212,7 +215,7 @@ mod tests {
         assert!(d.reason.contains("RSI 75.00"));
         assert_eq!(d.evidence["rsi"], 75.0);
         assert_eq!(d.evidence["trend"], "neutral");
-        assert_eq!(&*d.source.name, "ticks.jsonl");
+        assert_eq!(d.source.file.as_deref(), Some("ticks.jsonl"));
     }
 
     #[test]

@@ -1,0 +1,296 @@
+//! Kafka connection settings shared by the Kafka source, sinks and CLI tools: brokers, any
+//! librdkafka property passed through (`-X key=value`, so TLS and SASL need no code), and topic
+//! creation through the admin API (some brokers, tansu among them, do not auto-create topics).
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::{Duration, Instant};
+
+/// How to reach the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Extra librdkafka properties, applied last (they win over inflight's defaults).
+    pub properties: Vec<(String, String)>,
+}
+
+/// A Kafka operation that failed; the message says what and where.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka ({brokers}): {message}")]
+pub struct KafkaError {
+    /// The brokers asked.
+    pub brokers: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl KafkaConfig {
+    /// Parses `-X key=value` arguments.
+    pub fn parse_property(arg: &str) -> Result<(String, String), String> {
+        match arg.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => Err(format!(
+                "{arg:?} is not a librdkafka property of the form key=value"
+            )),
+        }
+    }
+
+    /// A client configuration with the brokers, `defaults`, then the user's properties.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// An error about these brokers.
+    pub fn error(&self, message: impl Into<String>) -> KafkaError {
+        KafkaError {
+            brokers: self.brokers.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions unless it exists.
+    pub fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config(&[])
+            .create()
+            .map_err(|e| self.error(format!("cannot create an admin client: {e}")))?;
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = futures_executor::block_on(admin.create_topics([&new], &opts))
+            .map_err(|e| self.error(format!("creating topic {topic:?} failed: {e}")))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(self.error(format!("creating topic {t:?} failed: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of partitions of `topic`, waiting up to `wait` for it to appear.
+    pub fn partitions(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        wait: Duration,
+    ) -> Result<i32, KafkaError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let last = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(md) => match md.topics().iter().find(|t| t.name() == topic) {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                        return Ok(t.partitions().len() as i32);
+                    }
+                    Some(t) => format!("topic {topic:?} is not available ({:?})", t.error()),
+                    None => format!("topic {topic:?} does not exist"),
+                },
+                Err(e) => format!("cannot fetch metadata: {e}"),
+            };
+            if Instant::now() >= deadline {
+                return Err(self.error(last));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KafkaConfig;
+
+    #[test]
+    fn properties_need_key_and_value() {
+        assert_eq!(
+            KafkaConfig::parse_property("linger.ms=5"),
+            Ok(("linger.ms".into(), "5".into()))
+        );
+        assert_eq!(
+            KafkaConfig::parse_property("sasl.password=a=b"),
+            Ok(("sasl.password".into(), "a=b".into()))
+        );
+        assert!(KafkaConfig::parse_property("linger.ms").is_err());
+        assert!(KafkaConfig::parse_property("=5").is_err());
+    }
+}
+
+/// What `produce_lines` did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProduceReport {
+    /// Records acknowledged by the broker.
+    pub records: u64,
+    /// Seconds from the first send to the last acknowledgement.
+    pub seconds: f64,
+}
+
+/// Sends each non-blank line of `input` as one record to `topic` (created if missing), optionally
+/// keyed by a top-level JSON field and paced to `rate` records per second; waits for every
+/// acknowledgement. This is the specification's producer (`inflight produce`).
+pub fn produce_lines(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    input: impl std::io::BufRead,
+    key_field: Option<&str>,
+    rate: Option<f64>,
+) -> Result<ProduceReport, KafkaError> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    config.ensure_topic(topic, partitions)?;
+    let producer: BaseProducer = config
+        .client_config(&crate::sink::KafkaOutput::DEFAULTS)
+        .create()
+        .map_err(|e| config.error(format!("cannot create a producer: {e}")))?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    for line in input.lines() {
+        let line = line.map_err(|e| config.error(format!("reading input: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            let now = Instant::now();
+            if due > now + Duration::from_millis(1) {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(due - now);
+            }
+        }
+        let key = key_field.and_then(|f| {
+            serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| match &v[f] {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Null => None,
+                    other => Some(other.to_string()),
+                })
+        });
+        let mut record = BaseRecord::<str, str>::to(topic).payload(line.as_str());
+        if let Some(k) = &key {
+            record = record.key(k.as_str());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    return Err(config.error(format!("producing to {topic:?} failed: {e}")));
+                }
+            }
+        }
+        sent += 1;
+        if sent % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| config.error(format!("flushing to {topic:?} failed: {e}")))?;
+    Ok(ProduceReport {
+        records: sent,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes every record of `topic` from the start to the end offsets found when called (or on
+/// and on with `follow`), one per line: the value, or with `meta` a JSON object with partition,
+/// offset, key, headers and value. Returns the number of records written.
+pub fn consume_to(
+    config: &KafkaConfig,
+    topic: &str,
+    follow: bool,
+    meta: bool,
+    stop: &crate::runtime::Stop,
+    out: &mut impl std::io::Write,
+) -> Result<u64, KafkaError> {
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = config
+        .client_config(&[
+            ("group.id", "inflight-consume"),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()
+        .map_err(|e| config.error(format!("cannot create a consumer: {e}")))?;
+    let count = config.partitions(&consumer, topic, Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = Vec::new();
+    for p in 0..count {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| config.error(format!("reading offsets of {topic}/{p}: {e}")))?;
+        tracing::debug!(topic, partition = p, low, high, "partition offsets");
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .map_err(|e| config.error(e.to_string()))?;
+        remaining.push(high);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| config.error(format!("assigning partitions: {e}")))?;
+    let mut next: Vec<i64> = vec![0; count as usize];
+    let mut written = 0u64;
+    let io = |e: std::io::Error| config.error(format!("writing output: {e}"));
+    while !stop.requested() {
+        let at_end = next.iter().zip(&remaining).all(|(n, h)| n >= h);
+        match consumer.poll(Duration::from_millis(100)) {
+            // At the end offsets and nothing more fetched: done. (tansu 0.6 reports the end as
+            // the last batch's base offset + 1, so reaching it means reading into the last batch,
+            // which arrives whole; draining the queue reads the rest of it.)
+            None if at_end && !follow => break,
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
+            Some(Ok(m)) => {
+                next[m.partition() as usize] = m.offset() + 1;
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                if meta {
+                    let headers: serde_json::Map<String, serde_json::Value> = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let line = serde_json::json!({
+                        "partition": m.partition(),
+                        "offset": m.offset(),
+                        "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        "headers": headers,
+                        "value": value,
+                    });
+                    writeln!(out, "{line}").map_err(io)?;
+                } else {
+                    writeln!(out, "{value}").map_err(io)?;
+                }
+                written += 1;
+            }
+        }
+    }
+    out.flush().map_err(io)?;
+    Ok(written)
+}

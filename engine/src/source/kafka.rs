@@ -1,0 +1,254 @@
+//! Reading a Kafka topic: the topic's partitions are spread over all workers of all processes
+//! (`partition % peers == index`, assigned manually so the spread is deterministic), each worker
+//! polls its consumer without blocking and parses payloads in place. Every partition has its own
+//! watermark; a partition silent for longer than the idle timeout stops holding windows back. A
+//! bounded source reads up to the end offsets found at start and then finishes like a file.
+
+use super::lines::{Batch, accept};
+use super::operator::{Feed, FeedState};
+use crate::dead_letter::{Position, SourceName};
+use crate::event::Event;
+use crate::kafka::{KafkaConfig, KafkaError};
+use crate::time::{Millis, wall_nanos};
+use crate::watermark::Watermark;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a Kafka source starts reading each partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest retained record.
+    Earliest,
+    /// Only records produced after the start.
+    Latest,
+    /// The group's committed offset (earliest where none).
+    Committed,
+    /// The first record at or after this time (ms since the epoch).
+    Timestamp(Millis),
+}
+
+/// A Kafka input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaInput {
+    /// Connection.
+    pub kafka: KafkaConfig,
+    /// Topic to read.
+    pub topic: String,
+    /// Consumer group (for committed offsets).
+    pub group: String,
+    /// Start position.
+    pub from: StartFrom,
+    /// Stop at the end offsets found at start.
+    pub bounded: bool,
+    /// A partition with no record for this long no longer holds the watermark back.
+    pub idle_timeout: Duration,
+}
+
+struct Partition {
+    id: i32,
+    wm: Watermark,
+    next: i64,
+    /// Bounded runs: the high watermark found at start.
+    end: Option<i64>,
+    last_seen: Instant,
+}
+
+/// This worker's partitions of a topic.
+pub(crate) struct KafkaFeed<E> {
+    consumer: BaseConsumer,
+    name: SourceName,
+    parts: Vec<Partition>,
+    /// Partition id → index into `parts`.
+    slot: Vec<Option<usize>>,
+    idle_timeout: Duration,
+    max_batch: usize,
+    errors: u64,
+    _event: PhantomData<E>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+impl<E: Event> KafkaFeed<E> {
+    /// Connects and assigns the partitions of worker `index` of `peers`.
+    pub fn new(
+        input: &KafkaInput,
+        index: usize,
+        peers: usize,
+        lateness: Millis,
+    ) -> Result<Self, KafkaError> {
+        let k = &input.kafka;
+        let consumer: BaseConsumer = k
+            .client_config(&[
+                ("group.id", input.group.as_str()),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+                ("fetch.wait.max.ms", "10"),
+            ])
+            .create()
+            .map_err(|e| k.error(format!("cannot create a consumer: {e}")))?;
+        let count = k.partitions(&consumer, &input.topic, TIMEOUT)?;
+        let owned: Vec<i32> = (0..count)
+            .filter(|p| *p as usize % peers == index)
+            .collect();
+        let mut parts = Vec::new();
+        let mut tpl = TopicPartitionList::new();
+        let committed = if input.from == StartFrom::Committed && !owned.is_empty() {
+            let mut q = TopicPartitionList::new();
+            owned.iter().for_each(|p| {
+                q.add_partition(&input.topic, *p);
+            });
+            Some(
+                consumer
+                    .committed_offsets(q, TIMEOUT)
+                    .map_err(|e| k.error(format!("reading committed offsets: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let by_time = match input.from {
+            StartFrom::Timestamp(ms) if !owned.is_empty() => {
+                let mut q = TopicPartitionList::new();
+                for p in &owned {
+                    q.add_partition_offset(&input.topic, *p, Offset::Offset(ms as i64))
+                        .map_err(|e| k.error(e.to_string()))?;
+                }
+                Some(consumer.offsets_for_times(q, TIMEOUT).map_err(|e| {
+                    k.error(format!("looking up offsets by timestamp failed (the broker may not support it): {e}"))
+                })?)
+            }
+            _ => None,
+        };
+        for p in owned {
+            let (low, high) = consumer
+                .fetch_watermarks(&input.topic, p, TIMEOUT)
+                .map_err(|e| k.error(format!("reading offsets of {}/{p}: {e}", input.topic)))?;
+            let found = |list: &Option<TopicPartitionList>| {
+                list.as_ref()
+                    .and_then(|l| l.find_partition(&input.topic, p))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        Offset::End => Some(high),
+                        _ => None,
+                    })
+            };
+            let start = match input.from {
+                StartFrom::Earliest => low,
+                StartFrom::Latest => high,
+                StartFrom::Committed => found(&committed).unwrap_or(low),
+                StartFrom::Timestamp(_) => found(&by_time).unwrap_or(high),
+            }
+            .clamp(low, high);
+            tpl.add_partition_offset(&input.topic, p, Offset::Offset(start))
+                .map_err(|e| k.error(e.to_string()))?;
+            parts.push(Partition {
+                id: p,
+                wm: Watermark::new(lateness, 0),
+                next: start,
+                end: input.bounded.then_some(high),
+                last_seen: Instant::now(),
+            });
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| k.error(format!("assigning partitions: {e}")))?;
+        let mut slot = vec![None; count as usize];
+        for (i, p) in parts.iter().enumerate() {
+            slot[p.id as usize] = Some(i);
+        }
+        tracing::info!(topic = %input.topic, partitions = ?parts.iter().map(|p| (p.id, p.next)).collect::<Vec<_>>(), "kafka source assigned");
+        Ok(KafkaFeed {
+            consumer,
+            name: SourceName::Topic(Arc::from(input.topic.as_str())),
+            parts,
+            slot,
+            idle_timeout: input.idle_timeout,
+            max_batch: 4096,
+            errors: 0,
+            _event: PhantomData,
+        })
+    }
+
+    fn finished(p: &Partition) -> bool {
+        p.end.is_some_and(|end| p.next >= end)
+    }
+}
+
+impl<E: Event> Feed<E> for KafkaFeed<E> {
+    fn fill(&mut self, floor: Millis, out: &mut Batch<E>) -> FeedState {
+        let ingest = wall_nanos();
+        let now = Instant::now();
+        let mut read = 0;
+        let mut drained = false;
+        while read < self.max_batch {
+            match self.consumer.poll(Duration::ZERO) {
+                None => {
+                    drained = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    // librdkafka reconnects by itself; say so once in a while, never give up.
+                    self.errors += 1;
+                    if self.errors.is_power_of_two() {
+                        tracing::warn!(error = %e, count = self.errors, "kafka consumer error (retrying)");
+                    }
+                    break;
+                }
+                Some(Ok(m)) => {
+                    read += 1;
+                    let Some(i) = self.slot.get(m.partition() as usize).copied().flatten() else {
+                        continue;
+                    };
+                    let part = &mut self.parts[i];
+                    if m.offset() < part.next {
+                        continue; // a re-delivery after a reconnect: already read
+                    }
+                    part.next = m.offset() + 1;
+                    part.last_seen = now;
+                    let pos = Position {
+                        partition: m.partition() as u32,
+                        offset: m.offset() as u64,
+                        line: 0,
+                    };
+                    let payload = m.payload().unwrap_or_default();
+                    out.stats.bytes += payload.len() as u64;
+                    accept(payload, pos, &mut part.wm, floor, &self.name, ingest, out);
+                }
+            }
+        }
+        // Bounded: done once every partition reached its end offset and the fetched queue is
+        // empty. Records past the end that were already fetched are kept: tansu 0.6 reports the
+        // end as the last batch's base offset + 1, and the rest of that batch must not be lost.
+        if self.parts.iter().all(Self::finished) && (drained || self.parts.is_empty()) {
+            return FeedState::Done;
+        }
+        if read > 0 {
+            FeedState::More
+        } else {
+            FeedState::Idle
+        }
+    }
+
+    fn low_watermark(&self) -> Option<Millis> {
+        let open: Vec<&Partition> = self.parts.iter().filter(|p| !Self::finished(p)).collect();
+        if open.is_empty() {
+            return None;
+        }
+        let active = open
+            .iter()
+            .filter(|p| p.last_seen.elapsed() < self.idle_timeout)
+            .map(|p| p.wm.current())
+            .min();
+        // All partitions idle: let windows close up to the newest watermark seen.
+        Some(active.unwrap_or_else(|| open.iter().map(|p| p.wm.current()).max().unwrap_or(0)))
+    }
+
+    fn positions(&self) -> Vec<(i32, i64)> {
+        self.parts.iter().map(|p| (p.id, p.next)).collect()
+    }
+}
