@@ -20,34 +20,23 @@ fn trading(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("market.jsonl");
     let file = std::fs::File::create(&path).expect("create input");
-    let config = GenConfig {
-        events: EVENTS,
-        assets: 1_000,
-        ..GenConfig::default()
-    };
+    let config = GenConfig { events: EVENTS, assets: 1_000, ..GenConfig::default() };
     generate(&config, &mut std::io::BufWriter::new(file)).expect("write input");
 
     let mut group = c.benchmark_group("trading_1m_events_1k_assets");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10).measurement_time(Duration::from_secs(8)).throughput(Throughput::Elements(EVENTS));
     for workers in [1, 2] {
         let job = JobConfig {
             input: Input::File(path.clone()),
             source: SourceConfig::default(),
             output: Output::Discard,
             dead_letter: Output::Discard,
-            cluster: Cluster {
-                workers,
-                ..Cluster::default()
-            },
+            cluster: Cluster { workers, ..Cluster::default() },
         };
         group.bench_function(format!("w{workers}"), |b| {
             b.iter(|| {
-                let report =
-                    inflight::run_trading(&job, &TradingConfig::default(), &RunContext::default())
-                        .expect("run succeeds");
+                let report = inflight::run_trading(&job, &TradingConfig::default(), &RunContext::default())
+                    .expect("run succeeds");
                 assert_eq!(report.source.events, EVENTS);
                 report.outputs
             })
@@ -59,9 +48,7 @@ fn trading(c: &mut Criterion) {
     let line = line.lines().next().expect("one line").as_bytes().to_vec();
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("market_event", |b| {
-        b.iter(|| MarketEvent::parse(black_box(&line)).is_ok())
-    });
+    group.bench_function("market_event", |b| b.iter(|| MarketEvent::parse(black_box(&line)).is_ok()));
     group.finish();
 }
 

@@ -39,14 +39,8 @@ use inflight_engine::runtime::RunContext;
 use inflight_pipelines::trading::{MarketEvent, TradingConfig, trading};
 
 /// Runs the trading pipeline with `config` over the job's input, to the end of the input.
-pub fn run_trading(
-    job: &JobConfig,
-    config: &TradingConfig,
-    ctx: &RunContext,
-) -> Result<JobReport, JobError> {
+pub fn run_trading(job: &JobConfig, config: &TradingConfig, ctx: &RunContext) -> Result<JobReport, JobError> {
     let config = config.clone();
     let source = source_name(&job.input);
-    run::<MarketEvent, _, _>(job, ctx, move |scope, events| {
-        trading(scope, events, &config, source.clone())
-    })
+    run::<MarketEvent, _, _>(job, ctx, move |scope, events| trading(scope, events, &config, source.clone()))
 }

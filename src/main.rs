@@ -16,11 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(
-    name = "inflight",
-    version,
-    about = "Turn live event streams into decisions in milliseconds"
-)]
+#[command(name = "inflight", version, about = "Turn live event streams into decisions in milliseconds")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -130,12 +126,7 @@ enum EmitArg {
 #[derive(Args)]
 struct RunArgs {
     /// Input JSONL file, or `-` for stdin.
-    #[arg(
-        short,
-        long,
-        default_value = "data/market-sample.jsonl",
-        env = "INFLIGHT_INPUT"
-    )]
+    #[arg(short, long, default_value = "data/market-sample.jsonl", env = "INFLIGHT_INPUT")]
     input: String,
     /// Where decisions go: a file, or `-` for stdout.
     #[arg(short, long, default_value = "-", env = "INFLIGHT_OUTPUT")]
@@ -181,6 +172,10 @@ struct RunArgs {
     /// A partition silent this long stops holding windows back.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     idle_timeout: u64,
+    /// Pause reading while outputs lag this far (event time) behind the input [default: 60s for
+    /// Kafka inputs, off for files]; 0 turns it off.
+    #[arg(long, value_parser = parse_duration)]
+    max_lag: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -201,10 +196,7 @@ impl KafkaArgs {
         let Some(brokers) = self.brokers.clone() else {
             bail!("{what} needs --brokers HOST:PORT (or KAFKA_BROKERS)");
         };
-        Ok(KafkaConfig {
-            brokers,
-            properties: self.property.clone(),
-        })
+        Ok(KafkaConfig { brokers, properties: self.property.clone() })
     }
 }
 
@@ -213,21 +205,16 @@ fn parse_start(text: &str) -> Result<StartFrom, String> {
         "earliest" => Ok(StartFrom::Earliest),
         "latest" => Ok(StartFrom::Latest),
         "committed" => Ok(StartFrom::Committed),
-        other => parse_rfc3339(other).map(StartFrom::Timestamp).map_err(|_| {
-            format!("{other:?} is not earliest, latest, committed or an RFC 3339 time")
-        }),
+        other => parse_rfc3339(other)
+            .map(StartFrom::Timestamp)
+            .map_err(|_| format!("{other:?} is not earliest, latest, committed or an RFC 3339 time")),
     }
 }
 
 #[derive(Args)]
 struct ClusterArgs {
     /// Worker threads per process.
-    #[arg(
-        short = 'w',
-        long = "workers",
-        default_value_t = 1,
-        env = "INFLIGHT_WORKERS"
-    )]
+    #[arg(short = 'w', long = "workers", default_value_t = 1, env = "INFLIGHT_WORKERS")]
     workers: usize,
     /// Number of processes in the cluster.
     #[arg(short = 'n', long = "processes", default_value_t = 1)]
@@ -279,9 +266,7 @@ struct GenArgs {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = dispatch(cli) {
@@ -292,33 +277,12 @@ fn main() {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run {
-            pipeline: Pipeline::Trading,
-            args,
-            cluster,
-            ..
-        } => run_trading(&args, &cluster),
-        Command::Gen {
-            kind: GenKind::Market,
-            args,
-            output,
-        } => gen_market(&args, &output),
-        Command::Bench {
-            pipeline: Pipeline::Trading,
-            events,
-            assets,
-            input,
-            runs,
-            cluster,
-            ..
-        } => bench_trading(events, assets, input, runs, &cluster),
-        Command::Produce {
-            topic,
-            input,
-            rate,
-            key_field,
-            kafka,
-        } => {
+        Command::Run { pipeline: Pipeline::Trading, args, cluster, .. } => run_trading(&args, &cluster),
+        Command::Gen { kind: GenKind::Market, args, output } => gen_market(&args, &output),
+        Command::Bench { pipeline: Pipeline::Trading, events, assets, input, runs, cluster, .. } => {
+            bench_trading(events, assets, input, runs, &cluster)
+        }
+        Command::Produce { topic, input, rate, key_field, kafka } => {
             if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
                 bail!("--rate must be a positive number of records per second");
             }
@@ -326,18 +290,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             let reader: Box<dyn std::io::BufRead> = if input == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
-                let f = std::fs::File::open(&input)
-                    .with_context(|| format!("cannot read input {input:?}"))?;
+                let f = std::fs::File::open(&input).with_context(|| format!("cannot read input {input:?}"))?;
                 Box::new(std::io::BufReader::new(f))
             };
-            let r = produce_lines(
-                &config,
-                &topic,
-                kafka.partitions,
-                reader,
-                key_field.as_deref(),
-                rate,
-            )?;
+            let r = produce_lines(&config, &topic, kafka.partitions, reader, key_field.as_deref(), rate)?;
             eprintln!(
                 "inflight: produced {} records to {topic} in {:.3} s ({:.0}/s)",
                 r.records,
@@ -346,17 +302,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Consume {
-            topic,
-            follow,
-            meta,
-            kafka,
-        } => {
+        Command::Consume { topic, follow, meta, kafka } => {
             let config = kafka.config("consume")?;
             let stop = Stop::default();
             let handler = stop.clone();
-            ctrlc::set_handler(move || handler.request())
-                .context("installing the Ctrl-C handler")?;
+            ctrlc::set_handler(move || handler.request()).context("installing the Ctrl-C handler")?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             consume_to(&config, &topic, follow, meta, &stop, &mut out)?;
             Ok(())
@@ -389,10 +339,8 @@ fn gen_market(args: &GenArgs, output: &str) -> Result<()> {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         generate(&config, &mut out).context("writing to stdout")?;
     } else {
-        let file =
-            std::fs::File::create(output).with_context(|| format!("cannot create {output}"))?;
-        generate(&config, &mut std::io::BufWriter::new(file))
-            .with_context(|| format!("writing {output}"))?;
+        let file = std::fs::File::create(output).with_context(|| format!("cannot create {output}"))?;
+        generate(&config, &mut std::io::BufWriter::new(file)).with_context(|| format!("writing {output}"))?;
     }
     Ok(())
 }
@@ -400,10 +348,8 @@ fn gen_market(args: &GenArgs, output: &str) -> Result<()> {
 fn trading_config(args: &RunArgs) -> Result<TradingConfig> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config {path:?}"))?;
-            toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("config {path:?}: {}", e.message()))?
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {path:?}"))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {path:?}: {}", e.message()))?
         }
         None => TradingConfig::default(),
     };
@@ -416,9 +362,7 @@ fn trading_config(args: &RunArgs) -> Result<TradingConfig> {
             EmitArg::All => Emit::All,
         };
     }
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid trading config: {e}"))?;
+    config.validate().map_err(|e| anyhow::anyhow!("invalid trading config: {e}"))?;
     Ok(config)
 }
 
@@ -451,11 +395,14 @@ fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
         (None, Some(path)) => Output::from_arg(path),
         (None, None) => Output::Stderr,
     };
+    let max_lag = args.max_lag.unwrap_or(if matches!(input, Input::Kafka(_)) { 60_000 } else { 0 });
     let job = JobConfig {
         input,
         source: SourceConfig {
             lateness: args.lateness,
             chunk_size: args.chunk_size,
+            max_lag,
+            settle: config.window_ms,
             ..SourceConfig::default()
         },
         output,
@@ -479,11 +426,7 @@ fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
     if job.cluster.process == 0 {
         print_summary("trading", &report);
     } else {
-        eprintln!(
-            "inflight: process {} finished in {:.2} s",
-            job.cluster.process,
-            report.elapsed.as_secs_f64()
-        );
+        eprintln!("inflight: process {} finished in {:.2} s", job.cluster.process, report.elapsed.as_secs_f64());
     }
     Ok(())
 }
@@ -493,12 +436,7 @@ fn print_summary(pipeline: &str, r: &JobReport) {
     eprintln!("inflight: {pipeline} finished");
     eprintln!("  events in      {:>12}", s.records());
     eprintln!("  decisions out  {:>12}", r.outputs);
-    eprintln!(
-        "  dead-lettered  {:>12}  (malformed or invalid {}, late {})",
-        s.bad + s.late,
-        s.bad,
-        s.late
-    );
+    eprintln!("  dead-lettered  {:>12}  (malformed or invalid {}, late {})", s.bad + s.late, s.bad, s.late);
     eprintln!("  late           {:>12}", s.late);
     eprintln!("  elapsed        {:>12.3} s", r.elapsed.as_secs_f64());
     eprintln!("  throughput     {:>12.0} events/s", r.events_per_sec());
@@ -519,13 +457,7 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> String {
     )
 }
 
-fn bench_trading(
-    events: u64,
-    assets: usize,
-    input: Option<PathBuf>,
-    runs: usize,
-    cluster: &ClusterArgs,
-) -> Result<()> {
+fn bench_trading(events: u64, assets: usize, input: Option<PathBuf>, runs: usize, cluster: &ClusterArgs) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -534,14 +466,9 @@ fn bench_trading(
         Some(p) => p,
         None => {
             let path = dir.path().join("market.jsonl");
-            let config = GenConfig {
-                events,
-                assets,
-                ..GenConfig::default()
-            };
+            let config = GenConfig { events, assets, ..GenConfig::default() };
             let file = std::fs::File::create(&path).context("creating the benchmark input")?;
-            generate(&config, &mut std::io::BufWriter::new(file))
-                .context("writing the benchmark input")?;
+            generate(&config, &mut std::io::BufWriter::new(file)).context("writing the benchmark input")?;
             path
         }
     };
@@ -594,10 +521,7 @@ struct Progress {
 impl Progress {
     fn start(ctx: &RunContext) -> Self {
         if !std::io::stderr().is_terminal() {
-            return Progress {
-                stop: None,
-                thread: None,
-            };
+            return Progress { stop: None, thread: None };
         }
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let counter = ctx.progress.clone();
@@ -607,20 +531,15 @@ impl Progress {
             }
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {human_pos} events read ({per_sec}) {elapsed}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                indicatif::ProgressStyle::with_template("{spinner} {human_pos} events read ({per_sec}) {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             while rx.recv_timeout(Duration::from_millis(100)).is_err() {
                 bar.set_position(counter.get());
             }
             bar.finish_and_clear();
         });
-        Progress {
-            stop: Some(tx),
-            thread: Some(thread),
-        }
+        Progress { stop: Some(tx), thread: Some(thread) }
     }
 
     fn stop(mut self) {

@@ -9,28 +9,17 @@ use serde_json::Value;
 const TOLERANCE: f64 = 1e-9;
 
 fn fixture() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/talib_series.json"
-    ))
-    .expect("fixture present");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/talib_series.json"))
+        .expect("fixture present");
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
 fn expected(values: &Value) -> Vec<Option<f64>> {
-    values
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(Value::as_f64)
-        .collect()
+    values.as_array().expect("array").iter().map(Value::as_f64).collect()
 }
 
 fn closes(series: &Value) -> Vec<f64> {
-    expected(&series["closes"])
-        .into_iter()
-        .map(|c| c.expect("close"))
-        .collect()
+    expected(&series["closes"]).into_iter().map(|c| c.expect("close")).collect()
 }
 
 /// Compares ours with TA-Lib's bar by bar: same warm-up (None exactly where TA-Lib has NaN), then
@@ -42,10 +31,7 @@ fn assert_matches(what: &str, ours: &[Option<f64>], talib: &[Option<f64>]) {
         match (o, t) {
             (None, None) => {}
             (Some(o), Some(t)) => {
-                assert!(
-                    (o - t).abs() <= TOLERANCE,
-                    "{what}[{i}]: ours {o} vs TA-Lib {t}"
-                );
+                assert!((o - t).abs() <= TOLERANCE, "{what}[{i}]: ours {o} vs TA-Lib {t}");
                 compared += 1;
             }
             _ => panic!("{what}[{i}]: ours {o:?} vs TA-Lib {t:?} (warm-up differs)"),
@@ -61,11 +47,7 @@ fn rsi_matches_talib() {
         for (period, values) in series["rsi"].as_object().expect("rsi") {
             let mut rsi = Rsi::new(period.parse().expect("period"));
             let ours: Vec<_> = closes.iter().map(|c| rsi.update(*c)).collect();
-            assert_matches(
-                &format!("{} RSI({period})", series["name"]),
-                &ours,
-                &expected(values),
-            );
+            assert_matches(&format!("{} RSI({period})", series["name"]), &ours, &expected(values));
         }
     }
 }
@@ -77,11 +59,7 @@ fn ema_matches_talib() {
         for (period, values) in series["ema"].as_object().expect("ema") {
             let mut ema = Ema::new(period.parse().expect("period"));
             let ours: Vec<_> = closes.iter().map(|c| ema.update(*c)).collect();
-            assert_matches(
-                &format!("{} EMA({period})", series["name"]),
-                &ours,
-                &expected(values),
-            );
+            assert_matches(&format!("{} EMA({period})", series["name"]), &ours, &expected(values));
         }
     }
 }
@@ -91,27 +69,17 @@ fn macd_matches_talib() {
     for series in fixture()["series"].as_array().expect("series") {
         let closes = closes(series);
         for (params, values) in series["macd"].as_object().expect("macd") {
-            let p: Vec<usize> = params
-                .split(',')
-                .map(|x| x.parse().expect("period"))
-                .collect();
+            let p: Vec<usize> = params.split(',').map(|x| x.parse().expect("period")).collect();
             let mut macd = Macd::new(p[0], p[1], p[2]);
             let ours: Vec<_> = closes.iter().map(|c| macd.update(*c)).collect();
             let name = format!("{} MACD({params})", series["name"]);
             for (field, pick) in [
-                (
-                    "value",
-                    (|m: &inflight::operators::indicators::MacdValue| m.value) as fn(&_) -> f64,
-                ),
+                ("value", (|m: &inflight::operators::indicators::MacdValue| m.value) as fn(&_) -> f64),
                 ("signal", |m| m.signal),
                 ("histogram", |m| m.histogram),
             ] {
                 let column: Vec<_> = ours.iter().map(|m| m.as_ref().map(pick)).collect();
-                assert_matches(
-                    &format!("{name}.{field}"),
-                    &column,
-                    &expected(&values[field]),
-                );
+                assert_matches(&format!("{name}.{field}"), &column, &expected(&values[field]));
             }
         }
     }

@@ -22,11 +22,7 @@ impl Broker {
         if let Ok(addr) = std::env::var("KAFKA_BROKERS") {
             return Broker { addr, child: None };
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         let tansu = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
@@ -37,17 +33,16 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {tansu:?} ({e}); install it with `cargo install tansu --locked --features dynostore`")
+                panic!(
+                    "cannot start {tansu:?} ({e}); install it with `cargo install tansu --locked --features dynostore`"
+                )
             });
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&addr).is_err() {
             assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker {
-            addr,
-            child: Some(child),
-        }
+        Broker { addr, child: Some(child) }
     }
 }
 
@@ -61,63 +56,32 @@ impl Drop for Broker {
 }
 
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{nanos}", std::process::id())
 }
 
 fn inflight(broker: &Broker, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("KAFKA_BROKERS", &broker.addr)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "inflight {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(BIN).args(args).env("KAFKA_BROKERS", &broker.addr).output().unwrap();
+    assert!(out.status.success(), "inflight {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn produce(broker: &Broker, topic: &str, input: &Path) {
-    inflight(
-        broker,
-        &[
-            "produce",
-            "--topic",
-            topic,
-            "--input",
-            input.to_str().unwrap(),
-            "--key-field",
-            "asset",
-        ],
-    );
+    inflight(broker, &["produce", "--topic", topic, "--input", input.to_str().unwrap(), "--key-field", "asset"]);
 }
 
 /// Records of a topic with partition, offset, key and headers.
 fn consume(broker: &Broker, topic: &str) -> Vec<Value> {
     let out = inflight(broker, &["consume", "--topic", topic, "--meta"]);
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn values(records: &[Value]) -> Vec<Value> {
-    records
-        .iter()
-        .map(|r| serde_json::from_str(r["value"].as_str().unwrap()).unwrap())
-        .collect()
+    records.iter().map(|r| serde_json::from_str(r["value"].as_str().unwrap()).unwrap()).collect()
 }
 
 /// Decisions without wall clock and source, sorted: comparable between file and Kafka runs.
@@ -138,34 +102,17 @@ fn comparable(decisions: Vec<Value>) -> Vec<String> {
 fn file_decisions(input: &Path, extra: &[&str]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d.jsonl");
-    let mut args = vec![
-        "run",
-        "trading",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&[
-        "--dead-letter",
-        dir.path().join("dead").to_str().unwrap().to_owned().leak(),
-    ]);
+    let mut args = vec!["run", "trading", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    args.extend_from_slice(&["--dead-letter", dir.path().join("dead").to_str().unwrap().to_owned().leak()]);
     args.extend_from_slice(extra);
     let status = Command::new(BIN).args(&args).output().unwrap();
     assert!(status.status.success());
-    std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn events_in(out: &Output) -> u64 {
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err
-        .lines()
-        .find(|l| l.trim_start().starts_with("events in"))
-        .expect("summary");
+    let line = err.lines().find(|l| l.trim_start().starts_with("events in")).expect("summary");
     line.split_whitespace().last().unwrap().parse().unwrap()
 }
 
@@ -174,31 +121,10 @@ fn kafka_and_file_give_the_same_decisions() {
     let broker = Broker::start();
     let (ticks, decisions, dead) = (unique("ticks"), unique("decisions"), unique("dead"));
     produce(&broker, &ticks, &fixture("market-small.jsonl"));
-    let args = [
-        "run",
-        "trading",
-        "--input-topic",
-        &ticks,
-        "--from",
-        "earliest",
-        "--bounded",
-        "--emit",
-        "all",
-    ];
+    let args = ["run", "trading", "--input-topic", &ticks, "--from", "earliest", "--bounded", "--emit", "all"];
     let out = inflight(
         &broker,
-        &[
-            &args[..],
-            &[
-                "--output-topic",
-                &decisions,
-                "--dead-letter-topic",
-                &dead,
-                "-w",
-                "2",
-            ],
-        ]
-        .concat(),
+        &[&args[..], &["--output-topic", &decisions, "--dead-letter-topic", &dead, "-w", "2"]].concat(),
     );
     assert_eq!(events_in(&out), 2000);
     let records = consume(&broker, &decisions);
@@ -206,16 +132,10 @@ fn kafka_and_file_give_the_same_decisions() {
     assert!(from_kafka.len() > 500);
     assert_eq!(
         comparable(from_kafka.clone()),
-        comparable(file_decisions(
-            &fixture("market-small.jsonl"),
-            &["--emit", "all"]
-        ))
+        comparable(file_decisions(&fixture("market-small.jsonl"), &["--emit", "all"]))
     );
     for (r, d) in records.iter().zip(&from_kafka) {
-        assert_eq!(
-            r["key"], d["key"],
-            "records are keyed by the decision's key"
-        );
+        assert_eq!(r["key"], d["key"], "records are keyed by the decision's key");
         assert_eq!(r["headers"]["pipeline"], "trading");
         assert_eq!(r["headers"]["decided_by"], "rules");
         assert_eq!(d["source"]["topic"], ticks.as_str());
@@ -230,66 +150,22 @@ fn malformed_payloads_go_to_the_dead_letter_topic() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("dirty.jsonl");
     let generated = Command::new(BIN)
-        .args([
-            "gen",
-            "market",
-            "--events",
-            "3000",
-            "--assets",
-            "3",
-            "--rate",
-            "20",
-            "--malformed",
-            "0.05",
-        ])
+        .args(["gen", "market", "--events", "3000", "--assets", "3", "--rate", "20", "--malformed", "0.05"])
         .args(["-o", input.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(generated.status.success());
     let (ticks, dead) = (unique("dirty"), unique("dead"));
     // Keyless: malformed lines have no asset to key by.
-    inflight(
-        &broker,
-        &[
-            "produce",
-            "--topic",
-            &ticks,
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    inflight(&broker, &["produce", "--topic", &ticks, "--input", input.to_str().unwrap()]);
     let out = dir.path().join("d.jsonl");
-    let args = [
-        "run",
-        "trading",
-        "--input-topic",
-        &ticks,
-        "--from",
-        "earliest",
-        "--bounded",
-        "--lateness",
-        "10m",
-    ];
-    let res = inflight(
-        &broker,
-        &[
-            &args[..],
-            &[
-                "--output",
-                out.to_str().unwrap(),
-                "--dead-letter-topic",
-                &dead,
-            ],
-        ]
-        .concat(),
-    );
+    let args = ["run", "trading", "--input-topic", &ticks, "--from", "earliest", "--bounded", "--lateness", "10m"];
+    let res =
+        inflight(&broker, &[&args[..], &["--output", out.to_str().unwrap(), "--dead-letter-topic", &dead]].concat());
     let letters = values(&consume(&broker, &dead));
     assert!(letters.len() > 80, "{} dead letters", letters.len());
     for l in &letters {
-        assert!(
-            ["malformed", "invalid"].contains(&l["reason"].as_str().unwrap()),
-            "{l}"
-        );
+        assert!(["malformed", "invalid"].contains(&l["reason"].as_str().unwrap()), "{l}");
         assert_eq!(l["source"]["topic"], ticks.as_str());
         assert!(l["source"]["partition"].is_u64() && l["source"]["offset"].is_u64());
         assert!(!l["raw"].as_str().unwrap().is_empty());
@@ -298,10 +174,7 @@ fn malformed_payloads_go_to_the_dead_letter_topic() {
     assert_eq!(events_in(&res), 3000);
     let summary = String::from_utf8_lossy(&res.stderr);
     let good = 3000 - letters.len() as u64;
-    assert!(
-        summary.contains(&format!("malformed or invalid {}", letters.len())),
-        "{summary}"
-    );
+    assert!(summary.contains(&format!("malformed or invalid {}", letters.len())), "{summary}");
     assert!(good > 2700);
 }
 
@@ -313,66 +186,26 @@ fn restart_from_committed_processes_each_record_once() {
     let lines: Vec<&str> = text.lines().collect();
     // Split where the second changes, so no 1 s window spans both runs.
     let second = |l: &str| -> String {
-        serde_json::from_str::<Value>(l).unwrap()["timestamp"]
-            .as_str()
-            .unwrap()[..19]
-            .to_owned()
+        serde_json::from_str::<Value>(l).unwrap()["timestamp"].as_str().unwrap()[..19].to_owned()
     };
-    let split = (1000..lines.len())
-        .find(|&i| second(lines[i - 1]) != second(lines[i]))
-        .unwrap();
-    let (first, rest) = (
-        dir.path().join("first.jsonl"),
-        dir.path().join("rest.jsonl"),
-    );
+    let split = (1000..lines.len()).find(|&i| second(lines[i - 1]) != second(lines[i])).unwrap();
+    let (first, rest) = (dir.path().join("first.jsonl"), dir.path().join("rest.jsonl"));
     std::fs::write(&first, lines[..split].join("\n") + "\n").unwrap();
     std::fs::write(&rest, lines[split..].join("\n") + "\n").unwrap();
     let (ticks, group) = (unique("restart"), unique("group"));
     let run = |out: &Path| {
-        let args = [
-            "run",
-            "trading",
-            "--input-topic",
-            &ticks,
-            "--group",
-            &group,
-            "--from",
-            "committed",
-            "--bounded",
-        ];
-        inflight(
-            &broker,
-            &[
-                &args[..],
-                &["--emit", "all", "--output", out.to_str().unwrap()],
-            ]
-            .concat(),
-        )
+        let args = ["run", "trading", "--input-topic", &ticks, "--group", &group, "--from", "committed", "--bounded"];
+        inflight(&broker, &[&args[..], &["--emit", "all", "--output", out.to_str().unwrap()]].concat())
     };
     produce(&broker, &ticks, &first);
     let (out1, out2) = (dir.path().join("1.jsonl"), dir.path().join("2.jsonl"));
     assert_eq!(events_in(&run(&out1)), split as u64);
     produce(&broker, &ticks, &rest);
-    assert_eq!(
-        events_in(&run(&out2)),
-        (lines.len() - split) as u64,
-        "the second run reads only the new records"
-    );
+    assert_eq!(events_in(&run(&out2)), (lines.len() - split) as u64, "the second run reads only the new records");
     let mut ids: Vec<String> = [&out1, &out2]
         .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|l| {
-            serde_json::from_str::<Value>(&l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .map(|l| serde_json::from_str::<Value>(&l).unwrap()["id"].as_str().unwrap().to_owned())
         .collect();
     let total = ids.len();
     ids.sort();
@@ -389,48 +222,16 @@ fn two_processes_share_the_partitions_and_agree_with_one() {
     let ticks = unique("shared");
     produce(&broker, &ticks, &fixture("market-small.jsonl"));
     let one = dir.path().join("one.jsonl");
-    let args = [
-        "run",
-        "trading",
-        "--input-topic",
-        &ticks,
-        "--from",
-        "earliest",
-        "--bounded",
-        "--emit",
-        "all",
-    ];
-    inflight(
-        &broker,
-        &[&args[..], &["--output", one.to_str().unwrap()]].concat(),
-    );
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let args = ["run", "trading", "--input-topic", &ticks, "--from", "earliest", "--bounded", "--emit", "all"];
+    inflight(&broker, &[&args[..], &["--output", one.to_str().unwrap()]].concat());
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let hosts = dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port()),
-    )
-    .unwrap();
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port())).unwrap();
     let two = dir.path().join("two.jsonl");
     let spawn = |p: &str| {
         Command::new(BIN)
             .args(args)
-            .args([
-                "--output",
-                two.to_str().unwrap(),
-                "-n",
-                "2",
-                "-p",
-                p,
-                "-h",
-                hosts.to_str().unwrap(),
-            ])
+            .args(["--output", two.to_str().unwrap(), "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()])
             .env("KAFKA_BROKERS", &broker.addr)
             .stderr(Stdio::piped())
             .spawn()
@@ -439,18 +240,10 @@ fn two_processes_share_the_partitions_and_agree_with_one() {
     let (p0, p1) = (spawn("0"), spawn("1"));
     for p in [p1, p0] {
         let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let read = |p: &Path| -> Vec<Value> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     };
     let (a, b) = (read(&one), read(&two));
     assert!(a.len() > 500);

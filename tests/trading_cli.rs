@@ -10,24 +10,15 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_inflight");
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn inflight(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("inflight runs")
+    Command::new(BIN).args(args).output().expect("inflight runs")
 }
 
 fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "inflight failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "inflight failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -44,10 +35,7 @@ fn decisions(path: &Path) -> Vec<Value> {
     json_lines(path)
         .into_iter()
         .map(|mut d| {
-            d.as_object_mut()
-                .expect("object")
-                .remove("decided_at")
-                .expect("decided_at present");
+            d.as_object_mut().expect("object").remove("decided_at").expect("decided_at present");
             d
         })
         .collect()
@@ -57,10 +45,7 @@ fn decisions(path: &Path) -> Vec<Value> {
 #[track_caller]
 fn assert_same(what: &str, a: &[Value], b: &[Value]) {
     if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
-        panic!(
-            "{what}: first difference at decision {i}:\n  {}\n  {}",
-            a[i], b[i]
-        );
+        panic!("{what}: first difference at decision {i}:\n  {}\n  {}", a[i], b[i]);
     }
     assert_eq!(a.len(), b.len(), "{what}: decision counts differ");
 }
@@ -98,24 +83,14 @@ fn run_trading(input: &Path, out: &Path, dead: &Path, extra: &[&str]) -> Output 
 fn bars_and_indicators_match_talib_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
-    run_trading(
-        &fixture("market-small.jsonl"),
-        &out,
-        &dead,
-        &["--emit", "all"],
-    );
+    run_trading(&fixture("market-small.jsonl"), &out, &dead, &["--emit", "all"]);
     let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("market-small.talib.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("market-small.talib.json")).unwrap()).unwrap();
     let got = decisions(&out);
     for (asset, expected) in reference.as_object().unwrap() {
         let rows = expected["scored"].as_array().unwrap();
         let ours: Vec<&Value> = got.iter().filter(|d| d["key"] == *asset).collect();
-        assert_eq!(
-            ours.len(),
-            rows.len(),
-            "{asset}: one decision per bar from TA-Lib's first value on"
-        );
+        assert_eq!(ours.len(), rows.len(), "{asset}: one decision per bar from TA-Lib's first value on");
         for (d, row) in ours.iter().zip(rows) {
             let end = row["end"].as_u64().unwrap();
             assert_eq!(d["id"], format!("trading/{asset}/{end}"));
@@ -128,26 +103,17 @@ fn bars_and_indicators_match_talib_end_to_end() {
                 (&e["macd"]["histogram"], &row["histogram"]),
             ] {
                 let (o, t) = (ours.as_f64().unwrap(), theirs.as_f64().unwrap());
-                assert!(
-                    (o - t).abs() <= 1e-9,
-                    "{asset} bar ending {end}: ours {o} vs TA-Lib {t}"
-                );
+                assert!((o - t).abs() <= 1e-9, "{asset} bar ending {end}: ours {o} vs TA-Lib {t}");
             }
         }
     }
-    assert_eq!(
-        std::fs::read_to_string(&dead).unwrap(),
-        "",
-        "no dead letters for a clean file"
-    );
+    assert_eq!(std::fs::read_to_string(&dead).unwrap(), "", "no dead letters for a clean file");
 }
 
 #[test]
 fn the_specification_example_event_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let example: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("market-event.json")).unwrap())
-            .unwrap();
+    let example: Value = serde_json::from_str(&std::fs::read_to_string(fixture("market-event.json")).unwrap()).unwrap();
     let input = dir.path().join("one.jsonl");
     std::fs::write(&input, format!("{example}\n")).unwrap();
     let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
@@ -175,11 +141,7 @@ fn shuffle_locally(input: &Path, output: &Path, block: usize) {
 fn out_of_order_within_lateness_gives_the_same_bars_as_sorted_input() {
     let dir = tempfile::tempdir().unwrap();
     // 20 events/s: a block of 10 lines spans 450 ms, within a lateness of 1 s.
-    let sorted = generate(
-        dir.path(),
-        "sorted.jsonl",
-        &["--events", "4000", "--assets", "3", "--rate", "20"],
-    );
+    let sorted = generate(dir.path(), "sorted.jsonl", &["--events", "4000", "--assets", "3", "--rate", "20"]);
     let shuffled = dir.path().join("shuffled.jsonl");
     shuffle_locally(&sorted, &shuffled, 10);
     let strip_source = |mut d: Value| {
@@ -190,17 +152,8 @@ fn out_of_order_within_lateness_gives_the_same_bars_as_sorted_input() {
     for input in [&sorted, &shuffled] {
         let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
         run_trading(input, &out, &dead, &["--emit", "all", "--lateness", "1s"]);
-        assert_eq!(
-            std::fs::read_to_string(&dead).unwrap(),
-            "",
-            "nothing is late within the bound"
-        );
-        results.push(
-            decisions(&out)
-                .into_iter()
-                .map(strip_source)
-                .collect::<Vec<_>>(),
-        );
+        assert_eq!(std::fs::read_to_string(&dead).unwrap(), "", "nothing is late within the bound");
+        results.push(decisions(&out).into_iter().map(strip_source).collect::<Vec<_>>());
     }
     assert!(results[0].len() > 500);
     // Bars (OHLCV in the evidence) and everything derived from them are identical.
@@ -211,9 +164,7 @@ fn out_of_order_within_lateness_gives_the_same_bars_as_sorted_input() {
 fn late_event_goes_to_dead_letter() {
     let dir = tempfile::tempdir().unwrap();
     let line = |asset: &str, ts: &str, price: f64| {
-        format!(
-            r#"{{"asset":"{asset}","price":{price},"timestamp":"2024-01-07T10:00:{ts}Z","volume":1}}"#
-        )
+        format!(r#"{{"asset":"{asset}","price":{price},"timestamp":"2024-01-07T10:00:{ts}Z","volume":1}}"#)
     };
     let input = dir.path().join("late.jsonl");
     let body = [
@@ -231,12 +182,7 @@ fn late_event_goes_to_dead_letter() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["reason"], "late");
     assert_eq!(letters[0]["source"]["line"], 4);
-    assert!(
-        letters[0]["raw"]
-            .as_str()
-            .unwrap()
-            .contains("10:00:01.000Z")
-    );
+    assert!(letters[0]["raw"].as_str().unwrap().contains("10:00:01.000Z"));
     assert!(String::from_utf8_lossy(&res.stderr).contains("late                      1"));
 }
 
@@ -246,45 +192,21 @@ fn malformed_lines_are_dead_lettered_with_position_and_no_good_line_is_lost() {
     let dirty = generate(
         dir.path(),
         "dirty.jsonl",
-        &[
-            "--events",
-            "6000",
-            "--assets",
-            "4",
-            "--rate",
-            "20",
-            "--malformed",
-            "0.05",
-        ],
+        &["--events", "6000", "--assets", "4", "--rate", "20", "--malformed", "0.05"],
     );
     let text = std::fs::read_to_string(&dirty).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let (out, dead) = (dir.path().join("d.jsonl"), dir.path().join("dead.jsonl"));
-    run_trading(
-        &dirty,
-        &out,
-        &dead,
-        &["--emit", "all", "-w", "2", "--chunk-size", "8192"],
-    );
+    run_trading(&dirty, &out, &dead, &["--emit", "all", "-w", "2", "--chunk-size", "8192"]);
     let letters = json_lines(&dead);
     assert!(letters.len() > 150, "{} dead letters", letters.len());
     let mut bad_lines = Vec::new();
     for l in &letters {
         let n = l["source"]["line"].as_u64().unwrap() as usize;
         let offset = l["source"]["offset"].as_u64().unwrap() as usize;
-        assert_eq!(
-            l["raw"],
-            lines[n - 1],
-            "line number points at the raw record"
-        );
-        assert!(
-            text[offset..].starts_with(lines[n - 1]),
-            "offset points at the raw record"
-        );
-        assert!(
-            ["malformed", "invalid"].contains(&l["reason"].as_str().unwrap()),
-            "{l}"
-        );
+        assert_eq!(l["raw"], lines[n - 1], "line number points at the raw record");
+        assert!(text[offset..].starts_with(lines[n - 1]), "offset points at the raw record");
+        assert!(["malformed", "invalid"].contains(&l["reason"].as_str().unwrap()), "{l}");
         assert!(!l["error"].as_str().unwrap().is_empty());
         bad_lines.push(n);
     }
@@ -309,19 +231,11 @@ fn malformed_lines_are_dead_lettered_with_position_and_no_good_line_is_lost() {
             })
             .collect()
     };
-    assert_same(
-        "dirty vs clean",
-        &strip(decisions(&out)),
-        &strip(decisions(&out2)),
-    );
+    assert_same("dirty vs clean", &strip(decisions(&out)), &strip(decisions(&out2)));
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -331,25 +245,11 @@ fn one_four_workers_and_two_processes_give_the_same_decisions() {
     let input = generate(
         dir.path(),
         "in.jsonl",
-        &[
-            "--events",
-            "30000",
-            "--assets",
-            "25",
-            "--rate",
-            "200",
-            "--out-of-order",
-            "0.05",
-            "--malformed",
-            "0.01",
-        ],
+        &["--events", "30000", "--assets", "25", "--rate", "200", "--out-of-order", "0.05", "--malformed", "0.01"],
     );
     let common = ["--lateness", "200ms", "--chunk-size", "16384"];
     let run = |tag: &str, extra: &[&str]| -> (Vec<Value>, Vec<String>) {
-        let (out, dead) = (
-            dir.path().join(format!("{tag}.jsonl")),
-            dir.path().join(format!("{tag}.dead")),
-        );
+        let (out, dead) = (dir.path().join(format!("{tag}.jsonl")), dir.path().join(format!("{tag}.dead")));
         let mut args = common.to_vec();
         args.extend_from_slice(extra);
         run_trading(&input, &out, &dead, &args);
@@ -358,37 +258,20 @@ fn one_four_workers_and_two_processes_give_the_same_decisions() {
     let one = run("w1", &["-w", "1"]);
     let four = run("w4", &["-w", "4"]);
     assert!(one.0.len() > 100, "{} decisions", one.0.len());
-    assert!(
-        one.1.iter().any(|d| d.contains(r#""reason":"late""#)),
-        "the input has late records"
-    );
+    assert!(one.1.iter().any(|d| d.contains(r#""reason":"late""#)), "the input has late records");
     // The output file itself is the same, line for line (only decided_at was removed).
     assert_same("-w 1 vs -w 4", &one.0, &four.0);
     assert_eq!(one.1, four.1);
 
     let hosts = dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let (out, dead) = (dir.path().join("n2.jsonl"), dir.path().join("n2.dead"));
     let spawn = |p: &str| {
         let mut args = vec!["run", "trading", "--input", input.to_str().unwrap()];
-        args.extend_from_slice(&[
-            "--output",
-            out.to_str().unwrap(),
-            "--dead-letter",
-            dead.to_str().unwrap(),
-        ]);
+        args.extend_from_slice(&["--output", out.to_str().unwrap(), "--dead-letter", dead.to_str().unwrap()]);
         args.extend_from_slice(&common);
         args.extend_from_slice(&["-w", "1", "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()]);
-        Command::new(BIN)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Command::new(BIN).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
     };
     let (p0, p1) = (spawn("0"), spawn("1"));
     ok(p1.wait_with_output().unwrap());
@@ -404,9 +287,7 @@ fn stdin_gives_the_same_decisions_as_the_file() {
     let (out, dead) = (dir.path().join("file.jsonl"), dir.path().join("dead"));
     run_trading(&input, &out, &dead, &["--emit", "all"]);
     let mut child = Command::new(BIN)
-        .args([
-            "run", "trading", "--input", "-", "--output", "-", "--emit", "all", "-w", "2",
-        ])
+        .args(["run", "trading", "--input", "-", "--output", "-", "--emit", "all", "-w", "2"])
         .stdin(std::fs::File::open(&input).unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -438,55 +319,20 @@ fn bad_arguments_exit_non_zero_with_one_line() {
     let sample = fixture("market-small.jsonl");
     let sample = sample.to_str().unwrap();
     let cases: [(&[&str], &str); 7] = [
-        (
-            &["run", "trading", "--input", "/no/such/file.jsonl"],
-            "cannot read input",
-        ),
-        (
-            &["run", "trading", "--input", sample, "--window", "0"],
-            "window",
-        ),
-        (
-            &["run", "trading", "--input", sample, "--window", "soon"],
-            "duration",
-        ),
+        (&["run", "trading", "--input", "/no/such/file.jsonl"], "cannot read input"),
+        (&["run", "trading", "--input", sample, "--window", "0"], "window"),
+        (&["run", "trading", "--input", sample, "--window", "soon"], "duration"),
         (&["run", "trading", "--input", sample, "-w", "0"], "workers"),
-        (
-            &["run", "trading", "--input", sample, "-n", "2", "-p", "5"],
-            "out of range",
-        ),
-        (
-            &[
-                "run",
-                "trading",
-                "--input",
-                sample,
-                "--config",
-                bad_config.to_str().unwrap(),
-            ],
-            "rsi_perod",
-        ),
-        (
-            &[
-                "run",
-                "trading",
-                "--input",
-                sample,
-                "--output",
-                "/proc/forbidden/x.jsonl",
-            ],
-            "cannot write output",
-        ),
+        (&["run", "trading", "--input", sample, "-n", "2", "-p", "5"], "out of range"),
+        (&["run", "trading", "--input", sample, "--config", bad_config.to_str().unwrap()], "rsi_perod"),
+        (&["run", "trading", "--input", sample, "--output", "/proc/forbidden/x.jsonl"], "cannot write output"),
     ];
     for (args, want) in cases {
         let out = inflight(args);
         assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
-        assert!(
-            err.trim().lines().count() <= 3,
-            "{args:?}: short error, got {err}"
-        );
+        assert!(err.trim().lines().count() <= 3, "{args:?}: short error, got {err}");
     }
 }
 
@@ -495,28 +341,15 @@ fn example_config_file_gives_the_default_decisions() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("market-small.jsonl");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/trading.toml");
-    let (a, b, dead) = (
-        dir.path().join("a"),
-        dir.path().join("b"),
-        dir.path().join("dead"),
-    );
+    let (a, b, dead) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("dead"));
     run_trading(&input, &a, &dead, &[]);
     run_trading(&input, &b, &dead, &["--config", config.to_str().unwrap()]);
-    assert_same(
-        "defaults vs data/trading.toml",
-        &decisions(&a),
-        &decisions(&b),
-    );
+    assert_same("defaults vs data/trading.toml", &decisions(&a), &decisions(&b));
     // A flag overrides the file: RSI above 0 sells everything.
     let strict = dir.path().join("strict.toml");
     std::fs::write(&strict, "[rules]\nrsi_sell_above = 0.0\n").unwrap();
     let c = dir.path().join("c");
-    run_trading(
-        &input,
-        &c,
-        &dead,
-        &["--config", strict.to_str().unwrap(), "--emit", "all"],
-    );
+    run_trading(&input, &c, &dead, &["--config", strict.to_str().unwrap(), "--emit", "all"]);
     let all = decisions(&c);
     assert!(!all.is_empty() && all.iter().all(|d| d["action"] == "SELL"));
 }
@@ -525,11 +358,7 @@ fn example_config_file_gives_the_default_decisions() {
 fn emit_changes_only_reports_action_changes() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("market-small.jsonl");
-    let (changes, all, dead) = (
-        dir.path().join("changes"),
-        dir.path().join("all"),
-        dir.path().join("dead"),
-    );
+    let (changes, all, dead) = (dir.path().join("changes"), dir.path().join("all"), dir.path().join("dead"));
     run_trading(&input, &changes, &dead, &[]);
     run_trading(&input, &all, &dead, &["--emit", "all"]);
     let (changes, all) = (decisions(&changes), decisions(&all));
@@ -537,9 +366,7 @@ fn emit_changes_only_reports_action_changes() {
     let mut last = std::collections::HashMap::new();
     let expected: Vec<Value> = all
         .into_iter()
-        .filter(|d| {
-            last.insert(d["key"].to_string(), d["action"].clone()) != Some(d["action"].clone())
-        })
+        .filter(|d| last.insert(d["key"].to_string(), d["action"].clone()) != Some(d["action"].clone()))
         .collect();
     assert!(expected.len() > 5);
     assert_same("--emit changes", &changes, &expected);

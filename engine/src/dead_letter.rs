@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 /// A record's place in its source: for files the byte offset and 1-based line of its first byte
 /// (partition 0); for partitioned sources the partition and offset.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position {
     /// Partition of the source (0 for files and stdin).
     pub partition: u32,
@@ -119,19 +117,8 @@ impl DeadLetter {
     pub const MAX_RAW: usize = 64 * 1024;
 
     /// Builds a dead letter for `raw` read at `pos` of source `name`.
-    pub fn new(
-        reason: DeadReason,
-        error: String,
-        name: &SourceName,
-        pos: Position,
-        raw: &[u8],
-    ) -> Self {
+    pub fn new(reason: DeadReason, error: String, name: &SourceName, pos: Position, raw: &[u8]) -> Self {
         let raw = &raw[..raw.len().min(Self::MAX_RAW)];
-        DeadLetter {
-            reason,
-            error,
-            source: SourceRef::new(name, pos),
-            raw: String::from_utf8_lossy(raw).into_owned(),
-        }
+        DeadLetter { reason, error, source: SourceRef::new(name, pos), raw: String::from_utf8_lossy(raw).into_owned() }
     }
 }

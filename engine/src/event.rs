@@ -17,18 +17,12 @@ pub struct ParseError {
 impl ParseError {
     /// A syntax or shape error: not JSON, a missing field, a wrong type.
     pub fn malformed(message: impl Into<String>) -> Self {
-        ParseError {
-            reason: DeadReason::Malformed,
-            message: message.into(),
-        }
+        ParseError { reason: DeadReason::Malformed, message: message.into() }
     }
 
     /// A well-formed record with a value the pipeline cannot use.
     pub fn invalid(message: impl Into<String>) -> Self {
-        ParseError {
-            reason: DeadReason::Invalid,
-            message: message.into(),
-        }
+        ParseError { reason: DeadReason::Invalid, message: message.into() }
     }
 }
 
@@ -36,6 +30,11 @@ impl ParseError {
 pub trait Event: Sized + 'static {
     /// Parses one line (without its line terminator).
     fn parse(line: &[u8]) -> Result<Self, ParseError>;
+    /// Parses a record that comes with a time of its own (a Kafka record timestamp), which an event
+    /// type may use when the payload has none. By default the payload must carry its time.
+    fn parse_with_time(record: &[u8], _record_time: Option<Millis>) -> Result<Self, ParseError> {
+        Self::parse(record)
+    }
     /// The event's time in milliseconds since the epoch.
     fn event_time(&self) -> Millis;
 }

@@ -6,11 +6,10 @@ use crate::dead_letter::{DeadLetter, SourceName};
 use crate::event::{Event, Sourced};
 use crate::kafka::KafkaError;
 use crate::runtime::{Cluster, ClusterError, RunContext};
-use crate::sink::{
-    KafkaOutput, KafkaRecord, LineSink, OpenOutput, Output, SinkError, produce, write_lines,
-};
+use crate::sink::{KafkaOutput, KafkaRecord, LineSink, OpenOutput, Output, SinkError, produce, write_lines};
 use crate::source::{Input, KafkaInput, OpenInput, SourceConfig, SourceError, SourceStats, source};
 use crate::stats::{gather_stats, latency_histogram};
+use crate::time::Millis;
 use crate::time::wall_nanos;
 use crate::{Scope, Stream};
 use hdrhistogram::Histogram;
@@ -21,6 +20,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::Map;
 
 /// A result record the engine can write and time.
@@ -134,11 +135,7 @@ struct WorkerResult {
 
 /// Runs `pipeline` over the job's input until the input ends. `pipeline` is called once per
 /// worker to build that worker's part of the dataflow.
-pub fn run<E, D, F>(
-    config: &JobConfig,
-    ctx: &RunContext,
-    pipeline: F,
-) -> Result<JobReport, JobError>
+pub fn run<E, D, F>(config: &JobConfig, ctx: &RunContext, pipeline: F) -> Result<JobReport, JobError>
 where
     E: Event,
     D: Emitted,
@@ -159,25 +156,12 @@ where
     let guards = timely::execute(timely_config, move |worker| {
         let ctx = &worker_ctx;
         let (totals, outputs, dead, latency) = worker.dataflow::<crate::Millis, _, _>(|scope| {
-            build(
-                scope,
-                &input,
-                &source_config,
-                &output,
-                &dead_output,
-                ctx,
-                &pipeline,
-            )
+            build(scope, &input, &source_config, &output, &dead_output, ctx, &pipeline)
         });
         while worker.step_or_park(None) {}
         let source = (worker.index() == 0).then(|| *totals.borrow());
         let latency = latency.borrow().clone();
-        WorkerResult {
-            source,
-            outputs: outputs.written(),
-            dead_letters: dead.written(),
-            latency,
-        }
+        WorkerResult { source, outputs: outputs.written(), dead_letters: dead.written(), latency }
     })
     .map_err(JobError::Start)?;
 
@@ -210,12 +194,7 @@ where
     Ok(report)
 }
 
-type Built = (
-    Rc<RefCell<SourceStats>>,
-    crate::sink::LineSink,
-    crate::sink::LineSink,
-    Rc<RefCell<Histogram<u64>>>,
-);
+type Built = (Rc<RefCell<SourceStats>>, crate::sink::LineSink, crate::sink::LineSink, Rc<RefCell<Histogram<u64>>>);
 
 fn build<'s, E, D, F>(
     scope: Scope<'s>,
@@ -231,11 +210,14 @@ where
     D: Emitted,
     F: for<'a> Fn(Scope<'a>, Stream<'a, Sourced<E>>) -> Stream<'a, D>,
 {
-    let src = source::<E>(scope, input, source_config, ctx);
+    // The outputs' probe: how far results (and dead letters) are handed over, or with Kafka
+    // acknowledged. Sources use it to commit offsets and to pause when the graph lags behind.
+    let probe = ProbeHandle::new();
+    let src = source::<E>(scope, input, source_config, ctx, &probe);
     let results = pipeline(scope, src.events);
     let latency = Rc::new(RefCell::new(latency_histogram()));
-    let outputs = emit(results, output, ctx, Some(Rc::clone(&latency)));
-    let dead = emit(src.dead, dead_output, ctx, None);
+    let outputs = emit(results, output, ctx, Some(Rc::clone(&latency)), &probe);
+    let dead = emit(src.dead, dead_output, ctx, None, &probe);
     let totals = gather_stats(src.stats);
     (totals, outputs, dead, latency)
 }
@@ -246,6 +228,7 @@ fn emit<D: Emitted>(
     output: &Prepared,
     ctx: &RunContext,
     latency: Option<Rc<RefCell<Histogram<u64>>>>,
+    probe: &ProbeHandle<Millis>,
 ) -> LineSink {
     let failures = ctx.failures.clone();
     let format = move |r: &D| {
@@ -256,16 +239,17 @@ fn emit<D: Emitted>(
         to_line(r, &failures)
     };
     match output {
-        Prepared::Lines(open) => write_lines(stream.flat_map(move |r: D| format(&r)), open, ctx),
+        Prepared::Lines(open) => {
+            let lines = stream.flat_map(move |r: D| format(&r)).probe_with(probe);
+            write_lines(lines, open, ctx)
+        }
         Prepared::Kafka(k) => {
             let records = stream.flat_map(move |r: D| {
-                format(&r).map(|payload| KafkaRecord {
-                    key: r.key().map(str::to_owned),
-                    payload,
-                    headers: r.headers(),
-                })
+                format(&r).map(|payload| KafkaRecord { key: r.key().map(str::to_owned), payload, headers: r.headers() })
             });
-            produce(records, k, ctx)
+            let (sink, durable) = produce(records, k, ctx);
+            durable.probe_with(probe);
+            sink
         }
     }
 }
@@ -277,23 +261,16 @@ fn commit(input: &KafkaInput, positions: &[(String, i32, i64)]) -> Result<(), Ka
     }
     let k = &input.kafka;
     let consumer: BaseConsumer = k
-        .client_config(&[
-            ("group.id", input.group.as_str()),
-            ("enable.auto.commit", "false"),
-        ])
+        .client_config(&[("group.id", input.group.as_str()), ("enable.auto.commit", "false")])
         .create()
         .map_err(|e| k.error(format!("cannot create a consumer to commit offsets: {e}")))?;
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, next) in positions {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-            .map_err(|e| k.error(e.to_string()))?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(|e| k.error(e.to_string()))?;
     }
-    consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
-        k.error(format!(
-            "committing offsets for group {:?} failed: {e}",
-            input.group
-        ))
-    })?;
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| k.error(format!("committing offsets for group {:?} failed: {e}", input.group)))?;
     tracing::info!(group = %input.group, ?positions, "committed offsets");
     Ok(())
 }

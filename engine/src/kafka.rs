@@ -33,9 +33,7 @@ impl KafkaConfig {
     pub fn parse_property(arg: &str) -> Result<(String, String), String> {
         match arg.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-            _ => Err(format!(
-                "{arg:?} is not a librdkafka property of the form key=value"
-            )),
+            _ => Err(format!("{arg:?} is not a librdkafka property of the form key=value")),
         }
     }
 
@@ -54,18 +52,13 @@ impl KafkaConfig {
 
     /// An error about these brokers.
     pub fn error(&self, message: impl Into<String>) -> KafkaError {
-        KafkaError {
-            brokers: self.brokers.clone(),
-            message: message.into(),
-        }
+        KafkaError { brokers: self.brokers.clone(), message: message.into() }
     }
 
     /// Creates `topic` with `partitions` partitions unless it exists.
     pub fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config(&[])
-            .create()
-            .map_err(|e| self.error(format!("cannot create an admin client: {e}")))?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config(&[]).create().map_err(|e| self.error(format!("cannot create an admin client: {e}")))?;
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = futures_executor::block_on(admin.create_topics([&new], &opts))
@@ -82,12 +75,7 @@ impl KafkaConfig {
     }
 
     /// The number of partitions of `topic`, waiting up to `wait` for it to appear.
-    pub fn partitions(
-        &self,
-        consumer: &BaseConsumer,
-        topic: &str,
-        wait: Duration,
-    ) -> Result<i32, KafkaError> {
+    pub fn partitions(&self, consumer: &BaseConsumer, topic: &str, wait: Duration) -> Result<i32, KafkaError> {
         let deadline = Instant::now() + wait;
         loop {
             let last = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
@@ -114,14 +102,8 @@ mod tests {
 
     #[test]
     fn properties_need_key_and_value() {
-        assert_eq!(
-            KafkaConfig::parse_property("linger.ms=5"),
-            Ok(("linger.ms".into(), "5".into()))
-        );
-        assert_eq!(
-            KafkaConfig::parse_property("sasl.password=a=b"),
-            Ok(("sasl.password".into(), "a=b".into()))
-        );
+        assert_eq!(KafkaConfig::parse_property("linger.ms=5"), Ok(("linger.ms".into(), "5".into())));
+        assert_eq!(KafkaConfig::parse_property("sasl.password=a=b"), Ok(("sasl.password".into(), "a=b".into())));
         assert!(KafkaConfig::parse_property("linger.ms").is_err());
         assert!(KafkaConfig::parse_property("=5").is_err());
     }
@@ -169,13 +151,11 @@ pub fn produce_lines(
             }
         }
         let key = key_field.and_then(|f| {
-            serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .and_then(|v| match &v[f] {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Null => None,
-                    other => Some(other.to_string()),
-                })
+            serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| match &v[f] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            })
         });
         let mut record = BaseRecord::<str, str>::to(topic).payload(line.as_str());
         if let Some(k) = &key {
@@ -185,9 +165,7 @@ pub fn produce_lines(
             match producer.send(record) {
                 Ok(()) => break,
                 Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     back,
                 )) => {
                     record = back;
@@ -203,13 +181,8 @@ pub fn produce_lines(
             producer.poll(Duration::ZERO);
         }
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .map_err(|e| config.error(format!("flushing to {topic:?} failed: {e}")))?;
-    Ok(ProduceReport {
-        records: sent,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    producer.flush(Duration::from_secs(120)).map_err(|e| config.error(format!("flushing to {topic:?} failed: {e}")))?;
+    Ok(ProduceReport { records: sent, seconds: start.elapsed().as_secs_f64() })
 }
 
 /// Writes every record of `topic` from the start to the end offsets found when called (or on
@@ -226,10 +199,7 @@ pub fn consume_to(
     use rdkafka::message::{Headers, Message};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = config
-        .client_config(&[
-            ("group.id", "inflight-consume"),
-            ("enable.auto.commit", "false"),
-        ])
+        .client_config(&[("group.id", "inflight-consume"), ("enable.auto.commit", "false")])
         .create()
         .map_err(|e| config.error(format!("cannot create a consumer: {e}")))?;
     let count = config.partitions(&consumer, topic, Duration::from_secs(10))?;
@@ -240,13 +210,10 @@ pub fn consume_to(
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .map_err(|e| config.error(format!("reading offsets of {topic}/{p}: {e}")))?;
         tracing::debug!(topic, partition = p, low, high, "partition offsets");
-        tpl.add_partition_offset(topic, p, Offset::Offset(low))
-            .map_err(|e| config.error(e.to_string()))?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| config.error(e.to_string()))?;
         remaining.push(high);
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| config.error(format!("assigning partitions: {e}")))?;
+    consumer.assign(&tpl).map_err(|e| config.error(format!("assigning partitions: {e}")))?;
     let mut next: Vec<i64> = vec![0; count as usize];
     let mut written = 0u64;
     let io = |e: std::io::Error| config.error(format!("writing output: {e}"));
@@ -268,10 +235,7 @@ pub fn consume_to(
                         .map(|h| {
                             h.iter()
                                 .map(|h| {
-                                    (
-                                        h.key.to_owned(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
-                                    )
+                                    (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into())
                                 })
                                 .collect()
                         })

@@ -18,12 +18,7 @@ pub fn key_hash(key: &str) -> u64 {
 mod tests {
     #[test]
     fn keys_spread_evenly_over_workers() {
-        let on_first = (0..1000)
-            .filter(|i| super::key_hash(&format!("ASSET{i}/USD")) % 2 == 0)
-            .count();
-        assert!(
-            (400..=600).contains(&on_first),
-            "{on_first} of 1000 keys on worker 0"
-        );
+        let on_first = (0..1000).filter(|i| super::key_hash(&format!("ASSET{i}/USD")) % 2 == 0).count();
+        assert!((400..=600).contains(&on_first), "{on_first} of 1000 keys on worker 0");
     }
 }

@@ -21,12 +21,7 @@ pub struct Cluster {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster {
-            workers: 1,
-            processes: 1,
-            process: 0,
-            hostfile: None,
-        }
+        Cluster { workers: 1, processes: 1, process: 0, hostfile: None }
     }
 }
 
@@ -37,9 +32,7 @@ pub enum ClusterError {
     #[error("{0} must be at least 1")]
     Zero(&'static str),
     /// `-p` outside 0..n.
-    #[error(
-        "process index {process} is out of range for {processes} processes (use 0..{processes})"
-    )]
+    #[error("process index {process} is out of range for {processes} processes (use 0..{processes})")]
     Index {
         /// The index given.
         process: usize,
@@ -71,19 +64,14 @@ impl Cluster {
             return Err(ClusterError::Zero("processes (-n)"));
         }
         if self.process >= self.processes {
-            return Err(ClusterError::Index {
-                process: self.process,
-                processes: self.processes,
-            });
+            return Err(ClusterError::Index { process: self.process, processes: self.processes });
         }
         if self.processes == 1 {
             return Ok(timely::Config::process(self.workers));
         }
         let addresses = match &self.hostfile {
             Some(path) => read_hostfile(path, self.processes)?,
-            None => (0..self.processes)
-                .map(|i| format!("localhost:{}", 2101 + i))
-                .collect(),
+            None => (0..self.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
         };
         Ok(timely::Config {
             communication: timely::CommunicationConfig::Cluster {
@@ -99,25 +87,15 @@ impl Cluster {
 }
 
 fn read_hostfile(path: &PathBuf, processes: usize) -> Result<Vec<String>, ClusterError> {
-    let err = |error: String| ClusterError::Hostfile {
-        path: path.clone(),
-        error,
-    };
+    let err = |error: String| ClusterError::Hostfile { path: path.clone(), error };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let hosts: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect();
+    let hosts: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
     if let Some(bad) = hosts.iter().find(|h| !h.contains(':')) {
         return Err(err(format!("line {bad:?} is not host:port")));
     }
     if hosts.len() < processes {
-        return Err(err(format!(
-            "{} hosts listed but -n {processes} processes",
-            hosts.len()
-        )));
+        return Err(err(format!("{} hosts listed but -n {processes} processes", hosts.len())));
     }
     Ok(hosts.into_iter().take(processes).collect())
 }
@@ -156,10 +134,7 @@ impl Failures {
 
     /// All errors reported so far.
     pub fn take(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|mut l| std::mem::take(&mut *l))
-            .unwrap_or_default()
+        self.0.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
     }
 }
 
@@ -194,10 +169,7 @@ impl Positions {
 
     /// All recorded positions.
     pub fn take(&self) -> Vec<(String, i32, i64)> {
-        self.0
-            .lock()
-            .map(|mut l| std::mem::take(&mut *l))
-            .unwrap_or_default()
+        self.0.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
     }
 }
 
@@ -220,22 +192,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        let c = Cluster {
-            workers: 0,
-            ..Cluster::default()
-        };
+        let c = Cluster { workers: 0, ..Cluster::default() };
         assert!(c.timely_config().is_err());
-        let c = Cluster {
-            processes: 2,
-            process: 2,
-            ..Cluster::default()
-        };
-        assert!(
-            c.timely_config()
-                .unwrap_err()
-                .to_string()
-                .contains("out of range")
-        );
+        let c = Cluster { processes: 2, process: 2, ..Cluster::default() };
+        assert!(c.timely_config().unwrap_err().to_string().contains("out of range"));
     }
 
     #[test]
@@ -243,17 +203,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
         std::fs::write(&path, "127.0.0.1:4000\n").unwrap();
-        let c = Cluster {
-            processes: 2,
-            hostfile: Some(path.clone()),
-            ..Cluster::default()
-        };
-        assert!(
-            c.timely_config()
-                .unwrap_err()
-                .to_string()
-                .contains("1 hosts listed")
-        );
+        let c = Cluster { processes: 2, hostfile: Some(path.clone()), ..Cluster::default() };
+        assert!(c.timely_config().unwrap_err().to_string().contains("1 hosts listed"));
         std::fs::write(&path, "127.0.0.1:4000\n# comment\n127.0.0.1:4001\n").unwrap();
         assert!(c.timely_config().is_ok());
     }

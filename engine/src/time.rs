@@ -9,18 +9,13 @@ pub type Millis = u64;
 /// Parses an RFC 3339 timestamp ("2024-01-07T10:00:00Z", fractions and offsets allowed) into
 /// milliseconds since the epoch; times before 1970 are rejected because event time is unsigned.
 pub fn parse_rfc3339(text: &str) -> Result<Millis, String> {
-    let parsed = DateTime::parse_from_rfc3339(text)
-        .map_err(|e| format!("timestamp {text:?} is not RFC 3339: {e}"))?;
-    u64::try_from(parsed.timestamp_millis())
-        .map_err(|_| format!("timestamp {text:?} is before 1970-01-01"))
+    let parsed = DateTime::parse_from_rfc3339(text).map_err(|e| format!("timestamp {text:?} is not RFC 3339: {e}"))?;
+    u64::try_from(parsed.timestamp_millis()).map_err(|_| format!("timestamp {text:?} is before 1970-01-01"))
 }
 
 /// Formats milliseconds since the epoch as RFC 3339 in UTC with millisecond precision.
 pub fn format_rfc3339(ms: Millis) -> String {
-    match i64::try_from(ms)
-        .ok()
-        .and_then(DateTime::<Utc>::from_timestamp_millis)
-    {
+    match i64::try_from(ms).ok().and_then(DateTime::<Utc>::from_timestamp_millis) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
         None => format!("{ms}ms"),
     }
@@ -31,8 +26,8 @@ pub fn parse_duration(text: &str) -> Result<Millis, String> {
     if text.trim() == "0" {
         return Ok(0);
     }
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration like 1s, 250ms or 2m: {e}"))?;
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 1s, 250ms or 2m: {e}"))?;
     u64::try_from(d.as_millis()).map_err(|_| format!("duration {text:?} is too long"))
 }
 
@@ -69,14 +64,8 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        assert_eq!(
-            format_rfc3339(1_704_621_600_123),
-            "2024-01-07T10:00:00.123Z"
-        );
-        assert_eq!(
-            parse_rfc3339(&format_rfc3339(1_704_621_600_123)),
-            Ok(1_704_621_600_123)
-        );
+        assert_eq!(format_rfc3339(1_704_621_600_123), "2024-01-07T10:00:00.123Z");
+        assert_eq!(parse_rfc3339(&format_rfc3339(1_704_621_600_123)), Ok(1_704_621_600_123));
     }
 
     #[test]

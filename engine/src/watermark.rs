@@ -16,10 +16,7 @@ impl Watermark {
     /// A watermark allowing `lateness` of disorder that starts below `first`, the first event time
     /// expected in the partition (0 if unknown).
     pub fn new(lateness: Millis, first: Millis) -> Self {
-        Watermark {
-            lateness,
-            max_seen: first,
-        }
+        Watermark { lateness, max_seen: first }
     }
 
     /// The current watermark: no on-time record of this partition can be older.

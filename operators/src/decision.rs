@@ -73,9 +73,6 @@ impl inflight_engine::job::Emitted for Decision {
             DecidedBy::Llm => "llm",
             DecidedBy::Fallback => "fallback",
         };
-        vec![
-            ("pipeline", self.pipeline.clone()),
-            ("decided_by", by.to_owned()),
-        ]
+        vec![("pipeline", self.pipeline.clone()), ("decided_by", by.to_owned())]
     }
 }

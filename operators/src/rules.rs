@@ -45,17 +45,14 @@ pub trait DecideExt<'scope, R: Rules> {
 
 impl<'scope, R: Rules> DecideExt<'scope, R> for Stream<'scope, R::Input> {
     fn decide(self, rules: R, emit: Emit) -> Stream<'scope, Decision> {
-        self.keyed_state(
-            "Decide",
-            move |last: &mut Option<Action>, input: R::Input, out| {
-                let Some(verdict) = rules.verdict(&input) else {
-                    return;
-                };
-                let changed = last.replace(verdict.action) != Some(verdict.action);
-                if changed || emit == Emit::All {
-                    out.push(rules.explain(input, verdict));
-                }
-            },
-        )
+        self.keyed_state("Decide", move |last: &mut Option<Action>, input: R::Input, out| {
+            let Some(verdict) = rules.verdict(&input) else {
+                return;
+            };
+            let changed = last.replace(verdict.action) != Some(verdict.action);
+            if changed || emit == Emit::All {
+                out.push(rules.explain(input, verdict));
+            }
+        })
     }
 }

@@ -135,9 +135,8 @@ where
                         for tick in batch.drain(..) {
                             let start = tick.time - tick.time % width;
                             let end = start.saturating_add(width);
-                            let (_, bars) = open.entry(end).or_insert_with(|| {
-                                (cap.delayed(&(end - 1), 0), FxHashMap::default())
-                            });
+                            let (_, bars) =
+                                open.entry(end).or_insert_with(|| (cap.delayed(&(end - 1), 0), FxHashMap::default()));
                             match bars.get_mut(&tick.key) {
                                 Some(bar) => bar.add(tick),
                                 None => {

@@ -30,56 +30,45 @@ impl LineSink {
 pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunContext) -> LineSink {
     let sink = LineSink::default();
     let written = Rc::clone(&sink.written);
-    let mut writer = if lines.scope().index() == 0 {
-        output.take()
-    } else {
-        None
-    };
+    let mut writer = if lines.scope().index() == 0 { output.take() } else { None };
     let name = output.name.clone();
     let failures = ctx.failures.clone();
     let mut pending: BTreeMap<Millis, Vec<String>> = BTreeMap::new();
     let mut failed = false;
-    lines.sink(
-        Exchange::new(|_: &String| 0),
-        "WriteLines",
-        move |(input, frontier)| {
-            input.for_each_stamp(|cap, data| {
-                if let Some(time) = cap.least() {
-                    let slot = pending.entry(*time).or_default();
-                    for batch in data {
-                        slot.append(batch);
-                    }
+    lines.sink(Exchange::new(|_: &String| 0), "WriteLines", move |(input, frontier)| {
+        input.for_each_stamp(|cap, data| {
+            if let Some(time) = cap.least() {
+                let slot = pending.entry(*time).or_default();
+                for batch in data {
+                    slot.append(batch);
                 }
-            });
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let mut lines = entry.remove();
-                lines.sort_unstable();
-                if let (Some(w), false) = (writer.as_mut(), failed) {
-                    for line in &lines {
-                        if let Err(e) = w
-                            .write_all(line.as_bytes())
-                            .and_then(|()| w.write_all(b"\n"))
-                        {
-                            failures.report(format!("writing {name} failed: {e}"));
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
-                written.set(written.get() + lines.len() as u64);
             }
-            if frontier.is_empty() {
-                if let (Some(mut w), false) = (writer.take(), failed) {
-                    if let Err(e) = w.flush() {
+        });
+        while let Some(entry) = pending.first_entry() {
+            if frontier.less_equal(entry.key()) {
+                break;
+            }
+            let mut lines = entry.remove();
+            lines.sort_unstable();
+            if let (Some(w), false) = (writer.as_mut(), failed) {
+                for line in &lines {
+                    if let Err(e) = w.write_all(line.as_bytes()).and_then(|()| w.write_all(b"\n")) {
                         failures.report(format!("writing {name} failed: {e}"));
                         failed = true;
+                        break;
                     }
                 }
             }
-        },
-    );
+            written.set(written.get() + lines.len() as u64);
+        }
+        if frontier.is_empty() {
+            if let (Some(mut w), false) = (writer.take(), failed) {
+                if let Err(e) = w.flush() {
+                    failures.report(format!("writing {name} failed: {e}"));
+                    failed = true;
+                }
+            }
+        }
+    });
     sink
 }

@@ -7,16 +7,20 @@ use super::LineSink;
 use crate::Stream;
 use crate::kafka::KafkaConfig;
 use crate::runtime::RunContext;
+use crate::time::Millis;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::{Operator, OperatorInfo};
 
 /// A Kafka output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,12 +56,22 @@ pub struct KafkaRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// Counts delivery reports; keeps the first error.
+/// Delivery reports as the producer's callbacks hand them over: (time of the record, success),
+/// plus the first error for the message.
 #[derive(Default)]
 struct Deliveries {
-    ok: AtomicU64,
+    reports: Mutex<Vec<(Millis, bool)>>,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    fn fail(&self, e: &KafkaError) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
 }
 
 struct Context(Arc<Deliveries>);
@@ -65,96 +79,113 @@ struct Context(Arc<Deliveries>);
 impl ClientContext for Context {}
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.0.ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut first) = self.0.first_error.lock() {
-                    first.get_or_insert_with(|| e.to_string());
-                }
-            }
+    /// The timely time of the record, to know when every record of a time is acknowledged.
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, time: usize) {
+        if let Err((e, _)) = result {
+            self.0.fail(e);
+        }
+        if let Ok(mut r) = self.0.reports.lock() {
+            r.push((time as Millis, result.is_ok()));
         }
     }
 }
 
-/// Produces every record of `records` to the output topic from the worker that holds it.
-pub fn produce(
-    records: Stream<'_, KafkaRecord>,
+/// Produces every record of `records` to the output topic from the worker that holds it. The
+/// returned stream carries no data: its frontier is the *durable* frontier, because the sink holds
+/// a capability for every time until the broker has acknowledged all of that time's records. A
+/// probe on it tells sources which outputs are safe (offset commits, flow control).
+pub fn produce<'s>(
+    records: Stream<'s, KafkaRecord>,
     output: &KafkaOutput,
     ctx: &RunContext,
-) -> LineSink {
+) -> (LineSink, Stream<'s, ()>) {
     let sink = LineSink::default();
     let written = Rc::clone(&sink.written);
     let deliveries = Arc::new(Deliveries::default());
-    let producer: Option<BaseProducer<Context>> = match output
+    let mut producer: Option<BaseProducer<Context>> = match output
         .kafka
         .client_config(&KafkaOutput::DEFAULTS)
         .create_with_context(Context(Arc::clone(&deliveries)))
     {
         Ok(p) => Some(p),
         Err(e) => {
-            ctx.failures.report(
-                output
-                    .kafka
-                    .error(format!("cannot create a producer: {e}"))
-                    .to_string(),
-            );
+            ctx.failures.report(output.kafka.error(format!("cannot create a producer: {e}")).to_string());
             None
         }
     };
     let topic = output.topic.clone();
     let failures = ctx.failures.clone();
-    let mut producer = producer;
-    let mut finished = false;
-    records.sink(Pipeline, "KafkaSink", move |(input, frontier)| {
-        let Some(p) = producer.as_ref() else {
-            input.for_each(|_, _| {});
-            return;
-        };
-        input.for_each(|_cap, data| {
-            for r in data.drain(..) {
-                send(p, &topic, &r);
-                written.set(written.get() + 1);
+    let scope = records.scope();
+    let durable = records.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        "KafkaSink",
+        move |_cap, info: OperatorInfo| {
+            let activator = scope.activator_for(info.address);
+            // Times with records handed to the producer and not yet acknowledged.
+            let mut pending: BTreeMap<Millis, (Capability<Millis>, u64)> = BTreeMap::new();
+            let mut reports = Vec::new();
+            move |(input, frontier), output| {
+                let Some(p) = producer.as_ref() else {
+                    input.for_each(|_, _| {});
+                    return;
+                };
+                input.for_each_stamp(|cap, data| {
+                    let (Some(time), Some(held)) = (cap.least().copied(), cap.retain_least(output.output_index()))
+                    else {
+                        return;
+                    };
+                    let slot = pending.entry(time).or_insert((held, 0));
+                    for batch in data {
+                        for r in batch.drain(..) {
+                            if send(p, &topic, &r, time) {
+                                slot.1 += 1;
+                            }
+                            written.set(written.get() + 1);
+                        }
+                    }
+                });
+                p.poll(Duration::ZERO);
+                if let Ok(mut r) = deliveries.reports.lock() {
+                    std::mem::swap(&mut *r, &mut reports);
+                }
+                for (time, _ok) in reports.drain(..) {
+                    if let Some(slot) = pending.get_mut(&time) {
+                        slot.1 = slot.1.saturating_sub(1);
+                    }
+                }
+                pending.retain(|_, (_, outstanding)| *outstanding > 0);
+                if !pending.is_empty() {
+                    activator.activate_after(Duration::from_millis(1));
+                } else if frontier.is_empty() {
+                    let failed = deliveries.failed.load(Ordering::Relaxed);
+                    if failed > 0 {
+                        let first = deliveries.first_error.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+                        failures.report(format!(
+                            "kafka: {failed} records could not be delivered to {topic:?} (first error: {first})"
+                        ));
+                    }
+                    producer = None;
+                }
             }
-        });
-        p.poll(Duration::ZERO);
-        if frontier.is_empty() && !finished {
-            finished = true;
-            if let Err(e) = p.flush(Duration::from_secs(120)) {
-                failures.report(format!("kafka: flushing topic {topic:?} failed: {e}"));
-            }
-            let failed = deliveries.failed.load(Ordering::Relaxed);
-            if failed > 0 {
-                let first = deliveries.first_error.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
-                failures.report(format!("kafka: {failed} records could not be delivered to {topic:?} (first error: {first})"));
-            }
-            producer = None;
-        }
-    });
-    sink
+        },
+    );
+    (sink, durable)
 }
 
-fn send(p: &BaseProducer<Context>, topic: &str, r: &KafkaRecord) {
+/// Hands one record to the producer; false if it could not even be queued (counted as failed).
+fn send(p: &BaseProducer<Context>, topic: &str, r: &KafkaRecord, time: Millis) -> bool {
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
     for (k, v) in &r.headers {
-        headers = headers.insert(Header {
-            key: k,
-            value: Some(v.as_bytes()),
-        });
+        headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
     }
-    let mut record = BaseRecord::to(topic)
-        .payload(r.payload.as_bytes())
-        .headers(headers);
+    let mut record = BaseRecord::with_opaque_to(topic, time as usize).payload(r.payload.as_bytes()).headers(headers);
     if let Some(k) = &r.key {
         record = record.key(k.as_bytes());
     }
     loop {
         match p.send(record) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 // The local queue is full: serve delivery reports until there is room.
                 record = back;
@@ -162,12 +193,8 @@ fn send(p: &BaseProducer<Context>, topic: &str, r: &KafkaRecord) {
             }
             Err((e, _)) => {
                 // Not retryable here (e.g. the record is too large): a delivery failure, counted.
-                let ctx = p.context();
-                ctx.0.failed.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut first) = ctx.0.first_error.lock() {
-                    first.get_or_insert_with(|| e.to_string());
-                }
-                return;
+                p.context().0.fail(&e);
+                return false;
             }
         }
     }

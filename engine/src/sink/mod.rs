@@ -30,11 +30,7 @@ pub enum Output {
 impl Output {
     /// Parses the CLI form: `-` is stdout, anything else a file path.
     pub fn from_arg(arg: &str) -> Self {
-        if arg == "-" {
-            Output::Stdout
-        } else {
-            Output::File(PathBuf::from(arg))
-        }
+        if arg == "-" { Output::Stdout } else { Output::File(PathBuf::from(arg)) }
     }
 
     /// Opens the output in the process that writes it (process 0); other processes get a handle
@@ -44,28 +40,18 @@ impl Output {
             _ if process != 0 => None,
             Output::File(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| SinkError::Open {
-                        path: path.clone(),
-                        error: e.to_string(),
-                    })?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| SinkError::Open { path: path.clone(), error: e.to_string() })?;
                 }
-                let f = std::fs::File::create(path).map_err(|e| SinkError::Open {
-                    path: path.clone(),
-                    error: e.to_string(),
-                })?;
+                let f = std::fs::File::create(path)
+                    .map_err(|e| SinkError::Open { path: path.clone(), error: e.to_string() })?;
                 Some(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
             }
-            Output::Stdout => Some(Box::new(std::io::BufWriter::with_capacity(
-                1 << 16,
-                std::io::stdout(),
-            ))),
+            Output::Stdout => Some(Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()))),
             Output::Stderr => Some(Box::new(std::io::stderr())),
             Output::Discard | Output::Kafka(_) => Some(Box::new(std::io::sink())),
         };
-        Ok(OpenOutput {
-            name: self.describe(),
-            writer: Arc::new(Mutex::new(writer)),
-        })
+        Ok(OpenOutput { name: self.describe(), writer: Arc::new(Mutex::new(writer)) })
     }
 
     fn describe(&self) -> String {

@@ -73,31 +73,14 @@ impl<E: Event> FileFeed<E> {
             lines_before += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count() as u64;
             counted_to = start;
             let first = first_event_time::<E>(&bytes[start..end]).unwrap_or(Millis::MAX);
-            let next = Position {
-                partition: 0,
-                offset: start as u64,
-                line: lines_before + 1,
-            };
-            chunks.push(Chunk {
-                start,
-                end,
-                next,
-                wm: Watermark::new(lateness, first),
-            });
+            let next = Position { partition: 0, offset: start as u64, line: lines_before + 1 };
+            chunks.push(Chunk { start, end, next, wm: Watermark::new(lateness, first) });
         }
         let mut unstarted_low = vec![Millis::MAX; chunks.len() + 1];
         for i in (0..chunks.len()).rev() {
             unstarted_low[i] = unstarted_low[i + 1].min(chunks[i].wm.current());
         }
-        FileFeed {
-            map,
-            name,
-            chunks,
-            unstarted_low,
-            current: 0,
-            batch_bytes,
-            _event: PhantomData,
-        }
+        FileFeed { map, name, chunks, unstarted_low, current: 0, batch_bytes, _event: PhantomData }
     }
 }
 
@@ -107,28 +90,14 @@ impl<E: Event> Feed<E> for FileFeed<E> {
             return FeedState::Done;
         };
         let bytes: &[u8] = &self.map;
-        let from = usize::try_from(chunk.next.offset)
-            .unwrap_or(usize::MAX)
-            .min(chunk.end);
+        let from = usize::try_from(chunk.next.offset).unwrap_or(usize::MAX).min(chunk.end);
         let to = line_start(bytes, from.saturating_add(self.batch_bytes)).min(chunk.end);
-        chunk.next = parse_lines(
-            &bytes[from..to],
-            chunk.next,
-            &mut chunk.wm,
-            floor,
-            &self.name,
-            wall_nanos(),
-            out,
-        );
+        chunk.next = parse_lines(&bytes[from..to], chunk.next, &mut chunk.wm, floor, &self.name, wall_nanos(), out);
         if to >= chunk.end {
             debug_assert!(chunk.start <= to);
             self.current += 1;
         }
-        if self.current < self.chunks.len() {
-            FeedState::More
-        } else {
-            FeedState::Done
-        }
+        if self.current < self.chunks.len() { FeedState::More } else { FeedState::Done }
     }
 
     fn low_watermark(&self) -> Option<Millis> {

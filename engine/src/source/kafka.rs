@@ -4,6 +4,7 @@
 //! watermark; a partition silent for longer than the idle timeout stops holding windows back. A
 //! bounded source reads up to the end offsets found at start and then finishes like a file.
 
+use super::SourceConfig;
 use super::lines::{Batch, accept};
 use super::operator::{Feed, FeedState};
 use crate::dead_letter::{Position, SourceName};
@@ -11,12 +12,14 @@ use crate::event::Event;
 use crate::kafka::{KafkaConfig, KafkaError};
 use crate::time::{Millis, wall_nanos};
 use crate::watermark::Watermark;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timely::dataflow::ProbeHandle;
 
 /// Where a Kafka source starts reading each partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +58,9 @@ struct Partition {
     /// Bounded runs: the high watermark found at start.
     end: Option<i64>,
     last_seen: Instant,
+    /// (settle bucket, first offset in it), in offset order: what is read but not yet settled.
+    unsettled: VecDeque<(Millis, i64)>,
+    committed: i64,
 }
 
 /// This worker's partitions of a topic.
@@ -67,8 +73,16 @@ pub(crate) struct KafkaFeed<E> {
     idle_timeout: Duration,
     max_batch: usize,
     errors: u64,
+    topic: String,
+    /// The outputs' probe: its frontier is how far outputs are acknowledged.
+    outputs: ProbeHandle<Millis>,
+    settle: Millis,
+    last_commit: Instant,
     _event: PhantomData<E>,
 }
+
+/// How often offsets of settled records are committed while a run goes on.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,8 +92,10 @@ impl<E: Event> KafkaFeed<E> {
         input: &KafkaInput,
         index: usize,
         peers: usize,
-        lateness: Millis,
+        config: &SourceConfig,
+        outputs: ProbeHandle<Millis>,
     ) -> Result<Self, KafkaError> {
+        let lateness = config.lateness;
         let k = &input.kafka;
         let consumer: BaseConsumer = k
             .client_config(&[
@@ -93,9 +109,7 @@ impl<E: Event> KafkaFeed<E> {
             .create()
             .map_err(|e| k.error(format!("cannot create a consumer: {e}")))?;
         let count = k.partitions(&consumer, &input.topic, TIMEOUT)?;
-        let owned: Vec<i32> = (0..count)
-            .filter(|p| *p as usize % peers == index)
-            .collect();
+        let owned: Vec<i32> = (0..count).filter(|p| *p as usize % peers == index).collect();
         let mut parts = Vec::new();
         let mut tpl = TopicPartitionList::new();
         let committed = if input.from == StartFrom::Committed && !owned.is_empty() {
@@ -129,13 +143,11 @@ impl<E: Event> KafkaFeed<E> {
                 .fetch_watermarks(&input.topic, p, TIMEOUT)
                 .map_err(|e| k.error(format!("reading offsets of {}/{p}: {e}", input.topic)))?;
             let found = |list: &Option<TopicPartitionList>| {
-                list.as_ref()
-                    .and_then(|l| l.find_partition(&input.topic, p))
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        Offset::End => Some(high),
-                        _ => None,
-                    })
+                list.as_ref().and_then(|l| l.find_partition(&input.topic, p)).and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    Offset::End => Some(high),
+                    _ => None,
+                })
             };
             let start = match input.from {
                 StartFrom::Earliest => low,
@@ -144,19 +156,18 @@ impl<E: Event> KafkaFeed<E> {
                 StartFrom::Timestamp(_) => found(&by_time).unwrap_or(high),
             }
             .clamp(low, high);
-            tpl.add_partition_offset(&input.topic, p, Offset::Offset(start))
-                .map_err(|e| k.error(e.to_string()))?;
+            tpl.add_partition_offset(&input.topic, p, Offset::Offset(start)).map_err(|e| k.error(e.to_string()))?;
             parts.push(Partition {
                 id: p,
                 wm: Watermark::new(lateness, 0),
                 next: start,
                 end: input.bounded.then_some(high),
                 last_seen: Instant::now(),
+                unsettled: VecDeque::new(),
+                committed: start,
             });
         }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| k.error(format!("assigning partitions: {e}")))?;
+        consumer.assign(&tpl).map_err(|e| k.error(format!("assigning partitions: {e}")))?;
         let mut slot = vec![None; count as usize];
         for (i, p) in parts.iter().enumerate() {
             slot[p.id as usize] = Some(i);
@@ -170,12 +181,38 @@ impl<E: Event> KafkaFeed<E> {
             idle_timeout: input.idle_timeout,
             max_batch: 4096,
             errors: 0,
+            topic: input.topic.clone(),
+            outputs,
+            settle: config.settle.max(1),
+            last_commit: Instant::now(),
             _event: PhantomData,
         })
     }
 
     fn finished(p: &Partition) -> bool {
         p.end.is_some_and(|end| p.next >= end)
+    }
+
+    /// Commits, per partition, the first offset whose outputs are not all acknowledged yet: a
+    /// record is settled once the acknowledged frontier has passed its settle bucket's end.
+    fn commit_settled(&mut self) {
+        self.last_commit = Instant::now();
+        let durable = self.outputs.with_frontier(|f| f.first().copied()).unwrap_or(Millis::MAX);
+        let mut tpl = TopicPartitionList::new();
+        for p in &mut self.parts {
+            while p.unsettled.front().is_some_and(|(bucket, _)| bucket.saturating_add(self.settle) <= durable) {
+                p.unsettled.pop_front();
+            }
+            let upto = p.unsettled.front().map_or(p.next, |(_, first)| *first);
+            if upto > p.committed && tpl.add_partition_offset(&self.topic, p.id, Offset::Offset(upto)).is_ok() {
+                p.committed = upto;
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(error = %e, "committing offsets failed (will retry)");
+            }
+        }
     }
 }
 
@@ -205,19 +242,18 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
                         continue;
                     };
                     let part = &mut self.parts[i];
-                    if m.offset() < part.next {
-                        continue; // a re-delivery after a reconnect: already read
-                    }
                     part.next = m.offset() + 1;
                     part.last_seen = now;
-                    let pos = Position {
-                        partition: m.partition() as u32,
-                        offset: m.offset() as u64,
-                        line: 0,
-                    };
+                    let pos = Position { partition: m.partition() as u32, offset: m.offset() as u64, line: 0 };
                     let payload = m.payload().unwrap_or_default();
                     out.stats.bytes += payload.len() as u64;
-                    accept(payload, pos, &mut part.wm, floor, &self.name, ingest, out);
+                    let record_time = m.timestamp().to_millis().and_then(|t| u64::try_from(t).ok());
+                    let time = accept(payload, record_time, pos, &mut part.wm, floor, &self.name, ingest, out);
+                    let at = time.unwrap_or(floor).max(floor);
+                    let bucket = at - at % self.settle;
+                    if part.unsettled.back().is_none_or(|(b, _)| bucket > *b) {
+                        part.unsettled.push_back((bucket, m.offset()));
+                    }
                 }
             }
         }
@@ -227,11 +263,10 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
         if self.parts.iter().all(Self::finished) && (drained || self.parts.is_empty()) {
             return FeedState::Done;
         }
-        if read > 0 {
-            FeedState::More
-        } else {
-            FeedState::Idle
+        if self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.commit_settled();
         }
+        if read > 0 { FeedState::More } else { FeedState::Idle }
     }
 
     fn low_watermark(&self) -> Option<Millis> {
@@ -239,11 +274,7 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
         if open.is_empty() {
             return None;
         }
-        let active = open
-            .iter()
-            .filter(|p| p.last_seen.elapsed() < self.idle_timeout)
-            .map(|p| p.wm.current())
-            .min();
+        let active = open.iter().filter(|p| p.last_seen.elapsed() < self.idle_timeout).map(|p| p.wm.current()).min();
         // All partitions idle: let windows close up to the newest watermark seen.
         Some(active.unwrap_or_else(|| open.iter().map(|p| p.wm.current()).max().unwrap_or(0)))
     }

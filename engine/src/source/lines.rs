@@ -16,30 +16,19 @@ pub(crate) struct Batch<E> {
 
 impl<E> Batch<E> {
     pub fn new() -> Self {
-        Batch {
-            events: Vec::new(),
-            dead: Vec::new(),
-            stats: SourceStats::default(),
-        }
+        Batch { events: Vec::new(), dead: Vec::new(), stats: SourceStats::default() }
     }
 }
 
 /// Trims the line terminator's `\r` and reports blank lines, which carry no record.
 fn record(line: &[u8]) -> Option<&[u8]> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(line)
-    }
+    if line.iter().all(u8::is_ascii_whitespace) { None } else { Some(line) }
 }
 
 /// The first event time among the lines of `bytes`, used as a partition's starting watermark.
 pub(crate) fn first_event_time<E: Event>(bytes: &[u8]) -> Option<u64> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter_map(record)
-        .find_map(|line| E::parse(line).ok().map(|e| e.event_time()))
+    bytes.split(|b| *b == b'\n').filter_map(record).find_map(|line| E::parse(line).ok().map(|e| e.event_time()))
 }
 
 /// Turns one record read at `pos` into an event, or a dead letter if it is bad or late. A record is
@@ -47,23 +36,20 @@ pub(crate) fn first_event_time<E: Event>(bytes: &[u8]) -> Option<u64> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accept<E: Event>(
     record: &[u8],
+    record_time: Option<Millis>,
     pos: Position,
     wm: &mut Watermark,
     floor: Millis,
     name: &SourceName,
     ingest_ns: u64,
     out: &mut Batch<E>,
-) {
-    match E::parse(record) {
+) -> Option<Millis> {
+    match E::parse_with_time(record, record_time) {
         Ok(event) => {
             let time = event.event_time();
             if time >= floor && wm.observe(time) {
                 out.stats.events += 1;
-                out.events.push(Sourced {
-                    event,
-                    pos,
-                    ingest_ns,
-                });
+                out.events.push(Sourced { event, pos, ingest_ns });
             } else {
                 out.stats.late += 1;
                 let msg = format!(
@@ -71,14 +57,14 @@ pub(crate) fn accept<E: Event>(
                     crate::time::format_rfc3339(time),
                     crate::time::format_rfc3339(wm.current().max(floor))
                 );
-                out.dead
-                    .push(DeadLetter::new(DeadReason::Late, msg, name, pos, record));
+                out.dead.push(DeadLetter::new(DeadReason::Late, msg, name, pos, record));
             }
+            Some(time)
         }
         Err(e) => {
             out.stats.bad += 1;
-            out.dead
-                .push(DeadLetter::new(e.reason, e.message, name, pos, record));
+            out.dead.push(DeadLetter::new(e.reason, e.message, name, pos, record));
+            None
         }
     }
 }
@@ -99,11 +85,8 @@ pub(crate) fn parse_lines<E: Event>(
     while start < len {
         let end = memchr::memchr(b'\n', &bytes[start..]).map_or(len, |i| start + i);
         if let Some(line) = record(&bytes[start..end]) {
-            let line_pos = Position {
-                offset: pos.offset + start as u64,
-                ..pos
-            };
-            accept(line, line_pos, wm, floor, name, ingest_ns, out);
+            let line_pos = Position { offset: pos.offset + start as u64, ..pos };
+            let _ = accept(line, None, line_pos, wm, floor, name, ingest_ns, out);
         }
         pos.line += 1;
         start = end + 1;

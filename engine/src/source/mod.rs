@@ -32,11 +32,7 @@ pub enum Input {
 impl Input {
     /// Parses the CLI form: `-` is stdin, anything else a file path.
     pub fn from_arg(arg: &str) -> Self {
-        if arg == "-" {
-            Input::Stdin
-        } else {
-            Input::File(PathBuf::from(arg))
-        }
+        if arg == "-" { Input::Stdin } else { Input::File(PathBuf::from(arg)) }
     }
 
     /// Opens the input before workers start, so a missing file is a clear error, not a panic.
@@ -45,14 +41,10 @@ impl Input {
             Input::Stdin => Ok(OpenInput::Stdin),
             Input::Kafka(k) => Ok(OpenInput::Kafka(k.clone())),
             Input::File(path) => {
-                let file = std::fs::File::open(path).map_err(|e| SourceError::Open {
-                    path: path.clone(),
-                    error: e.to_string(),
-                })?;
-                let meta = file.metadata().map_err(|e| SourceError::Open {
-                    path: path.clone(),
-                    error: e.to_string(),
-                })?;
+                let file = std::fs::File::open(path)
+                    .map_err(|e| SourceError::Open { path: path.clone(), error: e.to_string() })?;
+                let meta =
+                    file.metadata().map_err(|e| SourceError::Open { path: path.clone(), error: e.to_string() })?;
                 if !meta.is_file() {
                     return Err(SourceError::Open {
                         path: path.clone(),
@@ -65,10 +57,7 @@ impl Input {
                     None
                 } else {
                     // SAFETY-free: memmap2's map is `unsafe` only because of concurrent truncation.
-                    Some(map_file(&file).map_err(|e| SourceError::Open {
-                        path: path.clone(),
-                        error: e.to_string(),
-                    })?)
+                    Some(map_file(&file).map_err(|e| SourceError::Open { path: path.clone(), error: e.to_string() })?)
                 };
                 Ok(OpenInput::File {
                     name: SourceName::File(Arc::from(path.display().to_string())),
@@ -123,15 +112,17 @@ pub struct SourceConfig {
     pub chunk_size: u64,
     /// Bytes of input parsed per activation (rounded up to a whole line).
     pub batch_bytes: usize,
+    /// Flow control: read nothing while the outputs lag more than this behind the source's
+    /// watermark (event time, ms; 0 = never pause).
+    pub max_lag: Millis,
+    /// How long after its event time a record's effect is out (the pipeline's window width): a
+    /// Kafka offset is committed once the outputs for that long after it are acknowledged.
+    pub settle: Millis,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig {
-            lateness: 0,
-            chunk_size: 4 << 20,
-            batch_bytes: 256 << 10,
-        }
+        SourceConfig { lateness: 0, chunk_size: 4 << 20, batch_bytes: 256 << 10, max_lag: 0, settle: 1_000 }
     }
 }
 

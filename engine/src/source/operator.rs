@@ -13,6 +13,7 @@ use crate::runtime::RunContext;
 use crate::time::Millis;
 use crate::{Scope, Stream};
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
@@ -65,6 +66,7 @@ pub fn source<'scope, E: Event>(
     input: &OpenInput,
     config: &SourceConfig,
     ctx: &RunContext,
+    outputs: &ProbeHandle<Millis>,
 ) -> SourceStreams<'scope, E> {
     let mut builder = OperatorBuilder::new("Source".to_owned(), scope);
     let address = builder.operator_info().address;
@@ -77,10 +79,7 @@ pub fn source<'scope, E: Event>(
 
     let (index, peers) = (scope.index(), scope.peers());
     let mut feed: Option<Box<dyn Feed<E>>> = match input {
-        OpenInput::File {
-            map: Some(map),
-            name,
-        } => Some(Box::new(FileFeed::<E>::new(
+        OpenInput::File { map: Some(map), name } => Some(Box::new(FileFeed::<E>::new(
             map.clone(),
             name.clone(),
             index,
@@ -93,7 +92,7 @@ pub fn source<'scope, E: Event>(
             let activator = scope.worker().sync_activator_for(address.to_vec());
             Some(Box::new(StdinFeed::<E>::start(activator, config.lateness)))
         }
-        OpenInput::Kafka(k) => match KafkaFeed::<E>::new(k, index, peers, config.lateness) {
+        OpenInput::Kafka(k) => match KafkaFeed::<E>::new(k, index, peers, config, outputs.clone()) {
             Ok(feed) => Some(Box::new(feed)),
             Err(e) => {
                 ctx.failures.report(e.to_string());
@@ -108,6 +107,7 @@ pub fn source<'scope, E: Event>(
     };
     let activator = scope.activator_for(address);
     let ctx = ctx.clone();
+    let (outputs, max_lag) = (outputs.clone(), config.max_lag);
 
     builder.build(move |caps| {
         let mut caps = Some(caps);
@@ -116,23 +116,20 @@ pub fn source<'scope, E: Event>(
         move |_frontiers| {
             let Some(held) = caps.as_mut() else { return };
             let floor = *held[0].time();
+            // Flow control: while the outputs lag more than `max_lag` behind, read nothing.
+            let lagging = max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag));
             let state = if ctx.stop.requested() {
                 FeedState::Done
+            } else if lagging {
+                FeedState::Idle
             } else {
-                feed.as_mut()
-                    .map_or(FeedState::Done, |f| f.fill(floor, &mut batch))
+                feed.as_mut().map_or(FeedState::Done, |f| f.fill(floor, &mut batch))
             };
             if !batch.events.is_empty() {
-                events_out
-                    .activate()
-                    .session(&held[0])
-                    .give_container(&mut batch.events);
+                events_out.activate().session(&held[0]).give_container(&mut batch.events);
             }
             if !batch.dead.is_empty() {
-                dead_out
-                    .activate()
-                    .session(&held[1])
-                    .give_container(&mut batch.dead);
+                dead_out.activate().session(&held[1]).give_container(&mut batch.dead);
             }
             ctx.progress.add(batch.stats.records());
             totals.add(&batch.stats);
@@ -164,9 +161,5 @@ pub fn source<'scope, E: Event>(
         }
     });
 
-    SourceStreams {
-        events,
-        dead,
-        stats,
-    }
+    SourceStreams { events, dead, stats }
 }

@@ -41,11 +41,7 @@ impl<E: Event> StdinFeed<E> {
         StdinFeed {
             blocks: rx,
             name: SourceName::File(Arc::from("stdin")),
-            next: Position {
-                partition: 0,
-                offset: 0,
-                line: 1,
-            },
+            next: Position { partition: 0, offset: 0, line: 1 },
             wm: Watermark::new(lateness, 0),
             done: false,
             failure: None,
@@ -55,11 +51,7 @@ impl<E: Event> StdinFeed<E> {
 }
 
 /// Reads `input` into blocks that end at a line end (the last block may not), until EOF.
-fn read_blocks(
-    mut input: impl Read,
-    tx: SyncSender<std::io::Result<Vec<u8>>>,
-    activator: &SyncActivator,
-) {
+fn read_blocks(mut input: impl Read, tx: SyncSender<std::io::Result<Vec<u8>>>, activator: &SyncActivator) {
     let mut carry: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; BLOCK];
     loop {
@@ -98,15 +90,7 @@ impl<E: Event> Feed<E> for StdinFeed<E> {
         }
         match self.blocks.try_recv() {
             Ok(Ok(block)) => {
-                self.next = parse_lines(
-                    &block,
-                    self.next,
-                    &mut self.wm,
-                    floor,
-                    &self.name,
-                    wall_nanos(),
-                    out,
-                );
+                self.next = parse_lines(&block, self.next, &mut self.wm, floor, &self.name, wall_nanos(), out);
                 FeedState::More
             }
             Ok(Err(e)) => {
@@ -123,11 +107,7 @@ impl<E: Event> Feed<E> for StdinFeed<E> {
     }
 
     fn low_watermark(&self) -> Option<Millis> {
-        if self.done {
-            None
-        } else {
-            Some(self.wm.current())
-        }
+        if self.done { None } else { Some(self.wm.current()) }
     }
 
     fn failure(&mut self) -> Option<String> {

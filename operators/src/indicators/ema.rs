@@ -17,22 +17,12 @@ impl Ema {
     /// An EMA over `period` values (at least 1).
     pub fn new(period: usize) -> Self {
         let period = period.max(1);
-        Ema {
-            period,
-            k: 2.0 / (period as f64 + 1.0),
-            seen: 0,
-            sum: 0.0,
-            value: None,
-        }
+        Ema { period, k: 2.0 / (period as f64 + 1.0), seen: 0, sum: 0.0, value: None }
     }
 
     /// An EMA that starts from `seed` as its current value (used by MACD's own seeding).
     pub(crate) fn seeded(period: usize, seed: f64) -> Self {
-        Ema {
-            value: Some(seed),
-            seen: period.max(1),
-            ..Ema::new(period)
-        }
+        Ema { value: Some(seed), seen: period.max(1), ..Ema::new(period) }
     }
 
     /// Feeds one value; returns the EMA once warmed up.

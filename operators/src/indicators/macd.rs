@@ -34,11 +34,7 @@ pub struct Macd {
 impl Macd {
     /// A MACD with the given periods (TA-Lib swaps fast and slow if given the wrong way round).
     pub fn new(fast: usize, slow: usize, signal: usize) -> Self {
-        let (fast, slow) = if slow < fast {
-            (slow, fast)
-        } else {
-            (fast, slow)
-        };
+        let (fast, slow) = if slow < fast { (slow, fast) } else { (fast, slow) };
         let (fast, slow) = (fast.max(1), slow.max(1));
         Macd {
             fast_period: fast,
@@ -68,20 +64,13 @@ impl Macd {
                 // Seeding happens once: summing the window in order reproduces TA-Lib's rounding.
                 let fast_seed = self.recent.iter().sum::<f64>() / self.fast_period as f64;
                 let slow_seed = self.slow_sum / self.slow_period as f64;
-                self.emas = Some((
-                    Ema::seeded(self.fast_period, fast_seed),
-                    Ema::seeded(self.slow_period, slow_seed),
-                ));
+                self.emas = Some((Ema::seeded(self.fast_period, fast_seed), Ema::seeded(self.slow_period, slow_seed)));
                 self.recent = VecDeque::new();
                 fast_seed - slow_seed
             }
         };
         let signal = self.signal.update(value)?;
-        Some(MacdValue {
-            value,
-            signal,
-            histogram: value - signal,
-        })
+        Some(MacdValue { value, signal, histogram: value - signal })
     }
 }
 
@@ -92,9 +81,7 @@ mod tests {
     #[test]
     fn first_output_on_slow_plus_signal_minus_one() {
         let mut m = Macd::new(12, 26, 9);
-        let first = (1..=100)
-            .map(|i| m.update(100.0 + f64::from(i).sin()))
-            .position(|v| v.is_some());
+        let first = (1..=100).map(|i| m.update(100.0 + f64::from(i).sin())).position(|v| v.is_some());
         assert_eq!(first, Some(33));
     }
 

@@ -17,13 +17,7 @@ pub struct Rsi {
 impl Rsi {
     /// An RSI over `period` changes (at least 1); TA-Lib's default is 14.
     pub fn new(period: usize) -> Self {
-        Rsi {
-            period: period.max(1),
-            prev: None,
-            changes: 0,
-            gain: 0.0,
-            loss: 0.0,
-        }
+        Rsi { period: period.max(1), prev: None, changes: 0, gain: 0.0, loss: 0.0 }
     }
 
     /// Feeds one close; returns the RSI (0..=100) once `period` changes have been seen.
@@ -47,11 +41,7 @@ impl Rsi {
             self.gain /= n;
         }
         let total = self.gain + self.loss;
-        Some(if is_zero(total) {
-            0.0
-        } else {
-            100.0 * (self.gain / total)
-        })
+        Some(if is_zero(total) { 0.0 } else { 100.0 * (self.gain / total) })
     }
 
     fn add(&mut self, change: f64) {

@@ -12,8 +12,9 @@ pub struct MarketEvent {
     pub asset: Key,
     /// Last traded price (> 0).
     pub price: f64,
-    /// Event time, RFC 3339 in the input, milliseconds since the epoch here.
-    #[serde(with = "rfc3339")]
+    /// Event time, RFC 3339 in the input, milliseconds since the epoch here. Required, except in
+    /// Kafka records, whose record timestamp stands in when the payload has none.
+    #[serde(with = "rfc3339", default = "no_time")]
     pub timestamp: Millis,
     /// Traded volume (>= 0).
     pub volume: f64,
@@ -102,28 +103,34 @@ impl MarketEvent {
             return Err(ParseError::invalid("asset is empty"));
         }
         if !(self.price.is_finite() && self.price > 0.0) {
-            return Err(ParseError::invalid(format!(
-                "price {} is not a positive number",
-                self.price
-            )));
+            return Err(ParseError::invalid(format!("price {} is not a positive number", self.price)));
         }
         if !(self.volume.is_finite() && self.volume >= 0.0) {
-            return Err(ParseError::invalid(format!(
-                "volume {} is negative",
-                self.volume
-            )));
+            return Err(ParseError::invalid(format!("volume {} is negative", self.volume)));
         }
         Ok(())
     }
 }
 
+/// Marks a payload without `timestamp` (no real event is at the end of time).
+fn no_time() -> Millis {
+    Millis::MAX
+}
+
 impl Event for MarketEvent {
     fn parse(line: &[u8]) -> Result<Self, ParseError> {
-        let event: MarketEvent = sonic_rs::from_slice(line).map_err(|e| {
+        Self::parse_with_time(line, None)
+    }
+
+    fn parse_with_time(record: &[u8], record_time: Option<Millis>) -> Result<Self, ParseError> {
+        let mut event: MarketEvent = sonic_rs::from_slice(record).map_err(|e| {
             // sonic-rs appends a multi-line excerpt; the dead letter carries the raw line anyway.
             let text = e.to_string();
             ParseError::malformed(text.lines().next().unwrap_or("invalid JSON").to_owned())
         })?;
+        if event.timestamp == no_time() {
+            event.timestamp = record_time.ok_or_else(|| ParseError::malformed("missing field `timestamp`"))?;
+        }
         event.validate()?;
         Ok(event)
     }
@@ -182,35 +189,28 @@ mod tests {
     }
 
     #[test]
+    fn record_time_stands_in_for_a_missing_timestamp() {
+        let line = br#"{"asset":"X","price":1,"volume":0}"#;
+        assert!(MarketEvent::parse(line).unwrap_err().message.contains("missing field `timestamp`"));
+        assert_eq!(MarketEvent::parse_with_time(line, Some(42)).unwrap().timestamp, 42);
+        // The payload's own time wins over the record's.
+        let with = br#"{"asset":"X","price":1,"volume":0,"timestamp":"1970-01-01T00:00:01Z"}"#;
+        assert_eq!(MarketEvent::parse_with_time(with, Some(42)).unwrap().timestamp, 1000);
+    }
+
+    #[test]
     fn rejects_bad_records_with_reasons() {
         let cases: [(&[u8], &str); 6] = [
             (br#"{"asset":"X","price":1,"timestamp":"2024"#, "EOF"),
-            (
-                br#"{"asset":"X","timestamp":"2024-01-07T10:00:00Z","volume":1}"#,
-                "missing field `price`",
-            ),
-            (
-                br#"{"asset":"X","price":"high","timestamp":"2024-01-07T10:00:00Z","volume":1}"#,
-                "invalid type",
-            ),
-            (
-                br#"{"asset":"X","price":1,"timestamp":"noon","volume":1}"#,
-                "RFC 3339",
-            ),
-            (
-                br#"{"asset":"X","price":-5,"timestamp":"2024-01-07T10:00:00Z","volume":1}"#,
-                "positive",
-            ),
+            (br#"{"asset":"X","timestamp":"2024-01-07T10:00:00Z","volume":1}"#, "missing field `price`"),
+            (br#"{"asset":"X","price":"high","timestamp":"2024-01-07T10:00:00Z","volume":1}"#, "invalid type"),
+            (br#"{"asset":"X","price":1,"timestamp":"noon","volume":1}"#, "RFC 3339"),
+            (br#"{"asset":"X","price":-5,"timestamp":"2024-01-07T10:00:00Z","volume":1}"#, "positive"),
             (br#"not json"#, "Invalid literal"),
         ];
         for (line, want) in cases {
             let err = MarketEvent::parse(line).unwrap_err();
-            assert!(
-                err.message.contains(want),
-                "{:?}: {}",
-                String::from_utf8_lossy(line),
-                err.message
-            );
+            assert!(err.message.contains(want), "{:?}: {}", String::from_utf8_lossy(line), err.message);
             assert!(!err.message.contains('\n'));
         }
     }

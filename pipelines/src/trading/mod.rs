@@ -58,11 +58,7 @@ impl TradingConfig {
         if self.window_ms == 0 {
             return Err("window must be longer than 0 ms".into());
         }
-        if self.rsi_period == 0
-            || self.macd_fast == 0
-            || self.macd_slow == 0
-            || self.macd_signal == 0
-        {
+        if self.rsi_period == 0 || self.macd_fast == 0 || self.macd_slow == 0 || self.macd_signal == 0 {
             return Err("indicator periods must be at least 1".into());
         }
         self.rules.validate()
@@ -98,20 +94,17 @@ pub fn trading<'s>(
             }
         })
         .bars(config.window_ms)
-        .keyed_state(
-            "Indicators",
-            move |state: &mut Option<Indicators>, bar, out| {
-                let ind = state.get_or_insert_with(|| Indicators {
-                    rsi: Rsi::new(c.rsi_period),
-                    macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
-                });
-                // Both are fed every bar, so each keeps TA-Lib's warm-up; decide once both have values.
-                let rsi = ind.rsi.update(bar.close);
-                let macd = ind.macd.update(bar.close);
-                if let (Some(rsi), Some(macd)) = (rsi, macd) {
-                    out.push(Scored { bar, rsi, macd });
-                }
-            },
-        )
+        .keyed_state("Indicators", move |state: &mut Option<Indicators>, bar, out| {
+            let ind = state.get_or_insert_with(|| Indicators {
+                rsi: Rsi::new(c.rsi_period),
+                macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
+            });
+            // Both are fed every bar, so each keeps TA-Lib's warm-up; decide once both have values.
+            let rsi = ind.rsi.update(bar.close);
+            let macd = ind.macd.update(bar.close);
+            if let (Some(rsi), Some(macd)) = (rsi, macd) {
+                out.push(Scored { bar, rsi, macd });
+            }
+        })
         .decide(config.rules.clone().with_source(source), config.emit)
 }

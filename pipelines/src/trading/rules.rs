@@ -68,11 +68,8 @@ impl TradingRules {
 
     /// Checks that confidences lie in [0, 1].
     pub fn validate(&self) -> Result<(), String> {
-        for (name, c) in [
-            ("sell", self.sell_confidence),
-            ("buy", self.buy_confidence),
-            ("hold", self.hold_confidence),
-        ] {
+        for (name, c) in [("sell", self.sell_confidence), ("buy", self.buy_confidence), ("hold", self.hold_confidence)]
+        {
             if !(0.0..=1.0).contains(&c) {
                 return Err(format!("{name}_confidence {c} is outside [0, 1]"));
             }
@@ -98,18 +95,12 @@ impl Rules for TradingRules {
     fn explain(&self, s: Scored, v: Verdict) -> Decision {
         let trend = s.bar.context.map_or("unknown", Trend::as_str);
         let reason = match v.action {
-            Action::Sell => format!(
-                "RSI {:.2} is above {} (overbought)",
-                s.rsi, self.rsi_sell_above
-            ),
+            Action::Sell => format!("RSI {:.2} is above {} (overbought)", s.rsi, self.rsi_sell_above),
             Action::Buy => format!(
                 "MACD histogram {:.4} is above {} and the trend is bullish",
                 s.macd.histogram, self.macd_buy_above
             ),
-            _ => format!(
-                "no rule fired: RSI {:.2}, MACD histogram {:.4}, trend {trend}",
-                s.rsi, s.macd.histogram
-            ),
+            _ => format!("no rule fired: RSI {:.2}, MACD histogram {:.4}, trend {trend}", s.rsi, s.macd.histogram),
         };
         let bar = &s.bar;
         let evidence = json!({
@@ -123,10 +114,7 @@ impl Rules for TradingRules {
             "macd": { "value": s.macd.value, "signal": s.macd.signal, "histogram": s.macd.histogram },
             "trend": trend,
         });
-        let source = self
-            .source
-            .clone()
-            .unwrap_or_else(|| SourceName::File(Arc::from("unknown")));
+        let source = self.source.clone().unwrap_or_else(|| SourceName::File(Arc::from("unknown")));
         Decision {
             id: format!("trading/{}/{}", bar.key, bar.end),
             pipeline: "trading".into(),
@@ -168,11 +156,7 @@ mod tests {
                 context: trend,
             },
             rsi,
-            macd: MacdValue {
-                value: histogram,
-                signal: 0.0,
-                histogram,
-            },
+            macd: MacdValue { value: histogram, signal: 0.0, histogram },
         }
     }
 
@@ -180,29 +164,11 @@ mod tests {
     fn specification_rules() {
         let r = TradingRules::default();
         let v = |rsi, h, t| r.verdict(&scored(rsi, h, t)).unwrap();
-        assert_eq!(
-            v(70.5, 50.0, Some(Trend::Bullish)),
-            Verdict {
-                action: Action::Sell,
-                confidence: 0.85
-            }
-        );
-        assert_eq!(
-            v(70.0, 10.5, Some(Trend::Bullish)),
-            Verdict {
-                action: Action::Buy,
-                confidence: 0.92
-            }
-        );
+        assert_eq!(v(70.5, 50.0, Some(Trend::Bullish)), Verdict { action: Action::Sell, confidence: 0.85 });
+        assert_eq!(v(70.0, 10.5, Some(Trend::Bullish)), Verdict { action: Action::Buy, confidence: 0.92 });
         assert_eq!(v(50.0, 10.5, Some(Trend::Bearish)).action, Action::Hold);
         assert_eq!(v(50.0, 10.0, Some(Trend::Bullish)).action, Action::Hold);
-        assert_eq!(
-            v(50.0, 50.0, None),
-            Verdict {
-                action: Action::Hold,
-                confidence: 0.65
-            }
-        );
+        assert_eq!(v(50.0, 50.0, None), Verdict { action: Action::Hold, confidence: 0.65 });
     }
 
     #[test]
@@ -220,10 +186,7 @@ mod tests {
 
     #[test]
     fn confidences_must_be_probabilities() {
-        let r = TradingRules {
-            buy_confidence: 1.5,
-            ..TradingRules::default()
-        };
+        let r = TradingRules { buy_confidence: 1.5, ..TradingRules::default() };
         assert!(r.validate().unwrap_err().contains("buy_confidence"));
     }
 }

@@ -44,15 +44,13 @@ impl Default for GenConfig {
 }
 
 const NAMED: [&str; 12] = [
-    "BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "AAPL", "MSFT", "NVDA",
-    "TSLA", "EUR/USD", "GBP/USD",
+    "BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "AAPL", "MSFT", "NVDA", "TSLA", "EUR/USD",
+    "GBP/USD",
 ];
 
 /// The name of asset `i`: well-known symbols first, then `SYM00042`.
 pub fn asset_name(i: usize) -> String {
-    NAMED
-        .get(i)
-        .map_or_else(|| format!("SYM{i:05}"), |s| (*s).to_owned())
+    NAMED.get(i).map_or_else(|| format!("SYM{i:05}"), |s| (*s).to_owned())
 }
 
 struct Walk {
@@ -64,10 +62,7 @@ struct Walk {
 /// Writes `config.events` JSON lines to `out`.
 pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<()> {
     if config.assets == 0 || config.rate.is_nan() || config.rate <= 0.0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "need at least one asset and a positive rate",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "need at least one asset and a positive rate"));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut walks: Vec<Walk> = (0..config.assets)
@@ -103,9 +98,7 @@ pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<()> {
             market_context: Some(MarketContext {
                 volatility: Some(["low", "medium", "high"][rng.random_range(0..3)].into()),
                 trend: Some(w.trend),
-                news_sentiment: Some(
-                    ["positive", "neutral", "negative"][rng.random_range(0..3)].into(),
-                ),
+                news_sentiment: Some(["positive", "neutral", "negative"][rng.random_range(0..3)].into()),
             }),
         };
         let line = serde_json::to_string(&event).map_err(io::Error::other)?;
@@ -138,66 +131,31 @@ mod tests {
     fn lines(config: &GenConfig) -> Vec<String> {
         let mut buf = Vec::new();
         generate(config, &mut buf).unwrap();
-        String::from_utf8(buf)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        String::from_utf8(buf).unwrap().lines().map(str::to_owned).collect()
     }
 
     #[test]
     fn same_seed_same_bytes_and_all_parse() {
-        let c = GenConfig {
-            events: 500,
-            assets: 7,
-            ..GenConfig::default()
-        };
+        let c = GenConfig { events: 500, assets: 7, ..GenConfig::default() };
         let a = lines(&c);
         assert_eq!(a, lines(&c));
-        assert_ne!(
-            a,
-            lines(&GenConfig {
-                seed: 7,
-                ..c.clone()
-            })
-        );
+        assert_ne!(a, lines(&GenConfig { seed: 7, ..c.clone() }));
         assert_eq!(a.len(), 500);
-        let times: Vec<u64> = a
-            .iter()
-            .map(|l| MarketEvent::parse(l.as_bytes()).unwrap().timestamp)
-            .collect();
-        assert!(
-            times.windows(2).all(|w| w[0] <= w[1]),
-            "in order without --out-of-order"
-        );
+        let times: Vec<u64> = a.iter().map(|l| MarketEvent::parse(l.as_bytes()).unwrap().timestamp).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "in order without --out-of-order");
     }
 
     #[test]
     fn malformed_fraction_produces_bad_lines() {
-        let c = GenConfig {
-            events: 2_000,
-            malformed: 0.1,
-            ..GenConfig::default()
-        };
-        let bad = lines(&c)
-            .iter()
-            .filter(|l| MarketEvent::parse(l.as_bytes()).is_err())
-            .count();
+        let c = GenConfig { events: 2_000, malformed: 0.1, ..GenConfig::default() };
+        let bad = lines(&c).iter().filter(|l| MarketEvent::parse(l.as_bytes()).is_err()).count();
         assert!((100..=300).contains(&bad), "{bad} bad lines");
     }
 
     #[test]
     fn out_of_order_fraction_moves_times_back() {
-        let c = GenConfig {
-            events: 2_000,
-            out_of_order: 0.2,
-            max_delay_ms: 300,
-            ..GenConfig::default()
-        };
-        let times: Vec<u64> = lines(&c)
-            .iter()
-            .map(|l| MarketEvent::parse(l.as_bytes()).unwrap().timestamp)
-            .collect();
+        let c = GenConfig { events: 2_000, out_of_order: 0.2, max_delay_ms: 300, ..GenConfig::default() };
+        let times: Vec<u64> = lines(&c).iter().map(|l| MarketEvent::parse(l.as_bytes()).unwrap().timestamp).collect();
         let back = times.windows(2).filter(|w| w[1] < w[0]).count();
         assert!(back > 100, "{back} backward steps");
     }
