@@ -4,7 +4,7 @@
 
 use crate::dead_letter::{DeadLetter, SourceName};
 use crate::event::{Event, Sourced};
-use crate::kafka::KafkaError;
+use crate::kafka::{Committer, KafkaError};
 use crate::runtime::{Cluster, ClusterError, RunContext};
 use crate::sink::{KafkaOutput, KafkaRecord, LineSink, OpenOutput, Output, SinkError, produce, write_lines};
 use crate::source::{Input, KafkaInput, OpenInput, SourceConfig, SourceError, SourceStats, source};
@@ -13,7 +13,6 @@ use crate::time::Millis;
 use crate::time::wall_nanos;
 use crate::{Scope, Stream};
 use hdrhistogram::Histogram;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -260,17 +259,13 @@ fn commit(input: &KafkaInput, positions: &[(String, i32, i64)]) -> Result<(), Ka
         return Ok(());
     }
     let k = &input.kafka;
-    let consumer: BaseConsumer = k
-        .client_config(&[("group.id", input.group.as_str()), ("enable.auto.commit", "false")])
-        .create()
-        .map_err(|e| k.error(format!("cannot create a consumer to commit offsets: {e}")))?;
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, next) in positions {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(|e| k.error(e.to_string()))?;
     }
-    consumer
-        .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| k.error(format!("committing offsets for group {:?} failed: {e}", input.group)))?;
+    let committer = Committer::start(k, &input.group)?;
+    committer.commit(tpl);
+    committer.finish(Duration::from_secs(30))?;
     tracing::info!(group = %input.group, ?positions, "committed offsets");
     Ok(())
 }

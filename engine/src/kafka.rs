@@ -3,9 +3,10 @@
 //! creation through the admin API (some brokers, tansu among them, do not auto-create topics).
 
 use rdkafka::ClientConfig;
+use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,12 @@ impl KafkaConfig {
     }
 
     /// The number of partitions of `topic`, waiting up to `wait` for it to appear.
-    pub fn partitions(&self, consumer: &BaseConsumer, topic: &str, wait: Duration) -> Result<i32, KafkaError> {
+    pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        wait: Duration,
+    ) -> Result<i32, KafkaError> {
         let deadline = Instant::now() + wait;
         loop {
             let last = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
@@ -106,6 +112,63 @@ mod tests {
         assert_eq!(KafkaConfig::parse_property("sasl.password=a=b"), Ok(("sasl.password".into(), "a=b".into())));
         assert!(KafkaConfig::parse_property("linger.ms").is_err());
         assert!(KafkaConfig::parse_property("=5").is_err());
+    }
+}
+
+/// Commits offsets for a consumer group on a thread of its own, in the order given. A synchronous
+/// commit waits as long as the broker takes (forever if it is gone), so it must not run on a
+/// worker, and the end of a run waits for it with a timeout.
+pub struct Committer {
+    tx: Option<std::sync::mpsc::Sender<TopicPartitionList>>,
+    done: std::sync::mpsc::Receiver<Option<String>>,
+    brokers: String,
+}
+
+impl Committer {
+    /// Starts a committer for `group`.
+    pub fn start(config: &KafkaConfig, group: &str) -> Result<Self, KafkaError> {
+        let consumer: BaseConsumer = config
+            .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+            .create()
+            .map_err(|e| config.error(format!("cannot create a consumer to commit offsets: {e}")))?;
+        let (tx, rx) = std::sync::mpsc::channel::<TopicPartitionList>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let group = group.to_owned();
+        std::thread::Builder::new()
+            .name("inflight-commit".into())
+            .spawn(move || {
+                let mut last_error = None;
+                for tpl in rx {
+                    match consumer.commit(&tpl, CommitMode::Sync) {
+                        Ok(()) => last_error = None,
+                        Err(e) => {
+                            tracing::warn!(group = %group, error = %e, "committing offsets failed");
+                            last_error = Some(e.to_string());
+                        }
+                    }
+                }
+                let _ = done_tx.send(last_error);
+            })
+            .map_err(|e| config.error(format!("cannot start the commit thread: {e}")))?;
+        Ok(Committer { tx: Some(tx), done, brokers: config.brokers.clone() })
+    }
+
+    /// Queues a commit.
+    pub fn commit(&self, offsets: TopicPartitionList) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(offsets);
+        }
+    }
+
+    /// Waits up to `timeout` for the queued commits; fails if the last one failed or timed out.
+    pub fn finish(mut self, timeout: Duration) -> Result<(), KafkaError> {
+        drop(self.tx.take());
+        let error = |message: String| KafkaError { brokers: self.brokers.clone(), message };
+        match self.done.recv_timeout(timeout) {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(error(format!("committing offsets failed: {e}"))),
+            Err(_) => Err(error(format!("committing offsets did not finish within {} s", timeout.as_secs()))),
+        }
     }
 }
 

@@ -44,6 +44,7 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
                 }
             }
         });
+        let mut wrote = false;
         while let Some(entry) = pending.first_entry() {
             if frontier.less_equal(entry.key()) {
                 break;
@@ -60,14 +61,21 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
                 }
             }
             written.set(written.get() + lines.len() as u64);
+            wrote = true;
         }
-        if frontier.is_empty() {
-            if let (Some(mut w), false) = (writer.take(), failed) {
+        // Flush what a frontier step completed, so a long-running (Kafka) run's output is visible
+        // as it goes; at the end of input, flush and close.
+        let done = frontier.is_empty();
+        if wrote || done {
+            if let (Some(w), false) = (writer.as_mut(), failed) {
                 if let Err(e) = w.flush() {
                     failures.report(format!("writing {name} failed: {e}"));
                     failed = true;
                 }
             }
+        }
+        if done {
+            writer = None;
         }
     });
     sink

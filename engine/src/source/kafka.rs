@@ -9,10 +9,11 @@ use super::lines::{Batch, accept};
 use super::operator::{Feed, FeedState};
 use crate::dead_letter::{Position, SourceName};
 use crate::event::Event;
+use crate::kafka::Committer;
 use crate::kafka::{KafkaConfig, KafkaError};
 use crate::time::{Millis, wall_nanos};
 use crate::watermark::Watermark;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::VecDeque;
@@ -66,6 +67,8 @@ struct Partition {
 /// This worker's partitions of a topic.
 pub(crate) struct KafkaFeed<E> {
     consumer: BaseConsumer,
+    /// Commits in offset order on a thread of its own (a synchronous commit may wait long).
+    committer: Option<Committer>,
     name: SourceName,
     parts: Vec<Partition>,
     /// Partition id → index into `parts`.
@@ -155,7 +158,9 @@ impl<E: Event> KafkaFeed<E> {
                 StartFrom::Committed => found(&committed).unwrap_or(low),
                 StartFrom::Timestamp(_) => found(&by_time).unwrap_or(high),
             }
-            .clamp(low, high);
+            // Not clamped to `high`: tansu 0.6 under-reports it (see `fill`), and a committed
+            // offset past it is real. Offsets below the log start are gone; start at the start.
+            .max(low);
             tpl.add_partition_offset(&input.topic, p, Offset::Offset(start)).map_err(|e| k.error(e.to_string()))?;
             parts.push(Partition {
                 id: p,
@@ -182,6 +187,7 @@ impl<E: Event> KafkaFeed<E> {
             max_batch: 4096,
             errors: 0,
             topic: input.topic.clone(),
+            committer: Some(Committer::start(k, &input.group)?),
             outputs,
             settle: config.settle.max(1),
             last_commit: Instant::now(),
@@ -191,6 +197,15 @@ impl<E: Event> KafkaFeed<E> {
 
     fn finished(p: &Partition) -> bool {
         p.end.is_some_and(|end| p.next >= end)
+    }
+
+    /// Waits for this source's commits to be answered, so the run's final commit lands last.
+    fn settle_commits(&mut self) {
+        if let Some(c) = self.committer.take() {
+            if let Err(e) = c.finish(Duration::from_secs(30)) {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     /// Commits, per partition, the first offset whose outputs are not all acknowledged yet: a
@@ -208,10 +223,8 @@ impl<E: Event> KafkaFeed<E> {
                 p.committed = upto;
             }
         }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(error = %e, "committing offsets failed (will retry)");
-            }
+        if let (true, Some(c)) = (tpl.count() > 0, &self.committer) {
+            c.commit(tpl);
         }
     }
 }
@@ -261,6 +274,7 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
         // empty. Records past the end that were already fetched are kept: tansu 0.6 reports the
         // end as the last batch's base offset + 1, and the rest of that batch must not be lost.
         if self.parts.iter().all(Self::finished) && (drained || self.parts.is_empty()) {
+            self.settle_commits();
             return FeedState::Done;
         }
         if self.last_commit.elapsed() >= COMMIT_EVERY {
@@ -277,6 +291,10 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
         let active = open.iter().filter(|p| p.last_seen.elapsed() < self.idle_timeout).map(|p| p.wm.current()).min();
         // All partitions idle: let windows close up to the newest watermark seen.
         Some(active.unwrap_or_else(|| open.iter().map(|p| p.wm.current()).max().unwrap_or(0)))
+    }
+
+    fn finish(&mut self) {
+        self.settle_commits();
     }
 
     fn positions(&self) -> Vec<(i32, i64)> {

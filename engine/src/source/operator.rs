@@ -43,6 +43,8 @@ pub(crate) trait Feed<E> {
     fn failure(&mut self) -> Option<String> {
         None
     }
+    /// Called once when the source stops (end of input or a stop request).
+    fn finish(&mut self) {}
     /// For partitioned sources: the next offset to read of each partition owned.
     fn positions(&self) -> Vec<(i32, i64)> {
         Vec::new()
@@ -145,8 +147,11 @@ pub fn source<'scope, E: Event>(
                     }
                 }
                 _ => {
-                    if let (Some(topic), Some(f)) = (&topic, feed.as_ref()) {
-                        ctx.positions.record(topic, &f.positions());
+                    if let Some(f) = feed.as_mut() {
+                        f.finish();
+                        if let Some(topic) = &topic {
+                            ctx.positions.record(topic, &f.positions());
+                        }
                     }
                     stats_out.activate().session(&held[2]).give(totals);
                     caps = None;
