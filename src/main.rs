@@ -1,5 +1,7 @@
 //! The `inflight` command line: run a pipeline, generate synthetic data, benchmark.
 
+mod bench;
+
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use inflight::engine::job::{JobConfig, JobReport};
@@ -81,8 +83,8 @@ enum Command {
     /// Measure a pipeline's throughput and latency on synthetic data (release builds only mean something).
     #[command(disable_help_flag = true)]
     Bench {
-        /// The pipeline to measure.
-        pipeline: Pipeline,
+        /// What to measure: the trading job from a file, or through Kafka topics.
+        target: BenchTarget,
         /// Events to generate (ignored with --input).
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
@@ -95,6 +97,12 @@ enum Command {
         /// Number of measured runs (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// kafka: produce at this many events/s while the pipeline runs and report latencies
+        /// (default: produce first, then measure throughput).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Print help.
@@ -107,6 +115,14 @@ enum Command {
 enum Pipeline {
     /// Market ticks → bars → RSI/MACD → BUY/SELL/HOLD.
     Trading,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchTarget {
+    /// The trading job, file → decisions.
+    Trading,
+    /// The trading job, Kafka topic → decisions topic (needs --brokers or KAFKA_BROKERS).
+    Kafka,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -279,8 +295,21 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { pipeline: Pipeline::Trading, args, cluster, .. } => run_trading(&args, &cluster),
         Command::Gen { kind: GenKind::Market, args, output } => gen_market(&args, &output),
-        Command::Bench { pipeline: Pipeline::Trading, events, assets, input, runs, cluster, .. } => {
-            bench_trading(events, assets, input, runs, &cluster)
+        Command::Bench { target: BenchTarget::Trading, events, assets, input, runs, cluster, .. } => {
+            bench::trading_file(events, assets, input, runs, cluster.cluster())
+        }
+        Command::Bench { target: BenchTarget::Kafka, events, assets, rate, kafka, cluster, .. } => {
+            if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                bail!("--rate must be a positive number of events per second");
+            }
+            bench::trading_kafka(&bench::KafkaBench {
+                kafka: kafka.config("bench kafka")?,
+                events,
+                assets,
+                rate,
+                partitions: kafka.partitions,
+                cluster: cluster.cluster(),
+            })
         }
         Command::Produce { topic, input, rate, key_field, kafka } => {
             if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
@@ -441,75 +470,8 @@ fn print_summary(pipeline: &str, r: &JobReport) {
     eprintln!("  elapsed        {:>12.3} s", r.elapsed.as_secs_f64());
     eprintln!("  throughput     {:>12.0} events/s", r.events_per_sec());
     if !r.latency.is_empty() {
-        eprintln!("  latency        {}", percentiles(&r.latency));
+        eprintln!("  latency        {}  (read → decision)", bench::percentiles(&r.latency));
     }
-}
-
-fn percentiles(h: &hdrhistogram::Histogram<u64>) -> String {
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    format!(
-        "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (read → decision, {} decisions)",
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        h.max() as f64 / 1000.0,
-        h.len()
-    )
-}
-
-fn bench_trading(events: u64, assets: usize, input: Option<PathBuf>, runs: usize, cluster: &ClusterArgs) -> Result<()> {
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let path = match input {
-        Some(p) => p,
-        None => {
-            let path = dir.path().join("market.jsonl");
-            let config = GenConfig { events, assets, ..GenConfig::default() };
-            let file = std::fs::File::create(&path).context("creating the benchmark input")?;
-            generate(&config, &mut std::io::BufWriter::new(file)).context("writing the benchmark input")?;
-            path
-        }
-    };
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let job = JobConfig {
-        input: Input::File(path.clone()),
-        source: SourceConfig::default(),
-        output: Output::Discard,
-        dead_letter: Output::Discard,
-        cluster: cluster.cluster(),
-    };
-    let config = TradingConfig::default();
-    eprintln!(
-        "bench trading: {} ({:.1} MB), {} worker(s) x {} process(es), {runs} run(s)",
-        path.display(),
-        size as f64 / 1e6,
-        cluster.workers,
-        cluster.processes
-    );
-    let mut reports = Vec::new();
-    for i in 0..runs {
-        let r = inflight::run_trading(&job, &config, &RunContext::default())?;
-        println!(
-            "run {}: {} events in {:.3} s = {:.0} events/s, {} decisions",
-            i + 1,
-            r.source.records(),
-            r.elapsed.as_secs_f64(),
-            r.events_per_sec(),
-            r.outputs
-        );
-        reports.push(r);
-    }
-    reports.sort_by_key(|r| r.elapsed);
-    let median = &reports[reports.len() / 2];
-    println!(
-        "median: {:.0} events/s, wall {:.3} s; latency {}",
-        median.events_per_sec(),
-        median.elapsed.as_secs_f64(),
-        percentiles(&median.latency)
-    );
-    Ok(())
 }
 
 /// A progress line on stderr for runs longer than a second, only when stderr is a terminal.

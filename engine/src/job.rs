@@ -29,6 +29,10 @@ pub trait Emitted: Serialize + 'static {
     fn ingest_ns(&self) -> u64 {
         0
     }
+    /// The event time the record is about (for a window, its end), if it has one.
+    fn event_time_ms(&self) -> Option<Millis> {
+        None
+    }
     /// The key that picks the Kafka partition (records of one key stay in order).
     fn key(&self) -> Option<&str> {
         None
@@ -91,8 +95,12 @@ pub struct JobReport {
     pub dead_letters: u64,
     /// Wall time from start to the end of the last worker.
     pub elapsed: Duration,
-    /// Read-to-result latency of this process's results, in microseconds.
+    /// Read-to-result latency of this process's results, in microseconds (results forced out by
+    /// a stop request are not counted).
     pub latency: Histogram<u64>,
+    /// Event time to result: wall clock when a result left minus its event time, in microseconds.
+    /// For live data (event time ≈ now) this is how long after its window ended a decision came.
+    pub lag: Histogram<u64>,
 }
 
 impl JobReport {
@@ -130,6 +138,7 @@ struct WorkerResult {
     outputs: u64,
     dead_letters: u64,
     latency: Histogram<u64>,
+    lag: Histogram<u64>,
 }
 
 /// Runs `pipeline` over the job's input until the input ends. `pipeline` is called once per
@@ -159,8 +168,8 @@ where
         });
         while worker.step_or_park(None) {}
         let source = (worker.index() == 0).then(|| *totals.borrow());
-        let latency = latency.borrow().clone();
-        WorkerResult { source, outputs: outputs.written(), dead_letters: dead.written(), latency }
+        let (latency, lag) = (latency.0.borrow().clone(), latency.1.borrow().clone());
+        WorkerResult { source, outputs: outputs.written(), dead_letters: dead.written(), latency, lag }
     })
     .map_err(JobError::Start)?;
 
@@ -170,6 +179,7 @@ where
         dead_letters: 0,
         elapsed: Duration::ZERO,
         latency: latency_histogram(),
+        lag: latency_histogram(),
     };
     for result in guards.join() {
         let r = result.map_err(|e| JobError::Failed(format!("a worker stopped: {e}")))?;
@@ -179,6 +189,7 @@ where
         report.outputs += r.outputs;
         report.dead_letters += r.dead_letters;
         let _ = report.latency.add(&r.latency);
+        let _ = report.lag.add(&r.lag);
     }
     let failures = ctx.failures.take();
     if !failures.is_empty() {
@@ -193,7 +204,10 @@ where
     Ok(report)
 }
 
-type Built = (Rc<RefCell<SourceStats>>, crate::sink::LineSink, crate::sink::LineSink, Rc<RefCell<Histogram<u64>>>);
+/// Per-worker latency histograms: (read → result, event time → result).
+type Timing = (Rc<RefCell<Histogram<u64>>>, Rc<RefCell<Histogram<u64>>>);
+
+type Built = (Rc<RefCell<SourceStats>>, crate::sink::LineSink, crate::sink::LineSink, Timing);
 
 fn build<'s, E, D, F>(
     scope: Scope<'s>,
@@ -214,8 +228,8 @@ where
     let probe = ProbeHandle::new();
     let src = source::<E>(scope, input, source_config, ctx, &probe);
     let results = pipeline(scope, src.events);
-    let latency = Rc::new(RefCell::new(latency_histogram()));
-    let outputs = emit(results, output, ctx, Some(Rc::clone(&latency)), &probe);
+    let latency = (Rc::new(RefCell::new(latency_histogram())), Rc::new(RefCell::new(latency_histogram())));
+    let outputs = emit(results, output, ctx, Some(latency.clone()), &probe);
     let dead = emit(src.dead, dead_output, ctx, None, &probe);
     let totals = gather_stats(src.stats);
     (totals, outputs, dead, latency)
@@ -226,14 +240,22 @@ fn emit<D: Emitted>(
     stream: Stream<'_, D>,
     output: &Prepared,
     ctx: &RunContext,
-    latency: Option<Rc<RefCell<Histogram<u64>>>>,
+    latency: Option<Timing>,
     probe: &ProbeHandle<Millis>,
 ) -> LineSink {
     let failures = ctx.failures.clone();
+    let stop = ctx.stop.clone();
     let format = move |r: &D| {
-        if let (Some(h), true) = (&latency, r.ingest_ns() > 0) {
-            let micros = wall_nanos().saturating_sub(r.ingest_ns()) / 1_000;
-            let _ = h.borrow_mut().record(micros.max(1));
+        // Results forced out by a stop request waited for the stop, not for the engine: not timed.
+        if let (Some((read, lag)), false) = (&latency, stop.requested()) {
+            let now = wall_nanos();
+            if r.ingest_ns() > 0 {
+                let _ = read.borrow_mut().record((now.saturating_sub(r.ingest_ns()) / 1_000).max(1));
+            }
+            if let Some(t) = r.event_time_ms().filter(|t| t.saturating_mul(1_000_000) <= now) {
+                // Out-of-range values (old data replayed) are dropped by the histogram's bounds.
+                let _ = lag.borrow_mut().record(((now - t * 1_000_000) / 1_000).max(1));
+            }
         }
         to_line(r, &failures)
     };

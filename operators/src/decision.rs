@@ -56,6 +56,9 @@ pub struct Decision {
     /// Wall-clock nanoseconds when that input was read (for latency; not written out).
     #[serde(skip)]
     pub ingest_ns: u64,
+    /// `event_time` in ms (for latency; not written out).
+    #[serde(skip)]
+    pub event_time_ms: inflight_engine::Millis,
 }
 
 impl inflight_engine::job::Emitted for Decision {
@@ -65,6 +68,10 @@ impl inflight_engine::job::Emitted for Decision {
 
     fn key(&self) -> Option<&str> {
         Some(&self.key)
+    }
+
+    fn event_time_ms(&self) -> Option<inflight_engine::Millis> {
+        Some(self.event_time_ms)
     }
 
     fn headers(&self) -> Vec<(&'static str, String)> {

@@ -81,8 +81,14 @@ pub(crate) struct KafkaFeed<E> {
     outputs: ProbeHandle<Millis>,
     settle: Millis,
     last_commit: Instant,
+    last_read: Instant,
+    bounded: bool,
+    done: bool,
     _event: PhantomData<E>,
 }
+
+/// How long a bounded source waits, at its end offsets, for records still on their way.
+const BOUNDED_QUIET: Duration = Duration::from_millis(300);
 
 /// How often offsets of settled records are committed while a run goes on.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -191,6 +197,9 @@ impl<E: Event> KafkaFeed<E> {
             outputs,
             settle: config.settle.max(1),
             last_commit: Instant::now(),
+            last_read: Instant::now(),
+            bounded: input.bounded,
+            done: false,
             _event: PhantomData,
         })
     }
@@ -233,6 +242,10 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
     fn fill(&mut self, floor: Millis, out: &mut Batch<E>) -> FeedState {
         let ingest = wall_nanos();
         let now = Instant::now();
+        // After a time when every partition was idle, give all of them a fresh idle timeout: the
+        // consumer fetches partitions one after another, and the first one to deliver must not
+        // make the others' (older) records late just because they come a moment later.
+        let all_idle = self.parts.iter().all(|p| p.last_seen.elapsed() >= self.idle_timeout);
         let mut read = 0;
         let mut drained = false;
         while read < self.max_batch {
@@ -270,10 +283,19 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
                 }
             }
         }
-        // Bounded: done once every partition reached its end offset and the fetched queue is
-        // empty. Records past the end that were already fetched are kept: tansu 0.6 reports the
-        // end as the last batch's base offset + 1, and the rest of that batch must not be lost.
-        if self.parts.iter().all(Self::finished) && (drained || self.parts.is_empty()) {
+        if read > 0 {
+            self.last_read = now;
+            if all_idle {
+                self.parts.iter_mut().for_each(|p| p.last_seen = now);
+            }
+        }
+        // Bounded: done once every partition reached its end offset and nothing more arrived for
+        // a moment. Records past the end that arrive are kept: tansu 0.6 reports the end as the
+        // last batch's base offset + 1, so reaching it does not mean everything is read.
+        let quiet = drained && self.last_read.elapsed() >= BOUNDED_QUIET;
+        if self.parts.iter().all(Self::finished) && (quiet || self.parts.is_empty()) {
+            tracing::info!(topic = %self.topic, read_to = ?self.parts.iter().map(|p| (p.id, p.next)).collect::<Vec<_>>(), "bounded kafka source done");
+            self.done = true;
             self.settle_commits();
             return FeedState::Done;
         }
@@ -284,13 +306,18 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
     }
 
     fn low_watermark(&self) -> Option<Millis> {
-        let open: Vec<&Partition> = self.parts.iter().filter(|p| !Self::finished(p)).collect();
-        if open.is_empty() {
+        if self.done {
             return None;
         }
-        let active = open.iter().filter(|p| p.last_seen.elapsed() < self.idle_timeout).map(|p| p.wm.current()).min();
+        let lowest = self.parts.iter().map(|p| p.wm.current()).min();
+        if self.bounded {
+            // A bounded read knows data is there up to the end: no partition is ever idle.
+            return Some(lowest.unwrap_or(0));
+        }
+        let active =
+            self.parts.iter().filter(|p| p.last_seen.elapsed() < self.idle_timeout).map(|p| p.wm.current()).min();
         // All partitions idle: let windows close up to the newest watermark seen.
-        Some(active.unwrap_or_else(|| open.iter().map(|p| p.wm.current()).max().unwrap_or(0)))
+        Some(active.unwrap_or_else(|| self.parts.iter().map(|p| p.wm.current()).max().unwrap_or(0)))
     }
 
     fn finish(&mut self) {

@@ -128,6 +128,7 @@ impl Rules for TradingRules {
             decided_at: format_rfc3339(wall_millis()),
             source: SourceRef::new(&source, bar.last.1),
             ingest_ns: bar.ingest_ns,
+            event_time_ms: bar.end,
         }
     }
 }

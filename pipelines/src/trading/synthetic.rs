@@ -59,27 +59,32 @@ struct Walk {
     trend: Trend,
 }
 
-/// Writes `config.events` JSON lines to `out`.
-pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<()> {
-    if config.assets == 0 || config.rate.is_nan() || config.rate <= 0.0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "need at least one asset and a positive rate"));
+/// A deterministic market: random-walk prices for a set of assets, one tick at a time.
+pub struct Market {
+    rng: ChaCha8Rng,
+    walks: Vec<Walk>,
+}
+
+impl Market {
+    /// A market of `assets` assets (at least 1) seeded with `seed`.
+    pub fn new(assets: usize, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let walks = (0..assets.max(1))
+            .map(|i| Walk {
+                name: asset_name(i),
+                // Log-uniform starting prices between 1 and 50,000.
+                price: (rng.random::<f64>() * 50_000f64.ln()).exp().max(1.0),
+                trend: Trend::Neutral,
+            })
+            .collect();
+        Market { rng, walks }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut walks: Vec<Walk> = (0..config.assets)
-        .map(|i| Walk {
-            name: asset_name(i),
-            // Log-uniform starting prices between 1 and 50,000.
-            price: (rng.random::<f64>() * 50_000f64.ln()).exp().max(1.0),
-            trend: Trend::Neutral,
-        })
-        .collect();
-    let step_ms = 1_000.0 / config.rate;
-    for i in 0..config.events {
-        let mut time = config.start_ms + (i as f64 * step_ms) as Millis;
-        if config.out_of_order > 0.0 && rng.random::<f64>() < config.out_of_order {
-            time = time.saturating_sub(rng.random_range(1..=config.max_delay_ms.max(1)));
-        }
-        let w = &mut walks[rng.random_range(0..config.assets)];
+
+    /// The next tick, of a random asset, at event time `time`.
+    pub fn tick(&mut self, time: Millis) -> MarketEvent {
+        let rng = &mut self.rng;
+        let n = self.walks.len();
+        let w = &mut self.walks[rng.random_range(0..n)];
         if rng.random::<f64>() < 0.01 {
             w.trend = [Trend::Bullish, Trend::Bearish, Trend::Neutral][rng.random_range(0..3)];
         }
@@ -89,7 +94,7 @@ pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<()> {
             _ => 0.0,
         };
         w.price = (w.price * (1.0 + drift + (rng.random::<f64>() - 0.5) * 0.004)).max(0.01);
-        let event = MarketEvent {
+        MarketEvent {
             asset: w.name.as_str().into(),
             price: (w.price * 100.0).round() / 100.0,
             timestamp: time,
@@ -100,10 +105,26 @@ pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<()> {
                 trend: Some(w.trend),
                 news_sentiment: Some(["positive", "neutral", "negative"][rng.random_range(0..3)].into()),
             }),
-        };
+        }
+    }
+}
+
+/// Writes `config.events` JSON lines to `out`.
+pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<()> {
+    if config.assets == 0 || config.rate.is_nan() || config.rate <= 0.0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "need at least one asset and a positive rate"));
+    }
+    let mut market = Market::new(config.assets, config.seed);
+    let step_ms = 1_000.0 / config.rate;
+    for i in 0..config.events {
+        let mut time = config.start_ms + (i as f64 * step_ms) as Millis;
+        if config.out_of_order > 0.0 && market.rng.random::<f64>() < config.out_of_order {
+            time = time.saturating_sub(market.rng.random_range(1..=config.max_delay_ms.max(1)));
+        }
+        let event = market.tick(time);
         let line = serde_json::to_string(&event).map_err(io::Error::other)?;
-        if config.malformed > 0.0 && rng.random::<f64>() < config.malformed {
-            writeln!(out, "{}", corrupt(&line, &mut rng))?;
+        if config.malformed > 0.0 && market.rng.random::<f64>() < config.malformed {
+            writeln!(out, "{}", corrupt(&line, &mut market.rng))?;
         } else {
             writeln!(out, "{line}")?;
         }

@@ -1,0 +1,293 @@
+//! `inflight bench`: throughput and latency of whole pipelines, on generated data. Benchmarks print
+//! figures and never judge them.
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use inflight::engine::job::{JobConfig, JobReport};
+use inflight::engine::kafka::KafkaConfig;
+use inflight::engine::runtime::{Cluster, RunContext};
+use inflight::engine::sink::{KafkaOutput, Output};
+use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
+use inflight::engine::stats::latency_histogram;
+use inflight::engine::time::wall_millis;
+use inflight::operators::Emit;
+use inflight::pipelines::trading::TradingConfig;
+use inflight::pipelines::trading::synthetic::{GenConfig, Market, generate};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// p50/p90/p99/max of a histogram in microseconds, printed in ms.
+pub fn percentiles(h: &Histogram<u64>) -> String {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
+        h.max() as f64 / 1000.0,
+        h.len()
+    )
+}
+
+/// File → decisions, `runs` times; prints each run and the median.
+pub fn trading_file(events: u64, assets: usize, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = match input {
+        Some(p) => p,
+        None => {
+            let path = dir.path().join("market.jsonl");
+            let config = GenConfig { events, assets, ..GenConfig::default() };
+            let file = std::fs::File::create(&path).context("creating the benchmark input")?;
+            generate(&config, &mut std::io::BufWriter::new(file)).context("writing the benchmark input")?;
+            path
+        }
+    };
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let (workers, processes) = (cluster.workers, cluster.processes);
+    let job = JobConfig {
+        input: Input::File(path.clone()),
+        source: SourceConfig::default(),
+        output: Output::Discard,
+        dead_letter: Output::Discard,
+        cluster,
+    };
+    eprintln!(
+        "bench trading: {} ({:.1} MB), {workers} worker(s) x {processes} process(es), {runs} run(s)",
+        path.display(),
+        size as f64 / 1e6,
+    );
+    let mut reports = Vec::new();
+    for i in 0..runs {
+        let r = inflight::run_trading(&job, &TradingConfig::default(), &RunContext::default())?;
+        println!(
+            "run {}: {} events in {:.3} s = {:.0} events/s, {} decisions",
+            i + 1,
+            r.source.records(),
+            r.elapsed.as_secs_f64(),
+            r.events_per_sec(),
+            r.outputs
+        );
+        reports.push(r);
+    }
+    print_median(&mut reports);
+    Ok(())
+}
+
+fn print_median(reports: &mut [JobReport]) {
+    reports.sort_by_key(|r| r.elapsed);
+    let m = &reports[reports.len() / 2];
+    println!(
+        "median: {:.0} events/s, wall {:.3} s; read → decision latency {}",
+        m.events_per_sec(),
+        m.elapsed.as_secs_f64(),
+        percentiles(&m.latency)
+    );
+}
+
+/// Settings of `bench kafka`.
+pub struct KafkaBench {
+    /// Broker connection.
+    pub kafka: KafkaConfig,
+    /// Events to produce.
+    pub events: u64,
+    /// Assets.
+    pub assets: usize,
+    /// Fixed produce rate (latency mode); None = produce first, then read as fast as possible.
+    pub rate: Option<f64>,
+    /// Partitions of the input and output topics.
+    pub partitions: i32,
+    /// Workers and processes.
+    pub cluster: Cluster,
+}
+
+fn producer(kafka: &KafkaConfig) -> Result<BaseProducer> {
+    kafka.client_config(&KafkaOutput::DEFAULTS).create().context("creating a producer")
+}
+
+fn send(p: &BaseProducer, topic: &str, key: &str, payload: &str) {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match p.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                p.poll(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// The Kafka round trip: input topic → trading pipeline → output topic.
+pub fn trading_kafka(b: &KafkaBench) -> Result<()> {
+    let stamp = wall_millis();
+    let (input, output) = (format!("inflight-bench-in-{stamp}"), format!("inflight-bench-out-{stamp}"));
+    b.kafka.ensure_topic(&input, b.partitions)?;
+    b.kafka.ensure_topic(&output, b.partitions)?;
+    let mut config = TradingConfig { emit: Emit::All, ..TradingConfig::default() };
+    let job = JobConfig {
+        input: Input::Kafka(KafkaInput {
+            kafka: b.kafka.clone(),
+            topic: input.clone(),
+            group: format!("inflight-bench-{stamp}"),
+            from: StartFrom::Earliest,
+            bounded: b.rate.is_none(),
+            idle_timeout: Duration::from_millis(500),
+        }),
+        source: SourceConfig { settle: config.window_ms, max_lag: 60_000, ..SourceConfig::default() },
+        output: Output::Kafka(KafkaOutput { kafka: b.kafka.clone(), topic: output.clone(), partitions: b.partitions }),
+        dead_letter: Output::Discard,
+        cluster: b.cluster.clone(),
+    };
+    eprintln!(
+        "bench kafka: {} events, {} assets, {} partitions, {} worker(s) x {} process(es), brokers {}",
+        b.events, b.assets, b.partitions, b.cluster.workers, b.cluster.processes, b.kafka.brokers
+    );
+    match b.rate {
+        None => {
+            // Backfill: produce everything, then read it through the pipeline as fast as it goes.
+            config.emit = Emit::Changes;
+            let p = producer(&b.kafka)?;
+            let mut market = Market::new(b.assets, 42);
+            let start = Instant::now();
+            for i in 0..b.events {
+                let event = market.tick(1_704_621_600_000 + i / 10);
+                let line = serde_json::to_string(&event)?;
+                send(&p, &input, &event.asset, &line);
+            }
+            p.flush(Duration::from_secs(120)).context("flushing the producer")?;
+            let secs = start.elapsed().as_secs_f64();
+            println!("produced {} events in {secs:.3} s = {:.0} events/s", b.events, b.events as f64 / secs);
+            let r = inflight::run_trading(&job, &config, &RunContext::default())?;
+            println!(
+                "pipeline: {} events in {:.3} s = {:.0} events/s through the broker, {} decisions",
+                r.source.records(),
+                r.elapsed.as_secs_f64(),
+                r.events_per_sec(),
+                r.outputs
+            );
+            Ok(())
+        }
+        Some(rate) => latency(b, &job, &config, &input, &output, rate),
+    }
+}
+
+/// Live: produce at `rate` with event time = now while the pipeline runs; time each decision from
+/// the produce of the bar's closing tick to its arrival in the output topic.
+fn latency(
+    b: &KafkaBench,
+    job: &JobConfig,
+    config: &TradingConfig,
+    input: &str,
+    output: &str,
+    rate: f64,
+) -> Result<()> {
+    let ctx = RunContext::default();
+    let pipeline = {
+        let (job, config, ctx) = (job.clone(), config.clone(), ctx.clone());
+        std::thread::spawn(move || inflight::run_trading(&job, &config, &ctx))
+    };
+    // Produce times by (partition, offset), filled from delivery reports.
+    let sent: Arc<Mutex<HashMap<(i32, i64), Instant>>> = Arc::default();
+    let end_to_end = Arc::new(Mutex::new(latency_histogram()));
+    let consumer = {
+        let (kafka, topic, sent, hist, stop) =
+            (b.kafka.clone(), output.to_owned(), Arc::clone(&sent), Arc::clone(&end_to_end), ctx.stop.clone());
+        let partitions = b.partitions;
+        std::thread::spawn(move || -> Result<()> {
+            let c: BaseConsumer =
+                kafka.client_config(&[("group.id", "inflight-bench"), ("fetch.wait.max.ms", "1")]).create()?;
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+            }
+            c.assign(&tpl)?;
+            while !stop.requested() {
+                let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
+                let now = Instant::now();
+                let Ok(d) = serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default()) else {
+                    continue;
+                };
+                let (Some(p), Some(o)) = (d["source"]["partition"].as_i64(), d["source"]["offset"].as_i64()) else {
+                    continue;
+                };
+                let at = sent.lock().ok().and_then(|s| s.get(&(p as i32, o)).copied());
+                if let (Some(at), Ok(mut h)) = (at, hist.lock()) {
+                    let _ = h.record((now.duration_since(at).as_micros() as u64).max(1));
+                }
+            }
+            Ok(())
+        })
+    };
+    // Let the pipeline connect before the clock starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let p: BaseProducer<TimedDelivery> =
+        b.kafka.client_config(&KafkaOutput::DEFAULTS).create_with_context(TimedDelivery(Arc::clone(&sent)))?;
+    let mut market = Market::new(b.assets, 42);
+    let start = Instant::now();
+    for i in 0..b.events {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            p.poll(Duration::ZERO);
+            std::thread::sleep(due - now);
+        }
+        let event = market.tick(wall_millis());
+        let line = serde_json::to_string(&event)?;
+        let mut record =
+            BaseRecord::with_opaque_to(input, Box::new(Instant::now())).key(event.asset.as_str()).payload(&line);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    p.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        if i % 256 == 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(60)).context("flushing the producer")?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "produced {} events in {secs:.3} s = {:.0} events/s (asked {rate:.0}/s)",
+        b.events,
+        b.events as f64 / secs
+    );
+    // Let the last decisions arrive, then stop (windows still open then are not timed).
+    std::thread::sleep(Duration::from_secs(2));
+    ctx.stop.request();
+    let report = pipeline.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))??;
+    consumer.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))??;
+    println!("pipeline: {} events, {} decisions", report.source.records(), report.outputs);
+    if let Ok(h) = end_to_end.lock() {
+        println!("bar's last tick produced → decision read from the output topic: {}", percentiles(&h));
+    }
+    println!("window end → decision handed to the producer (engine, live): {}", percentiles(&report.lag));
+    println!("bar's last tick polled → decision handed to the producer: {}", percentiles(&report.latency));
+    Ok(())
+}
+
+/// Records when each produced record was sent, by the partition and offset the broker gave it.
+struct TimedDelivery(Arc<Mutex<HashMap<(i32, i64), Instant>>>);
+
+impl rdkafka::ClientContext for TimedDelivery {}
+
+impl rdkafka::producer::ProducerContext for TimedDelivery {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, sent_at: Box<Instant>) {
+        if let (Ok(m), Ok(mut map)) = (result, self.0.lock()) {
+            map.insert((m.partition(), m.offset()), *sent_at);
+        }
+    }
+}
