@@ -20,7 +20,7 @@
 //!     cluster: Cluster { workers: 2, ..Cluster::default() },
 //! };
 //! let config = TradingConfig::default();
-//! let source = inflight::engine::job::source_name(&job.input);
+//! let source = job.input.name();
 //! let report = run::<MarketEvent, _, _>(&job, &RunContext::default(), move |scope, events| {
 //!     trading(scope, events, &config, source.clone())
 //! })?;
@@ -34,13 +34,13 @@ pub use inflight_pipelines as pipelines;
 
 pub use inflight_operators::Decision;
 
-use inflight_engine::job::{JobConfig, JobError, JobReport, run, source_name};
+use inflight_engine::job::{JobConfig, JobError, JobReport, run};
 use inflight_engine::runtime::RunContext;
 use inflight_pipelines::trading::{MarketEvent, TradingConfig, trading};
 
 /// Runs the trading pipeline with `config` over the job's input, to the end of the input.
 pub fn run_trading(job: &JobConfig, config: &TradingConfig, ctx: &RunContext) -> Result<JobReport, JobError> {
     let config = config.clone();
-    let source = source_name(&job.input);
+    let source = job.input.name();
     run::<MarketEvent, _, _>(job, ctx, move |scope, events| trading(scope, events, &config, source.clone()))
 }

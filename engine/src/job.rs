@@ -2,7 +2,7 @@
 //! shape, builds source → pipeline → sinks in every worker, runs to the end of input, and returns
 //! the totals. A pipeline only supplies the function from events to results.
 
-use crate::dead_letter::{DeadLetter, SourceName};
+use crate::dead_letter::DeadLetter;
 use crate::event::{Event, Sourced};
 use crate::kafka::{Committer, KafkaError};
 use crate::runtime::{Cluster, ClusterError, RunContext};
@@ -17,7 +17,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
@@ -299,14 +298,5 @@ fn to_line<T: Serialize>(record: &T, failures: &crate::runtime::Failures) -> Opt
             failures.report(format!("cannot format a result as JSON (a bug): {e}"));
             None
         }
-    }
-}
-
-/// The name written into positions for `input`.
-pub fn source_name(input: &Input) -> SourceName {
-    match input {
-        Input::File(p) => SourceName::File(Arc::from(p.display().to_string())),
-        Input::Stdin => SourceName::File(Arc::from("stdin")),
-        Input::Kafka(k) => SourceName::Topic(Arc::from(k.topic.as_str())),
     }
 }

@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 /// One chunk of the file owned by this worker.
 struct Chunk {
-    /// Byte range [start, end), both at line starts.
-    start: usize,
+    /// End of the chunk's byte range (at a line start).
     end: usize,
     /// Where the next unread line starts.
     next: Position,
@@ -74,7 +73,7 @@ impl<E: Event> FileFeed<E> {
             counted_to = start;
             let first = first_event_time::<E>(&bytes[start..end]).unwrap_or(Millis::MAX);
             let next = Position { partition: 0, offset: start as u64, line: lines_before + 1 };
-            chunks.push(Chunk { start, end, next, wm: Watermark::new(lateness, first) });
+            chunks.push(Chunk { end, next, wm: Watermark::new(lateness, first) });
         }
         let mut unstarted_low = vec![Millis::MAX; chunks.len() + 1];
         for i in (0..chunks.len()).rev() {
@@ -94,7 +93,6 @@ impl<E: Event> Feed<E> for FileFeed<E> {
         let to = line_start(bytes, from.saturating_add(self.batch_bytes)).min(chunk.end);
         chunk.next = parse_lines(&bytes[from..to], chunk.next, &mut chunk.wm, floor, &self.name, wall_nanos(), out);
         if to >= chunk.end {
-            debug_assert!(chunk.start <= to);
             self.current += 1;
         }
         if self.current < self.chunks.len() { FeedState::More } else { FeedState::Done }

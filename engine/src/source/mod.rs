@@ -35,6 +35,15 @@ impl Input {
         if arg == "-" { Input::Stdin } else { Input::File(PathBuf::from(arg)) }
     }
 
+    /// The name written into positions: the file path as given, `stdin`, or the topic.
+    pub fn name(&self) -> SourceName {
+        match self {
+            Input::File(p) => SourceName::File(Arc::from(p.display().to_string())),
+            Input::Stdin => SourceName::File(Arc::from("stdin")),
+            Input::Kafka(k) => SourceName::Topic(Arc::from(k.topic.as_str())),
+        }
+    }
+
     /// Opens the input before workers start, so a missing file is a clear error, not a panic.
     pub fn open(&self) -> Result<OpenInput, SourceError> {
         match self {
@@ -56,13 +65,9 @@ impl Input {
                 let map = if meta.len() == 0 {
                     None
                 } else {
-                    // SAFETY-free: memmap2's map is `unsafe` only because of concurrent truncation.
                     Some(map_file(&file).map_err(|e| SourceError::Open { path: path.clone(), error: e.to_string() })?)
                 };
-                Ok(OpenInput::File {
-                    name: SourceName::File(Arc::from(path.display().to_string())),
-                    map: map.map(Arc::new),
-                })
+                Ok(OpenInput::File { name: self.name(), map: map.map(Arc::new) })
             }
         }
     }
@@ -89,17 +94,6 @@ pub enum OpenInput {
     Stdin,
     /// A Kafka topic.
     Kafka(KafkaInput),
-}
-
-impl OpenInput {
-    /// The source name written into positions.
-    pub fn name(&self) -> SourceName {
-        match self {
-            OpenInput::File { name, .. } => name.clone(),
-            OpenInput::Stdin => SourceName::File(Arc::from("stdin")),
-            OpenInput::Kafka(k) => SourceName::Topic(Arc::from(k.topic.as_str())),
-        }
-    }
 }
 
 /// How a source reads.
