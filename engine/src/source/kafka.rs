@@ -87,8 +87,9 @@ pub(crate) struct KafkaFeed<E> {
     _event: PhantomData<E>,
 }
 
-/// How long a bounded source waits, at its end offsets, for records still on their way.
-const BOUNDED_QUIET: Duration = Duration::from_millis(300);
+/// How long a bounded source waits, at its end offsets, for records still on their way (tansu
+/// under-reports end offsets, and the first fetch after an assignment can take a while).
+const BOUNDED_QUIET: Duration = Duration::from_secs(1);
 
 /// How often offsets of settled records are committed while a run goes on.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -232,6 +233,7 @@ impl<E: Event> KafkaFeed<E> {
                 p.committed = upto;
             }
         }
+        tracing::debug!(durable, commits = ?tpl.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(), "committing settled offsets");
         if let (true, Some(c)) = (tpl.count() > 0, &self.committer) {
             c.commit(tpl);
         }
