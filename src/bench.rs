@@ -273,7 +273,11 @@ fn latency(
     if let Ok(h) = end_to_end.lock() {
         println!("bar's last tick produced → decision read from the output topic: {}", percentiles(&h));
     }
-    println!("window end → decision handed to the producer (engine, live): {}", percentiles(&report.lag));
+    println!(
+        "engine: record polled that closed the window → decision handed to the producer: {}",
+        percentiles(&report.engine)
+    );
+    println!("window end (event time = produce time) → decision handed to the producer: {}", percentiles(&report.lag));
     println!("bar's last tick polled → decision handed to the producer: {}", percentiles(&report.latency));
     Ok(())
 }

@@ -97,6 +97,9 @@ pub struct JobReport {
     /// Read-to-result latency of this process's results, in microseconds (results forced out by
     /// a stop request are not counted).
     pub latency: Histogram<u64>,
+    /// Engine latency: a result leaving minus the moment every local source had passed its event
+    /// time (the poll that made it possible), in microseconds.
+    pub engine: Histogram<u64>,
     /// Event time to result: wall clock when a result left minus its event time, in microseconds.
     /// For live data (event time ≈ now) this is how long after its window ended a decision came.
     pub lag: Histogram<u64>,
@@ -138,6 +141,7 @@ struct WorkerResult {
     dead_letters: u64,
     latency: Histogram<u64>,
     lag: Histogram<u64>,
+    engine: Histogram<u64>,
 }
 
 /// Runs `pipeline` over the job's input until the input ends. `pipeline` is called once per
@@ -167,8 +171,9 @@ where
         });
         while worker.step_or_park(None) {}
         let source = (worker.index() == 0).then(|| *totals.borrow());
-        let (latency, lag) = (latency.0.borrow().clone(), latency.1.borrow().clone());
-        WorkerResult { source, outputs: outputs.written(), dead_letters: dead.written(), latency, lag }
+        let (latency, lag, engine) =
+            (latency.0.borrow().clone(), latency.1.borrow().clone(), latency.2.borrow().clone());
+        WorkerResult { source, outputs: outputs.written(), dead_letters: dead.written(), latency, lag, engine }
     })
     .map_err(JobError::Start)?;
 
@@ -179,6 +184,7 @@ where
         elapsed: Duration::ZERO,
         latency: latency_histogram(),
         lag: latency_histogram(),
+        engine: latency_histogram(),
     };
     for result in guards.join() {
         let r = result.map_err(|e| JobError::Failed(format!("a worker stopped: {e}")))?;
@@ -189,6 +195,7 @@ where
         report.dead_letters += r.dead_letters;
         let _ = report.latency.add(&r.latency);
         let _ = report.lag.add(&r.lag);
+        let _ = report.engine.add(&r.engine);
     }
     let failures = ctx.failures.take();
     if !failures.is_empty() {
@@ -203,8 +210,8 @@ where
     Ok(report)
 }
 
-/// Per-worker latency histograms: (read → result, event time → result).
-type Timing = (Rc<RefCell<Histogram<u64>>>, Rc<RefCell<Histogram<u64>>>);
+/// Per-worker latency histograms: (read → result, event time → result, engine).
+type Timing = (Rc<RefCell<Histogram<u64>>>, Rc<RefCell<Histogram<u64>>>, Rc<RefCell<Histogram<u64>>>);
 
 type Built = (Rc<RefCell<SourceStats>>, crate::sink::LineSink, crate::sink::LineSink, Timing);
 
@@ -227,7 +234,8 @@ where
     let probe = ProbeHandle::new();
     let src = source::<E>(scope, input, source_config, ctx, &probe);
     let results = pipeline(scope, src.events);
-    let latency = (Rc::new(RefCell::new(latency_histogram())), Rc::new(RefCell::new(latency_histogram())));
+    let histogram = || Rc::new(RefCell::new(latency_histogram()));
+    let latency = (histogram(), histogram(), histogram());
     let outputs = emit(results, output, ctx, Some(latency.clone()), &probe);
     let dead = emit(src.dead, dead_output, ctx, None, &probe);
     let totals = gather_stats(src.stats);
@@ -243,17 +251,23 @@ fn emit<D: Emitted>(
     probe: &ProbeHandle<Millis>,
 ) -> LineSink {
     let failures = ctx.failures.clone();
-    let stop = ctx.stop.clone();
+    let (stop, clock) = (ctx.stop.clone(), ctx.clock.clone());
     let format = move |r: &D| {
         // Results forced out by a stop request waited for the stop, not for the engine: not timed.
-        if let (Some((read, lag)), false) = (&latency, stop.requested()) {
+        if let (Some((read, lag, engine)), false) = (&latency, stop.requested()) {
             let now = wall_nanos();
             if r.ingest_ns() > 0 {
                 let _ = read.borrow_mut().record((now.saturating_sub(r.ingest_ns()) / 1_000).max(1));
             }
-            if let Some(t) = r.event_time_ms().filter(|t| t.saturating_mul(1_000_000) <= now) {
-                // Out-of-range values (old data replayed) are dropped by the histogram's bounds.
-                let _ = lag.borrow_mut().record(((now - t * 1_000_000) / 1_000).max(1));
+            if let Some(t) = r.event_time_ms() {
+                if t.saturating_mul(1_000_000) <= now {
+                    // Out-of-range values (old data replayed) are dropped by the histogram's bounds.
+                    let _ = lag.borrow_mut().record(((now - t * 1_000_000) / 1_000).max(1));
+                }
+                // The result for time t needed every source past t - 1.
+                if let Some(possible) = clock.passed(t.saturating_sub(1)) {
+                    let _ = engine.borrow_mut().record((now.saturating_sub(possible) / 1_000).max(1));
+                }
             }
         }
         to_line(r, &failures)

@@ -173,6 +173,44 @@ impl Positions {
     }
 }
 
+/// When each source of this process moved its time forward (wall clock at the poll that let it):
+/// a result about event time `t` became possible once every source had moved to `t` or beyond, so
+/// "result out − that moment" is the engine's own latency, free of the wait for the window to end.
+/// Covers this process's workers only.
+#[derive(Clone, Debug, Default)]
+pub struct FrontierClock(Arc<Mutex<Vec<std::collections::VecDeque<(crate::Millis, u64)>>>>);
+
+impl FrontierClock {
+    /// Most moves remembered per source.
+    const KEEP: usize = 100_000;
+
+    /// Source `worker` moved to event time `to` after a poll at `wall_ns`.
+    pub fn advanced(&self, worker: usize, to: crate::Millis, wall_ns: u64) {
+        if let Ok(mut all) = self.0.lock() {
+            if all.len() <= worker {
+                all.resize_with(worker + 1, Default::default);
+            }
+            let moves = &mut all[worker];
+            if moves.len() == Self::KEEP {
+                moves.pop_front();
+            }
+            moves.push_back((to, wall_ns));
+        }
+    }
+
+    /// The wall time at which every source had passed `time` (None if one has not, or is unknown).
+    pub fn passed(&self, time: crate::Millis) -> Option<u64> {
+        let all = self.0.lock().ok()?;
+        let mut latest = None;
+        for moves in all.iter() {
+            let i = moves.partition_point(|(t, _)| *t <= time);
+            let (_, wall) = moves.get(i)?;
+            latest = latest.max(Some(*wall));
+        }
+        latest
+    }
+}
+
 /// What every worker of a process shares.
 #[derive(Clone, Debug, Default)]
 pub struct RunContext {
@@ -184,11 +222,27 @@ pub struct RunContext {
     pub stop: Stop,
     /// Final source positions.
     pub positions: Positions,
+    /// When sources moved forward, for the engine's latency.
+    pub clock: FrontierClock,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frontier_clock_takes_the_slowest_source() {
+        let c = FrontierClock::default();
+        c.advanced(0, 1_000, 10);
+        c.advanced(0, 2_000, 20);
+        c.advanced(1, 1_500, 15);
+        c.advanced(1, 2_500, 30);
+        // Time 1_200 was passed by source 0 at 20 (its move to 2_000) and by source 1 at 15.
+        assert_eq!(c.passed(1_200), Some(20));
+        assert_eq!(c.passed(1_999), Some(30));
+        // A source at 2_000 has finished everything before 2_000, not 2_000 itself.
+        assert_eq!(c.passed(2_000), None, "source 0 has not passed 2_000");
+    }
 
     #[test]
     fn rejects_bad_shapes() {

@@ -118,6 +118,7 @@ pub fn source<'scope, E: Event>(
         move |_frontiers| {
             let Some(held) = caps.as_mut() else { return };
             let floor = *held[0].time();
+            let polled = crate::time::wall_nanos();
             // Flow control: while the outputs lag more than `max_lag` behind, read nothing.
             let lagging = max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag));
             let state = if ctx.stop.requested() {
@@ -141,6 +142,9 @@ pub fn source<'scope, E: Event>(
             }
             match feed.as_ref().and_then(|f| f.low_watermark()) {
                 Some(low) if state != FeedState::Done => {
+                    if low > floor {
+                        ctx.clock.advanced(index, low, polled);
+                    }
                     for cap in held.iter_mut() {
                         let to = low.max(*cap.time());
                         cap.downgrade(&to);
