@@ -178,7 +178,10 @@ impl Positions {
 /// "result out − that moment" is the engine's own latency, free of the wait for the window to end.
 /// Covers this process's workers only.
 #[derive(Clone, Debug, Default)]
-pub struct FrontierClock(Arc<Mutex<Vec<std::collections::VecDeque<(crate::Millis, u64)>>>>);
+pub struct FrontierClock(Arc<Mutex<Vec<Moves>>>);
+
+/// One source's moves: (event time moved to, wall-clock ns of the poll), oldest first.
+type Moves = std::collections::VecDeque<(crate::Millis, u64)>;
 
 impl FrontierClock {
     /// Most moves remembered per source.
