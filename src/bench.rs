@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use inflight::engine::job::{JobConfig, JobReport};
-use inflight::engine::kafka::KafkaConfig;
+use inflight::engine::kafka::{KafkaConfig, send_when_room};
 use inflight::engine::runtime::{Cluster, RunContext};
 use inflight::engine::sink::{KafkaOutput, Output};
 use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
@@ -113,17 +113,8 @@ fn producer(kafka: &KafkaConfig) -> Result<BaseProducer> {
     kafka.client_config(&KafkaOutput::DEFAULTS).create().context("creating a producer")
 }
 
-fn send(p: &BaseProducer, topic: &str, key: &str, payload: &str) {
-    let mut record = BaseRecord::to(topic).key(key).payload(payload);
-    loop {
-        match p.send(record) {
-            Ok(()) => return,
-            Err((_, back)) => {
-                record = back;
-                p.poll(Duration::from_millis(5));
-            }
-        }
-    }
+fn send(p: &BaseProducer, topic: &str, key: &str, payload: &str) -> Result<()> {
+    send_when_room(p, BaseRecord::to(topic).key(key).payload(payload)).context("producing")
 }
 
 /// The Kafka round trip: input topic → trading pipeline → output topic.
@@ -161,7 +152,7 @@ pub fn trading_kafka(b: &KafkaBench) -> Result<()> {
             for i in 0..b.events {
                 let event = market.tick(1_704_621_600_000 + i / 10);
                 let line = serde_json::to_string(&event)?;
-                send(&p, &input, &event.asset, &line);
+                send(&p, &input, &event.asset, &line)?;
             }
             p.flush(Duration::from_secs(120)).context("flushing the producer")?;
             let secs = start.elapsed().as_secs_f64();
@@ -242,17 +233,9 @@ fn latency(
         }
         let event = market.tick(wall_millis());
         let line = serde_json::to_string(&event)?;
-        let mut record =
+        let record =
             BaseRecord::with_opaque_to(input, Box::new(Instant::now())).key(event.asset.as_str()).payload(&line);
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    p.poll(Duration::from_millis(1));
-                }
-            }
-        }
+        send_when_room(&p, record).context("producing")?;
         if i % 256 == 0 {
             p.poll(Duration::ZERO);
         }

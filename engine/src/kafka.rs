@@ -172,6 +172,29 @@ impl Committer {
     }
 }
 
+/// Hands `record` to the producer, serving delivery reports while its local queue is full; any
+/// other refusal (e.g. a record over `message.max.bytes`) is returned, not retried.
+pub fn send_when_room<C, K, P>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// What `produce_lines` did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProduceReport {
@@ -224,21 +247,7 @@ pub fn produce_lines(
         if let Some(k) = &key {
             record = record.key(k.as_str());
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => {
-                    return Err(config.error(format!("producing to {topic:?} failed: {e}")));
-                }
-            }
-        }
+        send_when_room(&producer, record).map_err(|e| config.error(format!("producing to {topic:?} failed: {e}")))?;
         sent += 1;
         if sent % 1024 == 0 {
             producer.poll(Duration::ZERO);

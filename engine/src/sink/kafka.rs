@@ -5,11 +5,11 @@
 
 use super::LineSink;
 use crate::Stream;
-use crate::kafka::KafkaConfig;
+use crate::kafka::{KafkaConfig, send_when_room};
 use crate::runtime::RunContext;
 use crate::time::Millis;
 use rdkafka::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use std::collections::BTreeMap;
@@ -183,19 +183,12 @@ fn send(p: &BaseProducer<Context>, topic: &str, r: &KafkaRecord, time: Millis) -
     if let Some(k) = &r.key {
         record = record.key(k.as_bytes());
     }
-    loop {
-        match p.send(record) {
-            Ok(()) => return true,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                // The local queue is full: serve delivery reports until there is room.
-                record = back;
-                p.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => {
-                // Not retryable here (e.g. the record is too large): a delivery failure, counted.
-                p.context().0.fail(&e);
-                return false;
-            }
+    match send_when_room(p, record) {
+        Ok(()) => true,
+        Err(e) => {
+            // Not retryable here (e.g. the record is too large): a delivery failure, counted.
+            p.context().0.fail(&e);
+            false
         }
     }
 }
