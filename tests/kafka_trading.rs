@@ -22,8 +22,7 @@ impl Broker {
         if let Ok(addr) = std::env::var("KAFKA_BROKERS") {
             return Broker { addr, child: None };
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Broker::tansu(format!("127.0.0.1:{port}"))
+        Broker::tansu(format!("127.0.0.1:{}", free_port()))
     }
 
     /// tansu with in-memory storage, listening on (and advertising) `addr`.
@@ -60,6 +59,18 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes synthetic market data (`inflight gen market` with `args`) to `dir/name`.
+fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(BIN).args(["gen", "market", "-o", path.to_str().unwrap()]).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    path
 }
 
 fn unique(name: &str) -> String {
@@ -155,13 +166,11 @@ fn kafka_and_file_give_the_same_decisions() {
 fn malformed_payloads_go_to_the_dead_letter_topic() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("dirty.jsonl");
-    let generated = Command::new(BIN)
-        .args(["gen", "market", "--events", "3000", "--assets", "3", "--rate", "20", "--malformed", "0.05"])
-        .args(["-o", input.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(generated.status.success());
+    let input = generate(
+        dir.path(),
+        "dirty.jsonl",
+        &["--events", "3000", "--assets", "3", "--rate", "20", "--malformed", "0.05"],
+    );
     let (ticks, dead) = (unique("dirty"), unique("dead"));
     // Keyless: malformed lines have no asset to key by.
     inflight(&broker, &["produce", "--topic", &ticks, "--input", input.to_str().unwrap()]);
@@ -231,9 +240,8 @@ fn two_processes_share_the_partitions_and_agree_with_one() {
     let one = dir.path().join("one.jsonl");
     let args = ["run", "trading", "--input-topic", &ticks, "--from", "earliest", "--bounded", "--emit", "all"];
     inflight(&broker, &[&args[..], &["--output", one.to_str().unwrap()]].concat());
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port())).unwrap();
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let two = dir.path().join("two.jsonl");
     let spawn = |p: &str| {
         Command::new(BIN)
@@ -385,12 +393,7 @@ fn broker_outage_is_survived_and_records_after_it_are_processed() {
 fn a_bounded_read_of_many_batches_reads_every_record() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("many.jsonl");
-    let generated = Command::new(BIN)
-        .args(["gen", "market", "--events", "60000", "--assets", "50", "-o", input.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(generated.status.success());
+    let input = generate(dir.path(), "many.jsonl", &["--events", "60000", "--assets", "50"]);
     let ticks = unique("many");
     // Many small batches: the broker's reported end offsets lag the real ones on tansu.
     inflight(&broker, &["produce", "--topic", &ticks, "--input", input.to_str().unwrap(), "--key-field", "asset"]);
