@@ -9,9 +9,14 @@ use inflight::engine::job::JobConfig;
 use inflight::engine::runtime::{Cluster, RunContext};
 use inflight::engine::sink::Output;
 use inflight::engine::source::{Input, SourceConfig};
+use inflight::engine::{Position, SourceName};
+use inflight::operators::exact_sum::ExactSum;
+use inflight::operators::indicators::MacdValue;
+use inflight::operators::{Bar, Rules};
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
-use inflight::pipelines::trading::{MarketEvent, TradingConfig};
+use inflight::pipelines::trading::{MarketEvent, Scored, TradingConfig, TradingRules, Trend};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 const EVENTS: u64 = 1_000_000;
@@ -50,6 +55,46 @@ fn trading(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("market_event", |b| b.iter(|| MarketEvent::parse(black_box(&line)).is_ok()));
     group.finish();
+
+    // Per decision: the rules' explanation (reason, evidence) and its JSON line.
+    let rules = TradingRules::default().with_source(SourceName::File(Arc::from("market.jsonl")));
+    let scored = sample_scored();
+    let mut group = c.benchmark_group("decision");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("explain_and_format", |b| {
+        b.iter(|| {
+            let s = black_box(scored.clone());
+            let verdict = rules.verdict(&s).unwrap();
+            serde_json::to_string(&rules.explain(s, verdict)).unwrap()
+        })
+    });
+    group.finish();
+}
+
+/// A bar an hour into a run, with indicator values in their usual ranges.
+fn sample_scored() -> Scored {
+    let mut volume = ExactSum::default();
+    volume.add(14.42);
+    let at = (1_704_621_600_000, Position { partition: 0, offset: 123_456, line: 789 });
+    Scored {
+        bar: Bar {
+            key: "SYM00042".into(),
+            start: 1_704_621_599_000,
+            end: 1_704_621_600_000,
+            open: 101.25,
+            high: 102.5,
+            low: 100.75,
+            close: 101.875,
+            volume,
+            count: 7,
+            first: at,
+            last: at,
+            ingest_ns: 0,
+            context: Some(Trend::Bullish),
+        },
+        rsi: 55.123_456,
+        macd: MacdValue { value: 1.234_5, signal: 0.987_6, histogram: 0.246_9 },
+    }
 }
 
 criterion_group!(benches, trading);

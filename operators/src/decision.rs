@@ -3,6 +3,7 @@
 
 use inflight_engine::{Key, SourceRef};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// What a decision recommends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,7 +47,7 @@ pub struct Decision {
     /// Rules, LLM or fallback.
     pub decided_by: DecidedBy,
     /// The values the decision was based on.
-    pub evidence: serde_json::Value,
+    pub evidence: Evidence,
     /// The event time the decision is about (RFC 3339).
     pub event_time: String,
     /// Wall-clock time it was made (RFC 3339).
@@ -81,5 +82,45 @@ impl inflight_engine::job::Emitted for Decision {
             DecidedBy::Fallback => "fallback",
         };
         vec![("pipeline", self.pipeline.clone()), ("decided_by", by.to_owned())]
+    }
+}
+
+/// The evidence of a decision as compact JSON, serialized once when the decision is made: it is
+/// written out as is and goes into LLM prompts as is, without building a `serde_json::Value` tree
+/// (which cost more than the rest of a decision together).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Evidence(Box<RawValue>);
+
+impl Evidence {
+    /// Serializes `value`; a value that cannot be JSON (a map with non-string keys) becomes an
+    /// `{"error": …}` object rather than losing the decision.
+    pub fn of<T: Serialize>(value: &T) -> Evidence {
+        match serde_json::value::to_raw_value(value) {
+            Ok(raw) => Evidence(raw),
+            Err(e) => Evidence::of(&serde_json::json!({ "error": format!("evidence is not JSON: {e}") })),
+        }
+    }
+
+    /// The compact JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parsed, for callers that look inside.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Evidence {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Evidence::of(&())
     }
 }

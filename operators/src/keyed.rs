@@ -1,7 +1,10 @@
-//! Per-key state applied in event-time order: the operator holds each input until the frontier has
-//! passed its time and then feeds it, time by time, to the key's state. Order across times is what
-//! makes stateful logic (indicators, "only when the action changes") deterministic whatever the
-//! interleaving of workers. The state lives in a plain map of serde structs so it can be saved.
+//! Per-key state applied in event-time order. Order across times is what makes stateful logic
+//! (indicators, "only when the action changes") deterministic whatever the interleaving of workers.
+//! Either the operator holds each input until the frontier has passed its time and then feeds it,
+//! time by time, to the key's state ([`Order::Frontier`]), or the input is known to arrive in time
+//! order per key already and is applied at once ([`Order::Arrival`]): every frontier wait costs a
+//! round of progress messages between workers, which is most of the engine's latency.
+//! The state lives in a plain map of serde structs so it can be saved.
 
 use inflight_engine::{Key, Millis, Stream};
 use rustc_hash::FxHashMap;
@@ -16,10 +19,21 @@ pub trait Keyed {
     fn key(&self) -> &Key;
 }
 
+/// How a keyed operator gets its input into time order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Any input: hold records until the frontier passes their time, then apply them time by time.
+    #[default]
+    Frontier,
+    /// The input already arrives in time order per key on the worker that owns the key — the output
+    /// of `bars`, or of a keyed operator fed by it — so records are applied as they arrive.
+    Arrival,
+}
+
 /// Keyed state on a stream that is already partitioned by key (e.g. the output of `bars`).
 pub trait KeyedStateExt<'scope, D> {
-    /// Applies `logic(state_of_key, record, output)` to each record, in time order per worker.
-    fn keyed_state<S, D2, F>(self, name: &str, logic: F) -> Stream<'scope, D2>
+    /// Applies `logic(state_of_key, record, output)` to each record, in time order per key.
+    fn keyed_state<S, D2, F>(self, name: &str, order: Order, logic: F) -> Stream<'scope, D2>
     where
         S: Default + 'static,
         D2: 'static,
@@ -27,7 +41,7 @@ pub trait KeyedStateExt<'scope, D> {
 }
 
 impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> {
-    fn keyed_state<S, D2, F>(self, name: &str, mut logic: F) -> Stream<'scope, D2>
+    fn keyed_state<S, D2, F>(self, name: &str, order: Order, mut logic: F) -> Stream<'scope, D2>
     where
         S: Default + 'static,
         D2: 'static,
@@ -45,6 +59,15 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                     let Some(held) = cap.retain_least(output.output_index()) else {
                         return;
                     };
+                    if order == Order::Arrival {
+                        for record in data.flat_map(|batch| batch.drain(..)) {
+                            apply(&mut states, &mut logic, record, &mut out);
+                        }
+                        if !out.is_empty() {
+                            output.session(&held).give_container(&mut out);
+                        }
+                        return;
+                    }
                     let slot = &mut pending.entry(time).or_insert_with(|| (held, Vec::new())).1;
                     for batch in data {
                         slot.append(batch);
@@ -56,11 +79,7 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                     }
                     let (cap, records) = entry.remove();
                     for record in records {
-                        let state = match states.get_mut(record.key()) {
-                            Some(s) => s,
-                            None => states.entry(record.key().clone()).or_default(),
-                        };
-                        logic(state, record, &mut out);
+                        apply(&mut states, &mut logic, record, &mut out);
                     }
                     if !out.is_empty() {
                         output.session(&cap).give_container(&mut out);
@@ -69,4 +88,18 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
             }
         })
     }
+}
+
+/// Feeds one record to its key's state.
+fn apply<D: Keyed, S: Default, D2>(
+    states: &mut FxHashMap<Key, S>,
+    logic: &mut impl FnMut(&mut S, D, &mut Vec<D2>),
+    record: D,
+    out: &mut Vec<D2>,
+) {
+    let state = match states.get_mut(record.key()) {
+        Some(s) => s,
+        None => states.entry(record.key().clone()).or_default(),
+    };
+    logic(state, record, out);
 }

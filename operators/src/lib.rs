@@ -9,7 +9,7 @@ pub mod keyed;
 pub mod rules;
 pub mod window;
 
-pub use decision::{Action, DecidedBy, Decision};
-pub use keyed::{Keyed, KeyedStateExt};
+pub use decision::{Action, DecidedBy, Decision, Evidence};
+pub use keyed::{Keyed, KeyedStateExt, Order};
 pub use rules::{DecideExt, Emit, Rules, Verdict};
 pub use window::{Bar, Tick, WindowExt};

@@ -3,7 +3,7 @@
 //! a decision on every input or only when the action changes.
 
 use crate::decision::{Action, Decision};
-use crate::keyed::{Keyed, KeyedStateExt};
+use crate::keyed::{Keyed, KeyedStateExt, Order};
 use inflight_engine::Stream;
 use serde::{Deserialize, Serialize};
 
@@ -39,13 +39,14 @@ pub trait Rules: 'static {
 
 /// The decide operator.
 pub trait DecideExt<'scope, R: Rules> {
-    /// Applies `rules` per key in event-time order and emits decisions per `emit`.
-    fn decide(self, rules: R, emit: Emit) -> Stream<'scope, Decision>;
+    /// Applies `rules` per key in event-time order (got as `order` says) and emits decisions per
+    /// `emit`.
+    fn decide(self, rules: R, emit: Emit, order: Order) -> Stream<'scope, Decision>;
 }
 
 impl<'scope, R: Rules> DecideExt<'scope, R> for Stream<'scope, R::Input> {
-    fn decide(self, rules: R, emit: Emit) -> Stream<'scope, Decision> {
-        self.keyed_state("Decide", move |last: &mut Option<Action>, input: R::Input, out| {
+    fn decide(self, rules: R, emit: Emit, order: Order) -> Stream<'scope, Decision> {
+        self.keyed_state("Decide", order, move |last: &mut Option<Action>, input: R::Input, out| {
             let Some(verdict) = rules.verdict(&input) else {
                 return;
             };

@@ -191,7 +191,7 @@ impl<E: Event> KafkaFeed<E> {
             parts,
             slot,
             idle_timeout: input.idle_timeout,
-            max_batch: 4096,
+            max_batch: 256,
             errors: 0,
             topic: input.topic.clone(),
             committer: Some(Committer::start(k, &input.group)?),

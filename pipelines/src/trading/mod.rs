@@ -14,7 +14,7 @@ pub use rules::{Scored, TradingRules};
 
 use inflight_engine::{Millis, Scope, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Macd, Rsi};
-use inflight_operators::{DecideExt, Decision, Emit, KeyedStateExt, Tick, WindowExt};
+use inflight_operators::{DecideExt, Decision, Emit, KeyedStateExt, Order, Tick, WindowExt};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
 
@@ -94,7 +94,9 @@ pub fn trading<'s>(
             }
         })
         .bars(config.window_ms)
-        .keyed_state("Indicators", move |state: &mut Option<Indicators>, bar, out| {
+        // A key's bars come out of `bars` in time order on the worker that owns it, and stay there:
+        // the stateful steps after it apply them on arrival instead of waiting for the frontier.
+        .keyed_state("Indicators", Order::Arrival, move |state: &mut Option<Indicators>, bar, out| {
             let ind = state.get_or_insert_with(|| Indicators {
                 rsi: Rsi::new(c.rsi_period),
                 macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
@@ -106,5 +108,5 @@ pub fn trading<'s>(
                 out.push(Scored { bar, rsi, macd });
             }
         })
-        .decide(config.rules.clone().with_source(source), config.emit)
+        .decide(config.rules.clone().with_source(source), config.emit, Order::Arrival)
 }

@@ -5,9 +5,8 @@ use super::event::Trend;
 use inflight_engine::time::{format_rfc3339, wall_millis};
 use inflight_engine::{Key, SourceName, SourceRef};
 use inflight_operators::indicators::MacdValue;
-use inflight_operators::{Action, Bar, DecidedBy, Decision, Keyed, Rules, Verdict};
+use inflight_operators::{Action, Bar, DecidedBy, Decision, Evidence, Keyed, Rules, Verdict};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::sync::Arc;
 
 /// A bar with its indicator values, what the rules look at.
@@ -25,6 +24,28 @@ impl Keyed for Scored {
     fn key(&self) -> &Key {
         &self.bar.key
     }
+}
+
+/// What a trading decision was based on, as written into its `evidence`.
+#[derive(Serialize)]
+struct TradingEvidence<'a> {
+    bar: BarEvidence,
+    rsi: f64,
+    macd: &'a MacdValue,
+    trend: &'a str,
+}
+
+/// The closed bar in the evidence.
+#[derive(Serialize)]
+struct BarEvidence {
+    start: String,
+    end: String,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    ticks: u64,
 }
 
 /// Thresholds and confidences of the trading rules.
@@ -103,16 +124,20 @@ impl Rules for TradingRules {
             _ => format!("no rule fired: RSI {:.2}, MACD histogram {:.4}, trend {trend}", s.rsi, s.macd.histogram),
         };
         let bar = &s.bar;
-        let evidence = json!({
-            "bar": {
-                "start": format_rfc3339(bar.start),
-                "end": format_rfc3339(bar.end),
-                "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close,
-                "volume": bar.volume.value(), "ticks": bar.count,
+        let evidence = Evidence::of(&TradingEvidence {
+            bar: BarEvidence {
+                start: format_rfc3339(bar.start),
+                end: format_rfc3339(bar.end),
+                open: bar.open,
+                high: bar.high,
+                low: bar.low,
+                close: bar.close,
+                volume: bar.volume.value(),
+                ticks: bar.count,
             },
-            "rsi": s.rsi,
-            "macd": { "value": s.macd.value, "signal": s.macd.signal, "histogram": s.macd.histogram },
-            "trend": trend,
+            rsi: s.rsi,
+            macd: &s.macd,
+            trend,
         });
         let source = self.source.clone().unwrap_or_else(|| SourceName::File(Arc::from("unknown")));
         Decision {
@@ -180,8 +205,9 @@ mod tests {
         let d = r.explain(s, v);
         assert_eq!(d.id, "trading/BTC/USD/1000");
         assert!(d.reason.contains("RSI 75.00"));
-        assert_eq!(d.evidence["rsi"], 75.0);
-        assert_eq!(d.evidence["trend"], "neutral");
+        let evidence = d.evidence.to_value();
+        assert_eq!(evidence["rsi"], 75.0);
+        assert_eq!(evidence["trend"], "neutral");
         assert_eq!(d.source.file.as_deref(), Some("ticks.jsonl"));
     }
 
