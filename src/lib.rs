@@ -22,7 +22,7 @@
 //! let config = TradingConfig::default();
 //! let source = job.input.name();
 //! let report = run::<MarketEvent, _, _>(&job, &RunContext::default(), move |scope, events| {
-//!     trading(scope, events, &config, source.clone())
+//!     trading(scope, events, &config, source.clone(), None)
 //! })?;
 //! eprintln!("{} events/s", report.events_per_sec());
 //! # Ok::<(), inflight::engine::job::JobError>(())
@@ -36,11 +36,36 @@ pub use inflight_operators::Decision;
 
 use inflight_engine::job::{JobConfig, JobError, JobReport, run};
 use inflight_engine::runtime::RunContext;
+use inflight_operators::LlmService;
 use inflight_pipelines::trading::{MarketEvent, TradingConfig, trading};
+use std::sync::Arc;
 
-/// Runs the trading pipeline with `config` over the job's input, to the end of the input.
+/// Runs the trading pipeline with `config` over the job's input, to the end of the input. With
+/// `config.llm.enabled`, an LLM service is started for the run (see [`run_trading_with`] to keep
+/// hold of it, e.g. for its statistics).
 pub fn run_trading(job: &JobConfig, config: &TradingConfig, ctx: &RunContext) -> Result<JobReport, JobError> {
+    let llm = match config.llm.enabled {
+        true => Some(LlmService::start(&config.llm_config(), ctx.pressure.clone()).map_err(JobError::Failed)?),
+        false => None,
+    };
+    run_trading_with(job, config, ctx, llm)
+}
+
+/// [`run_trading`] with the caller's LLM service (None: the rules decide alone).
+pub fn run_trading_with(
+    job: &JobConfig,
+    config: &TradingConfig,
+    ctx: &RunContext,
+    llm: Option<Arc<LlmService>>,
+) -> Result<JobReport, JobError> {
     let config = config.clone();
     let source = job.input.name();
-    run::<MarketEvent, _, _>(job, ctx, move |scope, events| trading(scope, events, &config, source.clone()))
+    let service = llm.clone();
+    let report = run::<MarketEvent, _, _>(job, ctx, move |scope, events| {
+        trading(scope, events, &config, source.clone(), service.as_ref())
+    });
+    if let Some(service) = &llm {
+        service.flush();
+    }
+    report
 }

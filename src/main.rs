@@ -10,7 +10,7 @@ use inflight::engine::runtime::{Cluster, RunContext, Stop};
 use inflight::engine::sink::{KafkaOutput, Output};
 use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
 use inflight::engine::time::{parse_duration, parse_rfc3339};
-use inflight::operators::Emit;
+use inflight::operators::{Emit, LlmConfig, LlmService};
 use inflight::pipelines::trading::TradingConfig;
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
 use std::io::IsTerminal;
@@ -192,6 +192,71 @@ struct RunArgs {
     /// Kafka inputs, off for files]; 0 turns it off.
     #[arg(long, value_parser = parse_duration)]
     max_lag: Option<u64>,
+    #[command(flatten)]
+    llm: LlmArgs,
+}
+
+/// The LLM stage's flags (the config file's `[llm]` table holds the rest).
+#[derive(Args)]
+struct LlmArgs {
+    /// Send decisions the rules are unsure about to an OpenAI-compatible LLM endpoint.
+    #[arg(long)]
+    llm: bool,
+    /// Endpoint base URL [default: https://api.openai.com/v1; env OPENAI_BASE_URL].
+    #[arg(long)]
+    llm_base_url: Option<String>,
+    /// Model name.
+    #[arg(long)]
+    llm_model: Option<String>,
+    /// Decisions below this rule confidence go to the LLM (0 = never, 1 = always) [default: 0.7].
+    #[arg(long)]
+    llm_min_confidence: Option<f64>,
+    /// Most requests in flight per worker [default: 32].
+    #[arg(long)]
+    llm_concurrency: Option<usize>,
+    /// Timeout of one request, e.g. 20s.
+    #[arg(long, value_parser = parse_duration)]
+    llm_timeout: Option<u64>,
+    /// Fall back to the rules when a case is still unanswered this long after its input was read.
+    #[arg(long, value_parser = parse_duration)]
+    llm_deadline: Option<u64>,
+    /// Ask for streamed (SSE) replies.
+    #[arg(long)]
+    llm_stream: bool,
+    /// Append every LLM call and its outcome to this JSONL file.
+    #[arg(long)]
+    llm_log: Option<PathBuf>,
+    /// Answer LLM calls from this call log instead of the network (implies --llm).
+    #[arg(long)]
+    llm_replay: Option<PathBuf>,
+}
+
+impl LlmArgs {
+    fn apply(&self, config: &mut LlmConfig) {
+        let c = config;
+        c.enabled |= self.llm || self.llm_replay.is_some();
+        if let Some(v) = &self.llm_base_url {
+            c.base_url = v.clone();
+        }
+        if let Some(v) = &self.llm_model {
+            c.model = v.clone();
+        }
+        if let Some(v) = self.llm_min_confidence {
+            c.min_confidence = v;
+        }
+        if let Some(v) = self.llm_concurrency {
+            c.concurrency = v;
+        }
+        if let Some(v) = self.llm_timeout {
+            c.timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = self.llm_deadline {
+            c.deadline = Duration::from_millis(v);
+        }
+        c.stream |= self.llm_stream;
+        c.log = self.llm_log.clone();
+        c.replay = self.llm_replay.clone();
+    }
 }
 
 #[derive(Args, Clone)]
@@ -391,6 +456,8 @@ fn trading_config(args: &RunArgs) -> Result<TradingConfig> {
             EmitArg::All => Emit::All,
         };
     }
+    config.llm = std::mem::take(&mut config.llm).with_env();
+    args.llm.apply(&mut config.llm);
     config.validate().map_err(|e| anyhow::anyhow!("invalid trading config: {e}"))?;
     Ok(config)
 }
@@ -448,12 +515,21 @@ fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
         stop.request();
     })
     .context("installing the Ctrl-C handler")?;
+    let llm = match config.llm.enabled {
+        true => Some(
+            LlmService::start(&config.llm_config(), ctx.pressure.clone()).map_err(|e| anyhow::anyhow!("llm: {e}"))?,
+        ),
+        false => None,
+    };
     let progress = Progress::start(&ctx);
-    let report = inflight::run_trading(&job, &config, &ctx);
+    let report = inflight::run_trading_with(&job, &config, &ctx, llm.clone());
     progress.stop();
     let report = report?;
     if job.cluster.process == 0 {
         print_summary("trading", &report);
+        for line in llm.iter().flat_map(|s| s.summary()) {
+            eprintln!("  {line}");
+        }
     } else {
         eprintln!("inflight: process {} finished in {:.2} s", job.cluster.process, report.elapsed.as_secs_f64());
     }

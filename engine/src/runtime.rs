@@ -214,6 +214,29 @@ impl FrontierClock {
     }
 }
 
+/// Operators of this process holding more buffered input than they should (the LLM stage when
+/// its endpoint is slower than the input): while any does, the sources read nothing. Timely has no
+/// back-pressure of its own; this and the outputs probe are how the graph pushes back.
+#[derive(Clone, Debug, Default)]
+pub struct Pressure(Arc<AtomicU64>);
+
+impl Pressure {
+    /// One more operator is over its bound.
+    pub fn engage(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One operator is back under its bound.
+    pub fn release(&self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Should sources pause?
+    pub fn engaged(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
 /// What every worker of a process shares.
 #[derive(Clone, Debug, Default)]
 pub struct RunContext {
@@ -227,6 +250,8 @@ pub struct RunContext {
     pub positions: Positions,
     /// When sources moved forward, for the engine's latency.
     pub clock: FrontierClock,
+    /// Buffers over their bounds: sources pause while any is.
+    pub pressure: Pressure,
 }
 
 #[cfg(test)]

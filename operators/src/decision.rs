@@ -85,6 +85,27 @@ impl inflight_engine::job::Emitted for Decision {
     }
 }
 
+impl Decision {
+    /// A made-up decision (checks prompt templates at start; examples).
+    pub fn sample() -> Decision {
+        Decision {
+            id: "trading/BTC/USD/1704621600000".into(),
+            pipeline: "trading".into(),
+            key: "BTC/USD".into(),
+            action: Action::Hold,
+            reason: "no rule fired".into(),
+            confidence: 0.65,
+            decided_by: DecidedBy::Rules,
+            evidence: Evidence::of(&serde_json::json!({ "rsi": 55.0 })),
+            event_time: "2024-01-07T10:00:00.000Z".into(),
+            decided_at: "2024-01-07T10:00:00.010Z".into(),
+            source: SourceRef::new(&inflight_engine::SourceName::File("sample.jsonl".into()), Default::default()),
+            ingest_ns: 0,
+            event_time_ms: 1_704_621_600_000,
+        }
+    }
+}
+
 /// The evidence of a decision as compact JSON, serialized once when the decision is made: it is
 /// written out as is and goes into LLM prompts as is, without building a `serde_json::Value` tree
 /// (which cost more than the rest of a decision together).

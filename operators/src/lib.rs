@@ -6,10 +6,12 @@ pub mod decision;
 pub mod exact_sum;
 pub mod indicators;
 pub mod keyed;
+pub mod llm;
 pub mod rules;
 pub mod window;
 
 pub use decision::{Action, DecidedBy, Decision, Evidence};
 pub use keyed::{Keyed, KeyedStateExt, Order};
+pub use llm::{LlmConfig, LlmExt, LlmService};
 pub use rules::{DecideExt, Emit, Rules, Verdict};
 pub use window::{Bar, Tick, WindowExt};

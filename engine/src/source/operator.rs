@@ -119,8 +119,9 @@ pub fn source<'scope, E: Event>(
             let Some(held) = caps.as_mut() else { return };
             let floor = *held[0].time();
             let polled = crate::time::wall_nanos();
-            // Flow control: while the outputs lag more than `max_lag` behind, read nothing.
-            let lagging = max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag));
+            // Flow control: while the outputs lag more than `max_lag` behind, or a buffer downstream
+            // is full, read nothing.
+            let lagging = (max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag))) || ctx.pressure.engaged();
             let state = if ctx.stop.requested() {
                 FeedState::Done
             } else if lagging {

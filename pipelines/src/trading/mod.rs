@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! events ─map(tick)─▶ bars(window) ─▶ indicators (per asset, in time order) ─▶ decide(rules, emit)
+//!        ─▶ llm_decide (only with an LLM service; decisions below llm.min_confidence)
 //! ```
 
 mod event;
@@ -14,8 +15,11 @@ pub use rules::{Scored, TradingRules};
 
 use inflight_engine::{Millis, Scope, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Macd, Rsi};
-use inflight_operators::{DecideExt, Decision, Emit, KeyedStateExt, Order, Tick, WindowExt};
+use inflight_operators::{
+    DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, Tick, WindowExt,
+};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use timely::dataflow::operators::vec::Map;
 
 /// The trading pipeline's settings (TOML `[trading]`-free: the file holds these keys at top level).
@@ -36,7 +40,20 @@ pub struct TradingConfig {
     pub emit: Emit,
     /// The decision rules.
     pub rules: TradingRules,
+    /// The LLM stage (off unless enabled).
+    pub llm: LlmConfig,
 }
+
+/// The trading prompts: what the model sees of a bar the rules were unsure about.
+const SYSTEM_PROMPT: &str = "You are a cautious trading assistant inside an automated pipeline. \
+You get one asset's last 1-second OHLCV bar with RSI(14) and MACD(12,26,9) computed on bar closes, \
+and the decision a rule set made with low confidence. Decide {{ actions }}. \
+Answer only with a JSON object {\"action\", \"reason\", \"confidence\"}: confidence in [0, 1], \
+reason one short sentence naming the indicator values you used.";
+
+const USER_PROMPT: &str = "Asset {{ key }}, bar ending {{ event_time }}.
+Rules: {{ rule.action }} (confidence {{ rule.confidence }}): {{ rule.reason }}
+Evidence: {{ evidence }}";
 
 impl Default for TradingConfig {
     fn default() -> Self {
@@ -48,6 +65,7 @@ impl Default for TradingConfig {
             macd_signal: 9,
             emit: Emit::Changes,
             rules: TradingRules::default(),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -61,7 +79,13 @@ impl TradingConfig {
         if self.rsi_period == 0 || self.macd_fast == 0 || self.macd_slow == 0 || self.macd_signal == 0 {
             return Err("indicator periods must be at least 1".into());
         }
-        self.rules.validate()
+        self.rules.validate()?;
+        self.llm_config().validate()
+    }
+
+    /// The LLM settings with the trading prompts where the config gives none.
+    pub fn llm_config(&self) -> LlmConfig {
+        self.llm.clone().with_default_prompts(SYSTEM_PROMPT, USER_PROMPT)
     }
 }
 
@@ -78,9 +102,10 @@ pub fn trading<'s>(
     events: Stream<'s, Sourced<MarketEvent>>,
     config: &TradingConfig,
     source: SourceName,
+    llm: Option<&Arc<LlmService>>,
 ) -> Stream<'s, Decision> {
     let c = config.clone();
-    events
+    let decisions = events
         .map(|s: Sourced<MarketEvent>| {
             let context = s.event.trend();
             Tick {
@@ -108,5 +133,9 @@ pub fn trading<'s>(
                 out.push(Scored { bar, rsi, macd });
             }
         })
-        .decide(config.rules.clone().with_source(source), config.emit, Order::Arrival)
+        .decide(config.rules.clone().with_source(source), config.emit, Order::Arrival);
+    match llm {
+        Some(service) => decisions.llm_decide(service),
+        None => decisions,
+    }
 }

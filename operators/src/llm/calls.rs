@@ -1,0 +1,462 @@
+//! Everything between "ask" and "answer": the per-process service (tokio runtime, client,
+//! breaker, rate limits, call log, replay), retries with backoff and `Retry-After`, and the repair
+//! attempt after an invalid reply.
+
+use super::LlmConfig;
+use super::breaker::Breaker;
+use super::client::{CallError, Client, Completion, Message, Params};
+use super::prompt::{self, LlmVerdict, Prompts};
+use super::stats::{LlmStats, bump};
+use crate::decision::Action;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use inflight_engine::runtime::Pressure;
+use rand::Rng;
+use rustc_hash::{FxHashMap, FxHasher};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::hash::Hasher;
+use std::io::{BufRead, BufWriter, Write};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How failed attempts are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// First backoff, doubled per retry.
+    pub backoff: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    /// Backoff before retry `n` (0-based): full jitter over `backoff * 2^n`, capped.
+    pub fn delay(&self, n: u32) -> Duration {
+        let ceiling = self.backoff.saturating_mul(1u32 << n.min(20)).min(self.backoff_max);
+        ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, runs out of retries, or the breaker refuses.
+/// A `Retry-After` delays the next attempt by at least that long.
+pub async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    breaker: &Breaker,
+    stats: &LlmStats,
+    mut attempt: F,
+) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut n = 0;
+    loop {
+        if !breaker.allow() {
+            stats.failed(CallError::BreakerOpen.kind());
+            return Err(CallError::BreakerOpen);
+        }
+        bump(&stats.attempts);
+        match attempt().await {
+            Ok(value) => {
+                breaker.success();
+                return Ok(value);
+            }
+            Err(e) => {
+                stats.failed(e.kind());
+                if !e.retryable() {
+                    // The endpoint answered: it is up, whatever it said.
+                    breaker.success();
+                    return Err(e);
+                }
+                if breaker.failure() {
+                    bump(&stats.breaker_opened);
+                    tracing::warn!(error = %e, "llm circuit breaker opened");
+                }
+                if n >= policy.retries {
+                    return Err(e);
+                }
+                let mut wait = policy.delay(n);
+                if let CallError::Status { retry_after: Some(after), .. } = &e {
+                    wait = wait.max(*after);
+                }
+                tracing::debug!(error = %e, retry = n + 1, ?wait, "llm call failed, retrying");
+                bump(&stats.retries);
+                tokio::time::sleep(wait).await;
+                n += 1;
+            }
+        }
+    }
+}
+
+/// The outcome of one case as the call log keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A valid verdict.
+    Verdict(LlmVerdict),
+    /// Why there is none (the fallback's reason).
+    Error(String),
+}
+
+/// One line of the call log.
+#[derive(Serialize, Deserialize)]
+struct LogLine {
+    key: String,
+    model: String,
+    messages: Vec<Message>,
+    outcome: Outcome,
+    #[serde(default)]
+    reply: Option<String>,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default)]
+    latency_ms: f64,
+}
+
+/// The LLM stage's process-wide part: one per run, shared by every worker's operator.
+pub struct LlmService {
+    /// The settings.
+    pub config: LlmConfig,
+    /// The compiled prompt templates.
+    pub prompts: Prompts,
+    /// What happened.
+    pub stats: Arc<LlmStats>,
+    pub(crate) caller: Arc<Caller>,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) pressure: Pressure,
+}
+
+impl std::fmt::Debug for LlmService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmService").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl LlmService {
+    /// Starts the service: checks the config, builds the client (or loads the replay log), and
+    /// starts a small tokio runtime for the requests. `pressure` is how the operators pause the
+    /// sources when their buffers fill.
+    pub fn start(config: &LlmConfig, pressure: Pressure) -> Result<Arc<Self>, String> {
+        config.validate()?;
+        let prompts = Prompts::new(config)?;
+        let stats = Arc::new(LlmStats::default());
+        let replay = match &config.replay {
+            Some(path) => Some(load_replay(path)?),
+            None => None,
+        };
+        let client = if replay.is_some() { None } else { Some(Client::new(config)?) };
+        let log = match &config.log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open the LLM call log {}: {e}", path.display()))?;
+                Some(Mutex::new(BufWriter::new(file)))
+            }
+            None => None,
+        };
+        let limiter = |n: Option<u32>, quota: fn(NonZeroU32) -> Quota| {
+            n.and_then(NonZeroU32::new).map(|n| RateLimiter::direct(quota(n)))
+        };
+        let caller = Caller {
+            client,
+            params: Params {
+                model: config.model.clone(),
+                temperature: config.temperature,
+                max_tokens: config.max_tokens,
+                seed: config.seed,
+                response_format: config.json_schema.then(|| prompt::response_format(&config.actions)),
+            },
+            policy: RetryPolicy { retries: config.retries, backoff: config.backoff, backoff_max: config.backoff_max },
+            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            rps: limiter(config.requests_per_second, Quota::per_second),
+            tpm: limiter(config.tokens_per_minute, Quota::per_minute),
+            tpm_max: config.tokens_per_minute.unwrap_or(u32::MAX),
+            log,
+            replay,
+            stats: Arc::clone(&stats),
+            actions: config.actions.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("inflight-llm")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the LLM runtime: {e}"))?;
+        if caller.replay.is_none() {
+            tracing::info!(base_url = %config.base_url, model = %config.model, key = config.api_key.is_some(), "llm endpoint");
+        }
+        Ok(Arc::new(LlmService { config: config.clone(), prompts, stats, caller: Arc::new(caller), runtime, pressure }))
+    }
+
+    /// The key of a prompt: a hash of the model, the parameters and the messages.
+    pub fn key(&self, messages: &[Message]) -> u64 {
+        self.caller.key(messages)
+    }
+
+    /// Flushes the call log.
+    pub fn flush(&self) {
+        self.caller.flush();
+    }
+
+    /// The summary lines of the run.
+    pub fn summary(&self) -> Vec<String> {
+        self.stats.summary(self.caller.breaker.state())
+    }
+}
+
+/// Asks the endpoint (or the replay log) and checks the answer.
+pub(crate) struct Caller {
+    client: Option<Client>,
+    params: Params,
+    policy: RetryPolicy,
+    breaker: Breaker,
+    rps: Option<DefaultDirectRateLimiter>,
+    tpm: Option<DefaultDirectRateLimiter>,
+    tpm_max: u32,
+    log: Option<Mutex<BufWriter<File>>>,
+    replay: Option<FxHashMap<u64, Outcome>>,
+    stats: Arc<LlmStats>,
+    actions: Vec<Action>,
+}
+
+use std::fs::File;
+
+impl Caller {
+    fn key(&self, messages: &[Message]) -> u64 {
+        key_of(&self.params, messages)
+    }
+
+    /// The whole case: ask, validate, one repair attempt, all before `deadline`.
+    pub(crate) async fn decide(&self, key: u64, messages: Vec<Message>, deadline: Duration) -> Outcome {
+        if let Some(replay) = &self.replay {
+            bump(&self.stats.replayed);
+            return replay.get(&key).cloned().unwrap_or_else(|| Outcome::Error(CallError::NotInReplay.to_string()));
+        }
+        let started = Instant::now();
+        let attempts = AtomicU32::new(0);
+        let mut last_reply = None;
+        let work = async {
+            let first = self.ask(&messages, &attempts).await?;
+            last_reply = Some(first.content.clone());
+            match prompt::validate(&first.content, &self.actions) {
+                Ok(v) => Ok(v),
+                Err(problem) => {
+                    bump(&self.stats.repairs);
+                    let again = prompt::repair(&messages, &first.content, &problem);
+                    let second = self.ask(&again, &attempts).await?;
+                    last_reply = Some(second.content.clone());
+                    prompt::validate(&second.content, &self.actions)
+                        .map_err(|e| CallError::Invalid(format!("{e} (after one repair attempt)")))
+                }
+            }
+        };
+        let result = match tokio::time::timeout(deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Deadline(deadline)),
+        };
+        let outcome = match result {
+            Ok(v) => Outcome::Verdict(v),
+            Err(e) => Outcome::Error(e.to_string()),
+        };
+        self.write_log(key, &messages, &outcome, last_reply, attempts.into_inner(), started.elapsed());
+        outcome
+    }
+
+    async fn ask(&self, messages: &[Message], attempts: &AtomicU32) -> Result<Completion, CallError> {
+        let Some(client) = &self.client else { return Err(CallError::NotInReplay) };
+        with_retries(&self.policy, &self.breaker, &self.stats, || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.limit(messages).await;
+            self.stats.started();
+            let sent = Instant::now();
+            let result = client.complete(&self.params, messages).await;
+            self.stats.ended();
+            if let Ok(c) = &result {
+                self.stats.latency(sent.elapsed());
+                if let Some(u) = c.usage {
+                    self.stats.prompt_tokens.fetch_add(u.prompt_tokens, Ordering::Relaxed);
+                    self.stats.completion_tokens.fetch_add(u.completion_tokens, Ordering::Relaxed);
+                }
+            }
+            result
+        })
+        .await
+    }
+
+    /// Waits for the request and token budgets.
+    async fn limit(&self, messages: &[Message]) {
+        if let Some(rps) = &self.rps {
+            rps.until_ready().await;
+        }
+        if let Some(tpm) = &self.tpm {
+            // Estimated: 4 characters a token, plus the most the reply may take.
+            let chars: usize = messages.iter().map(|m| m.content.len()).sum();
+            let tokens = (chars / 4) as u64 + u64::from(self.params.max_tokens);
+            let tokens = u32::try_from(tokens).unwrap_or(u32::MAX).clamp(1, self.tpm_max);
+            if let Some(n) = NonZeroU32::new(tokens) {
+                let _ = tpm.until_n_ready(n).await;
+            }
+        }
+    }
+
+    fn write_log(
+        &self,
+        key: u64,
+        messages: &[Message],
+        outcome: &Outcome,
+        reply: Option<String>,
+        attempts: u32,
+        took: Duration,
+    ) {
+        let Some(log) = &self.log else { return };
+        let line = LogLine {
+            key: format!("{key:016x}"),
+            model: self.params.model.clone(),
+            messages: messages.to_vec(),
+            outcome: outcome.clone(),
+            reply,
+            attempts,
+            latency_ms: took.as_secs_f64() * 1000.0,
+        };
+        if let (Ok(mut w), Ok(text)) = (log.lock(), serde_json::to_string(&line)) {
+            if let Err(e) = writeln!(w, "{text}") {
+                tracing::error!("cannot write the LLM call log: {e}");
+            }
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(Ok(mut w)) = self.log.as_ref().map(|l| l.lock()) {
+            if let Err(e) = w.flush() {
+                tracing::error!("cannot write the LLM call log: {e}");
+            }
+        }
+    }
+}
+
+/// A stable hash of what a request asks (rustc-hash is deterministic across runs and machines).
+fn key_of(params: &Params, messages: &[Message]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(serde_json::to_string(params).unwrap_or_default().as_bytes());
+    for m in messages {
+        h.write(m.role.as_bytes());
+        h.write_u8(0);
+        h.write(m.content.as_bytes());
+        h.write_u8(0);
+    }
+    h.finish()
+}
+
+/// Loads a call log for replay. Keys are taken from the log's lines as written (the request
+/// parameters are part of them), the last outcome of a key wins.
+fn load_replay(path: &Path) -> Result<FxHashMap<u64, Outcome>, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open the LLM replay log {}: {e}", path.display()))?;
+    let mut map = FxHashMap::default();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: LogLine = serde_json::from_str(&line)
+            .map_err(|e| format!("{}:{}: not an LLM call log line: {e}", path.display(), i + 1))?;
+        let key = u64::from_str_radix(&entry.key, 16)
+            .map_err(|e| format!("{}:{}: bad key {:?}: {e}", path.display(), i + 1, entry.key))?;
+        map.insert(key, entry.outcome);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(retries: u32) -> RetryPolicy {
+        RetryPolicy { retries, backoff: Duration::from_millis(100), backoff_max: Duration::from_secs(2) }
+    }
+
+    fn status(code: u16, retry_after: Option<u64>) -> CallError {
+        CallError::Status { code, retry_after: retry_after.map(Duration::from_secs), message: String::new() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_delays_the_retry_by_at_least_that_long() {
+        let (breaker, stats) = (Breaker::new(0, Duration::from_secs(1)), LlmStats::default());
+        let tries = AtomicU32::new(0);
+        let start = Instant::now();
+        let result = with_retries(&policy(3), &breaker, &stats, || async {
+            if tries.fetch_add(1, Ordering::SeqCst) == 0 { Err(status(429, Some(1))) } else { Ok(7) }
+        })
+        .await;
+        assert_eq!(result, Ok(7));
+        assert!(start.elapsed() >= Duration::from_secs(1), "waited {:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_millis(1200), "and not much longer: {:?}", start.elapsed());
+        assert_eq!(stats.retries.load(Ordering::SeqCst), 1);
+        assert_eq!(stats.failures().get("http_429"), Some(&1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_and_is_capped_and_gives_up_after_the_retries() {
+        let (breaker, stats) = (Breaker::new(0, Duration::from_secs(1)), LlmStats::default());
+        let tries = AtomicU32::new(0);
+        let start = Instant::now();
+        let result: Result<(), _> = with_retries(&policy(4), &breaker, &stats, || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(status(503, None))
+        })
+        .await;
+        assert_eq!(result, Err(status(503, None)));
+        assert_eq!(tries.load(Ordering::SeqCst), 5, "first try + 4 retries");
+        // Full jitter: at most 100 + 200 + 400 + 800 ms in total.
+        assert!(start.elapsed() <= Duration::from_millis(1500), "{:?}", start.elapsed());
+        for n in 0..30 {
+            assert!(policy(0).delay(n) <= Duration::from_secs(2));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried() {
+        let (breaker, stats) = (Breaker::new(0, Duration::from_secs(1)), LlmStats::default());
+        let tries = AtomicU32::new(0);
+        let result: Result<(), _> = with_retries(&policy(5), &breaker, &stats, || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(status(400, None))
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_refuses_without_calling() {
+        let (breaker, stats) = (Breaker::new(2, Duration::from_secs(30)), LlmStats::default());
+        let tries = AtomicU32::new(0);
+        let fail = || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(CallError::Timeout(Duration::from_secs(1)))
+        };
+        assert!(with_retries(&policy(5), &breaker, &stats, fail).await.is_err());
+        assert_eq!(tries.load(Ordering::SeqCst), 2, "the second failure opened it");
+        let result = with_retries(&policy(5), &breaker, &stats, fail).await;
+        assert_eq!(result, Err(CallError::BreakerOpen));
+        assert_eq!(tries.load(Ordering::SeqCst), 2, "refused without a call");
+        assert_eq!(stats.breaker_opened.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn keys_depend_on_params_and_messages_only() {
+        let params =
+            Params { model: "m".into(), temperature: Some(0.0), max_tokens: 10, seed: None, response_format: None };
+        let a = [Message::new("user", "x")];
+        assert_eq!(key_of(&params, &a), key_of(&params.clone(), &a.clone()));
+        assert_ne!(key_of(&params, &a), key_of(&params, &[Message::new("user", "y")]));
+        let other = Params { model: "n".into(), ..params.clone() };
+        assert_ne!(key_of(&params, &a), key_of(&other, &a));
+    }
+}

@@ -1,0 +1,201 @@
+//! The LLM stage: decisions the rules are unsure about go to an OpenAI-compatible endpoint, and
+//! come back as validated decisions — or, when the endpoint fails, as the rules' decision marked
+//! `fallback`. Every input yields exactly one output.
+//!
+//! * [`client`]: one HTTP exchange (`POST {base_url}/chat/completions`, plain or SSE).
+//! * [`calls`]: retries, backoff, `Retry-After`, the circuit breaker, rate limits, call log and
+//!   replay — everything between "ask" and "answer".
+//! * [`prompt`]: templates, the JSON schema of a reply and its validation.
+//! * [`operator`]: the timely operator (`stream.llm_decide(&service)`) with the confidence gate.
+//! * [`stats`]: counters and latencies for the run summary.
+
+pub mod breaker;
+pub mod calls;
+pub mod client;
+pub mod operator;
+pub mod prompt;
+pub mod stats;
+
+pub use calls::LlmService;
+pub use client::ApiKey;
+pub use operator::LlmExt;
+pub use stats::LlmStats;
+
+use crate::decision::Action;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of the LLM stage (`[llm]` in a pipeline's config file; flags and env override them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Call the LLM at all (off by default: the rules decide alone, no key needed).
+    pub enabled: bool,
+    /// Endpoint base, e.g. `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1` (Ollama).
+    pub base_url: String,
+    /// Model name as the endpoint knows it.
+    pub model: String,
+    /// Sampling temperature (0 for repeatable answers).
+    pub temperature: Option<f64>,
+    /// Most tokens in a reply.
+    pub max_tokens: u32,
+    /// Sampling seed, where the endpoint supports it.
+    pub seed: Option<u64>,
+    /// Ask for a streamed (SSE) reply.
+    pub stream: bool,
+    /// Send `response_format` with the reply's JSON schema (turn off for servers that reject it).
+    pub json_schema: bool,
+    /// Decisions whose rule confidence is below this go to the LLM (0 = never, 1 = always).
+    pub min_confidence: f64,
+    /// Most requests in flight per worker.
+    pub concurrency: usize,
+    /// Most cases waiting per worker before the sources pause.
+    pub max_buffered: usize,
+    /// Timeout of one HTTP exchange.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries after the first attempt (timeouts, connection errors, 5xx, 429).
+    pub retries: u32,
+    /// First backoff; doubles per retry, with full jitter.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Longest backoff.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Consecutive failed calls that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe call.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Requests per second per process (none = unlimited).
+    pub requests_per_second: Option<u32>,
+    /// Tokens (prompt estimate + max_tokens) per minute per process (none = unlimited).
+    pub tokens_per_minute: Option<u32>,
+    /// A case still unanswered this long after its input was read falls back to the rules.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Replies kept for identical prompts, per worker.
+    pub cache_size: usize,
+    /// Actions a reply may choose.
+    pub actions: Vec<Action>,
+    /// System message template (minijinja) [default: the pipeline's].
+    pub system_prompt: Option<String>,
+    /// User message template (minijinja); sees `pipeline`, `key`, `event_time`, `rule` (`action`,
+    /// `reason`, `confidence`), `evidence` (compact JSON) and `actions` [default: the pipeline's].
+    pub user_prompt: Option<String>,
+    /// Append every call and reply to this JSONL file (set by `--llm-log`).
+    #[serde(skip)]
+    pub log: Option<PathBuf>,
+    /// Answer from this call log instead of the network (set by `--llm-replay`).
+    #[serde(skip)]
+    pub replay: Option<PathBuf>,
+    /// `OPENAI_API_KEY` (from the environment only; never written or logged).
+    #[serde(skip)]
+    pub api_key: Option<ApiKey>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            enabled: false,
+            base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-4o-mini".into(),
+            temperature: Some(0.0),
+            max_tokens: 300,
+            seed: None,
+            stream: false,
+            json_schema: true,
+            min_confidence: 0.7,
+            concurrency: 32,
+            max_buffered: 4096,
+            timeout: Duration::from_secs(20),
+            retries: 3,
+            backoff: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(10),
+            breaker_failures: 10,
+            breaker_cooldown: Duration::from_secs(15),
+            requests_per_second: None,
+            tokens_per_minute: None,
+            deadline: Duration::from_secs(60),
+            cache_size: 10_000,
+            actions: vec![Action::Buy, Action::Sell, Action::Hold],
+            system_prompt: None,
+            user_prompt: None,
+            log: None,
+            replay: None,
+            api_key: None,
+        }
+    }
+}
+
+/// Prompts for pipelines that bring none.
+const SYSTEM_PROMPT: &str = "You decide for an automated stream-processing pipeline. Answer only with a JSON \
+object {\"action\", \"reason\", \"confidence\"}; action is one of {{ actions }}; confidence is a number in \
+[0, 1]; reason is one short sentence.";
+const USER_PROMPT: &str = "Pipeline {{ pipeline }}, key {{ key }}, event time {{ event_time }}.
+The rules said {{ rule.action }} with confidence {{ rule.confidence }}: {{ rule.reason }}
+Evidence: {{ evidence }}";
+
+impl LlmConfig {
+    /// Fills the prompts the config left out with a pipeline's own.
+    pub fn with_default_prompts(mut self, system: &str, user: &str) -> Self {
+        self.system_prompt.get_or_insert_with(|| system.to_owned());
+        self.user_prompt.get_or_insert_with(|| user.to_owned());
+        self
+    }
+
+    /// The system template in use.
+    pub fn system_template(&self) -> &str {
+        self.system_prompt.as_deref().unwrap_or(SYSTEM_PROMPT)
+    }
+
+    /// The user template in use.
+    pub fn user_template(&self) -> &str {
+        self.user_prompt.as_deref().unwrap_or(USER_PROMPT)
+    }
+
+    /// Takes `OPENAI_API_KEY` and `OPENAI_BASE_URL` from the environment (the base URL only if the
+    /// config left the default).
+    pub fn with_env(mut self) -> Self {
+        if let Ok(key) = std::env::var("OPENAI_API_KEY") {
+            if !key.trim().is_empty() {
+                self.api_key = Some(ApiKey::new(key.trim()));
+            }
+        }
+        if let Ok(url) = std::env::var("OPENAI_BASE_URL") {
+            if !url.trim().is_empty() && self.base_url == LlmConfig::default().base_url {
+                self.base_url = url.trim().to_owned();
+            }
+        }
+        self
+    }
+
+    /// Checks ranges; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            return Err(format!("llm.min_confidence must be in [0, 1], got {}", self.min_confidence));
+        }
+        if self.concurrency == 0 {
+            return Err("llm.concurrency must be at least 1".into());
+        }
+        if self.max_buffered == 0 {
+            return Err("llm.max_buffered must be at least 1".into());
+        }
+        if self.actions.is_empty() {
+            return Err("llm.actions must name at least one action".into());
+        }
+        if self.timeout.is_zero() || self.deadline.is_zero() {
+            return Err("llm.timeout and llm.deadline must be above zero".into());
+        }
+        if self.requests_per_second == Some(0) || self.tokens_per_minute == Some(0) {
+            return Err("llm rate limits must be above zero (leave them out for no limit)".into());
+        }
+        let url = reqwest::Url::parse(&self.base_url)
+            .map_err(|e| format!("llm.base_url {:?} is not a URL: {e}", self.base_url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("llm.base_url {:?} must be http:// or https://", self.base_url));
+        }
+        prompt::Prompts::new(self).map(|_| ())
+    }
+}

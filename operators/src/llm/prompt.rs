@@ -1,0 +1,214 @@
+//! What goes to the model and what may come back: prompt templates (minijinja, from the pipeline's
+//! config), the JSON schema of a reply (schemars, from [`LlmVerdict`]) and the validation of a
+//! reply against it. The model's text is data: parsed, range-checked and size-limited, never run.
+
+use super::LlmConfig;
+use super::client::Message;
+use crate::decision::{Action, Decision};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Longest reason kept from a reply (characters).
+pub const MAX_REASON: usize = 500;
+/// Longest reply looked at (bytes).
+pub const MAX_REPLY: usize = 16 * 1024;
+
+/// A reply as the model must give it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmVerdict {
+    /// One of the allowed actions.
+    #[schemars(with = "String")]
+    pub action: Action,
+    /// One short sentence.
+    pub reason: String,
+    /// How sure, in [0, 1].
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub confidence: f64,
+}
+
+/// The rendered prompt templates of a run.
+#[derive(Debug)]
+pub struct Prompts {
+    env: minijinja::Environment<'static>,
+    actions: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct RuleView<'a> {
+    action: Action,
+    reason: &'a str,
+    confidence: f64,
+}
+
+impl Prompts {
+    /// Compiles the config's templates; a syntax error names the template.
+    pub fn new(config: &LlmConfig) -> Result<Self, String> {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.add_template_owned("system", config.system_template().to_owned())
+            .map_err(|e| format!("llm.system_prompt: {e}"))?;
+        env.add_template_owned("user", config.user_template().to_owned())
+            .map_err(|e| format!("llm.user_prompt: {e}"))?;
+        let actions = config.actions.iter().map(|a| action_name(*a).to_owned()).collect();
+        let prompts = Prompts { env, actions };
+        // Render once on a sample, so a template that names a missing field fails at start.
+        prompts.render(&Decision::sample()).map(|_| prompts)
+    }
+
+    /// The messages for `decision` (the rules' decision, with its evidence).
+    pub fn render(&self, decision: &Decision) -> Result<Vec<Message>, String> {
+        let evidence = minijinja::Value::from_safe_string(decision.evidence.as_str().to_owned());
+        let context = minijinja::context! {
+            pipeline => decision.pipeline,
+            key => decision.key.as_str(),
+            event_time => decision.event_time,
+            rule => minijinja::Value::from_serialize(RuleView {
+                action: decision.action,
+                reason: &decision.reason,
+                confidence: decision.confidence,
+            }),
+            evidence => evidence,
+            actions => self.actions.join(", "),
+        };
+        let render = |name: &str| {
+            self.env.get_template(name).and_then(|t| t.render(&context)).map_err(|e| format!("llm.{name}_prompt: {e}"))
+        };
+        Ok(vec![Message::new("system", render("system")?), Message::new("user", render("user")?)])
+    }
+}
+
+/// `response_format` asking for a [`LlmVerdict`] whose action is one of `actions`.
+pub fn response_format(actions: &[Action]) -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(LlmVerdict)).unwrap_or_default();
+    if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        let names: Vec<&str> = actions.iter().map(|a| action_name(*a)).collect();
+        props.insert("action".into(), serde_json::json!({ "type": "string", "enum": names }));
+    }
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("title");
+    }
+    serde_json::json!({
+        "type": "json_schema",
+        "json_schema": { "name": "decision", "strict": true, "schema": schema },
+    })
+}
+
+/// Parses and checks a reply: JSON for the schema (a ```json fence around it is tolerated), an
+/// allowed action, a confidence in [0, 1], a non-empty reason (shortened to [`MAX_REASON`]).
+pub fn validate(content: &str, actions: &[Action]) -> Result<LlmVerdict, String> {
+    if content.len() > MAX_REPLY {
+        return Err(format!("reply is {} bytes, more than {MAX_REPLY}", content.len()));
+    }
+    let text = unfence(content);
+    let mut verdict: LlmVerdict = serde_json::from_str(text).map_err(|e| {
+        let start: String = text.chars().take(120).collect();
+        format!("not a JSON object {{action, reason, confidence}}: {e} (reply starts {start:?})")
+    })?;
+    if !actions.contains(&verdict.action) {
+        return Err(format!("action {} is not one of {:?}", action_name(verdict.action), actions));
+    }
+    if !(0.0..=1.0).contains(&verdict.confidence) {
+        return Err(format!("confidence {} is outside [0, 1]", verdict.confidence));
+    }
+    if verdict.reason.trim().is_empty() {
+        return Err("reason is empty".into());
+    }
+    if verdict.reason.chars().count() > MAX_REASON {
+        verdict.reason = verdict.reason.chars().take(MAX_REASON).collect();
+    }
+    Ok(verdict)
+}
+
+/// The messages of a repair attempt: the conversation so far, the bad reply, and what was wrong.
+pub fn repair(messages: &[Message], reply: &str, error: &str) -> Vec<Message> {
+    let mut next = messages.to_vec();
+    next.push(Message::new("assistant", reply.chars().take(MAX_REPLY).collect::<String>()));
+    next.push(Message::new(
+        "user",
+        format!("That reply is not valid: {error}. Answer again with only the JSON object {{\"action\", \"reason\", \"confidence\"}}."),
+    ));
+    next
+}
+
+fn unfence(content: &str) -> &str {
+    let t = content.trim();
+    let Some(rest) = t.strip_prefix("```") else { return t };
+    let rest = rest.strip_prefix("json").unwrap_or(rest);
+    rest.strip_suffix("```").unwrap_or(rest).trim()
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Buy => "BUY",
+        Action::Sell => "SELL",
+        Action::Hold => "HOLD",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Action; 3] = [Action::Buy, Action::Sell, Action::Hold];
+
+    #[test]
+    fn valid_replies_pass_and_fences_are_tolerated() {
+        let v = validate(r#"{"action":"BUY","reason":"momentum","confidence":0.8}"#, &ALL).unwrap();
+        assert_eq!((v.action, v.confidence), (Action::Buy, 0.8));
+        let fenced = "```json\n{\"action\":\"SELL\",\"reason\":\"r\",\"confidence\":1}\n```";
+        assert_eq!(validate(fenced, &ALL).unwrap().action, Action::Sell);
+    }
+
+    #[test]
+    fn bad_replies_say_what_is_wrong() {
+        let err = |s: &str| validate(s, &ALL).unwrap_err();
+        assert!(err("I think you should buy").contains("not a JSON object"));
+        assert!(err(r#"{"action":"YOLO","reason":"r","confidence":0.5}"#).contains("not a JSON object"));
+        assert!(err(r#"{"action":"BUY","reason":"r","confidence":1.5}"#).contains("outside [0, 1]"));
+        assert!(err(r#"{"action":"BUY","reason":"r","confidence":-0.1}"#).contains("outside [0, 1]"));
+        assert!(err(r#"{"action":"BUY","reason":" ","confidence":0.5}"#).contains("reason is empty"));
+        assert!(err(r#"{"action":"BUY","reason":"r","confidence":0.5,"extra":1}"#).contains("not a JSON object"));
+        assert!(err(r#"{"action":"BUY","confidence":0.5}"#).contains("not a JSON object"));
+        assert!(
+            validate(r#"{"action":"SELL","reason":"r","confidence":0.5}"#, &[Action::Buy])
+                .unwrap_err()
+                .contains("not one of")
+        );
+        assert!(err(&"x".repeat(MAX_REPLY + 1)).contains("more than"));
+    }
+
+    #[test]
+    fn long_reasons_are_shortened() {
+        let long = format!(r#"{{"action":"HOLD","reason":"{}","confidence":0.5}}"#, "a".repeat(2000));
+        assert_eq!(validate(&long, &ALL).unwrap().reason.len(), MAX_REASON);
+    }
+
+    #[test]
+    fn schema_lists_only_allowed_actions_and_requires_every_field() {
+        let f = response_format(&[Action::Buy, Action::Hold]);
+        let schema = &f["json_schema"]["schema"];
+        assert_eq!(schema["properties"]["action"]["enum"], serde_json::json!(["BUY", "HOLD"]));
+        assert_eq!(schema["additionalProperties"], false);
+        let mut required: Vec<&str> =
+            schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        required.sort_unstable();
+        assert_eq!(required, ["action", "confidence", "reason"]);
+        assert_eq!(schema["properties"]["confidence"]["maximum"], 1.0);
+    }
+
+    #[test]
+    fn templates_render_the_evidence_verbatim_and_bad_templates_fail_at_start() {
+        let prompts = Prompts::new(&LlmConfig::default()).unwrap();
+        let d = Decision::sample();
+        let messages = prompts.render(&d).unwrap();
+        assert_eq!(messages[0].role, "system");
+        assert!(messages[0].content.contains("BUY, SELL, HOLD"));
+        assert!(messages[1].content.contains(d.evidence.as_str()), "{}", messages[1].content);
+        let broken = LlmConfig { user_prompt: Some("{{ nope".into()), ..LlmConfig::default() };
+        assert!(Prompts::new(&broken).unwrap_err().starts_with("llm.user_prompt"));
+        let missing = LlmConfig { user_prompt: Some("{{ no_such_field }}".into()), ..LlmConfig::default() };
+        assert!(Prompts::new(&missing).is_err());
+    }
+}

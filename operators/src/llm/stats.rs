@@ -1,0 +1,133 @@
+//! Counters of the LLM stage, shared by every worker of a process, for the run summary.
+
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What the LLM stage did.
+#[derive(Debug, Default)]
+pub struct LlmStats {
+    /// Decisions that reached the stage.
+    pub cases: AtomicU64,
+    /// Decisions the gate let through unchanged (rules confident enough).
+    pub passed: AtomicU64,
+    /// HTTP attempts sent (first tries, retries and repairs).
+    pub attempts: AtomicU64,
+    /// Retries after a transient failure.
+    pub retries: AtomicU64,
+    /// Repair attempts after an invalid reply.
+    pub repairs: AtomicU64,
+    /// Decisions made by the LLM.
+    pub decided: AtomicU64,
+    /// Decisions that fell back to the rules.
+    pub fallbacks: AtomicU64,
+    /// Answered from the cache of earlier replies.
+    pub cache_hits: AtomicU64,
+    /// Joined an identical request already in flight.
+    pub shared: AtomicU64,
+    /// Answered from the replay log.
+    pub replayed: AtomicU64,
+    /// Requests in flight now.
+    pub in_flight: AtomicU64,
+    /// Most requests in flight at once.
+    pub max_in_flight: AtomicU64,
+    /// Times the breaker opened.
+    pub breaker_opened: AtomicU64,
+    /// Tokens of prompts, as reported.
+    pub prompt_tokens: AtomicU64,
+    /// Tokens of replies, as reported.
+    pub completion_tokens: AtomicU64,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
+    latency: Mutex<Option<Histogram<u64>>>,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl LlmStats {
+    /// Counts a failed attempt by kind.
+    pub fn failed(&self, kind: &'static str) {
+        if let Ok(mut f) = self.failures.lock() {
+            *f.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// Failed attempts by kind.
+    pub fn failures(&self) -> BTreeMap<&'static str, u64> {
+        self.failures.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Records the latency of a successful attempt.
+    pub fn latency(&self, took: Duration) {
+        if let Ok(mut h) = self.latency.lock() {
+            if h.is_none() {
+                *h = Histogram::new_with_bounds(1, 3_600_000_000, 3).ok();
+            }
+            if let Some(h) = h.as_mut() {
+                let _ = h.record((took.as_micros() as u64).max(1));
+            }
+        }
+    }
+
+    /// One more request in flight.
+    pub(crate) fn started(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// One request fewer in flight.
+    pub(crate) fn ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Latency percentiles of successful attempts in ms: (p50, p99, max, count).
+    pub fn latency_ms(&self) -> Option<(f64, f64, f64, u64)> {
+        let h = self.latency.lock().ok()?;
+        let h = h.as_ref()?;
+        let ms = |v: u64| v as f64 / 1000.0;
+        Some((ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()), h.len()))
+    }
+
+    /// The summary lines of a run.
+    pub fn summary(&self, breaker: &str) -> Vec<String> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut lines = vec![
+            format!(
+                "llm cases {} (gate passed {}), decided by llm {}, fallbacks {}",
+                get(&self.cases),
+                get(&self.passed),
+                get(&self.decided),
+                get(&self.fallbacks)
+            ),
+            format!(
+                "llm attempts {} (retries {}, repairs {}), cache hits {}, shared {}, replayed {}, max in flight {}",
+                get(&self.attempts),
+                get(&self.retries),
+                get(&self.repairs),
+                get(&self.cache_hits),
+                get(&self.shared),
+                get(&self.replayed),
+                get(&self.max_in_flight)
+            ),
+            format!(
+                "llm tokens prompt {} completion {}, breaker {breaker} (opened {} times)",
+                get(&self.prompt_tokens),
+                get(&self.completion_tokens),
+                get(&self.breaker_opened)
+            ),
+        ];
+        let failures = self.failures();
+        if !failures.is_empty() {
+            let parts: Vec<String> = failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            lines.push(format!("llm failed attempts: {}", parts.join(", ")));
+        }
+        if let Some((p50, p99, max, n)) = self.latency_ms() {
+            lines.push(format!("llm latency p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms  ({n} replies)"));
+        }
+        lines
+    }
+}

@@ -1,0 +1,78 @@
+//! The LLM operator inside a timely dataflow: the frontier after it does not pass a time whose
+//! request is still in flight, sure decisions pass at once, and replies come out at their input's
+//! time. Against the scripted test server on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
+
+#[path = "support/llm_server.rs"]
+mod llm_server;
+
+use inflight::engine::Millis;
+use inflight::engine::runtime::Pressure;
+use inflight::operators::{DecidedBy, Decision, LlmConfig, LlmExt, LlmService};
+use llm_server::{LlmServer, answering};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::{Input, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+
+fn case(key: &str, confidence: f64) -> Decision {
+    Decision { key: key.into(), id: format!("test/{key}"), confidence, ..Decision::sample() }
+}
+
+#[test]
+fn frontier_waits_for_in_flight_requests_and_replies_come_out_at_their_time() {
+    let server = LlmServer::start(answering(Duration::from_millis(400)));
+    let config = LlmConfig { enabled: true, base_url: server.base_url(), ..LlmConfig::default() };
+    let service = LlmService::start(&config, Pressure::default()).unwrap();
+    timely::execute_directly(move |worker| {
+        let mut input = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let seen: Rc<RefCell<Vec<(Millis, Decision)>>> = Rc::default();
+        let sink = Rc::clone(&seen);
+        worker.dataflow::<Millis, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .container::<Vec<Decision>>()
+                .llm_decide(&service)
+                .inspect_core(move |event| {
+                    if let Ok((stamp, data)) = event {
+                        let t = *stamp.least().unwrap();
+                        sink.borrow_mut().extend(data.iter().map(|d| (t, d.clone())));
+                    }
+                })
+                .probe_with(&probe);
+        });
+        input.advance_to(1_000);
+        input.send(case("UNSURE", 0.5));
+        input.send(case("SURE", 0.9));
+        input.advance_to(2_000);
+        input.send(case("LATER", 0.95));
+        input.advance_to(3_000);
+
+        // While the call is out (the server takes 400 ms), the frontier stays at 1000.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(250) {
+            worker.step();
+            assert!(probe.less_equal(&1_000), "the frontier passed a time with a request in flight");
+        }
+        {
+            let seen = seen.borrow();
+            let keys: Vec<&str> = seen.iter().map(|(_, d)| d.key.as_str()).collect();
+            assert!(keys.contains(&"SURE") && keys.contains(&"LATER"), "sure decisions pass at once: {keys:?}");
+            assert!(!keys.contains(&"UNSURE"), "the LLM's answer is not there yet");
+        }
+        while probe.less_than(&3_000) {
+            assert!(start.elapsed() < Duration::from_secs(10), "the reply never came");
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+        let seen = seen.borrow();
+        let (t, d) = seen.iter().find(|(_, d)| d.key.as_str() == "UNSURE").unwrap();
+        assert_eq!(*t, 1_000, "emitted at its input's time");
+        assert_eq!(d.decided_by, DecidedBy::Llm);
+        assert_eq!(seen.len(), 3, "one decision per input");
+        assert!(start.elapsed() >= Duration::from_millis(400), "and only once the reply was there");
+    });
+    assert_eq!(server.requests(), 1, "only the unsure decision was sent");
+}

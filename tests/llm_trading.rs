@@ -1,0 +1,401 @@
+//! The LLM stage end to end through the `inflight` binary, against a scripted OpenAI-compatible
+//! server on 127.0.0.1: exactly one decision per case under every fault, bounded concurrency and
+//! memory with a slow endpoint, call log and replay, streaming, the API key, bad settings.
+
+#![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
+
+#[path = "support/llm_server.rs"]
+mod llm_server;
+
+use llm_server::{LlmServer, Reply, Request, Script, answering, verdict_for};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_inflight");
+
+/// A generated market file in a temp dir.
+fn market(dir: &Path, events: &str, assets: &str, rate: &str) -> PathBuf {
+    let path = dir.join("market.jsonl");
+    let out = Command::new(BIN)
+        .args(["gen", "market", "--events", events, "--assets", assets, "--rate", rate])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+/// A config file with quick retries (the defaults wait up to seconds).
+fn quick_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("trading.toml");
+    let text = format!("emit = \"all\"\n[llm]\nretries = 2\nbackoff = \"5ms\"\nbackoff_max = \"20ms\"\n{extra}");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run").arg("trading").args(args).env_remove("OPENAI_API_KEY").env_remove("OPENAI_BASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[track_caller]
+fn ok(out: Output) -> Output {
+    assert!(out.status.success(), "inflight failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Decisions by id, without the wall-clock field.
+fn by_id(path: &Path) -> BTreeMap<String, Value> {
+    let mut map = BTreeMap::new();
+    for mut d in lines(path) {
+        d.as_object_mut().unwrap().remove("decided_at");
+        let id = d["id"].as_str().unwrap().to_owned();
+        assert!(map.insert(id.clone(), d).is_none(), "decision {id} emitted twice");
+    }
+    map
+}
+
+/// The first user message of a request: the case's prompt, also in repair attempts.
+fn case_prompt(req: &Request) -> String {
+    req.body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The fault class of a case, from its prompt: what the server does to it.
+fn class(prompt: &str) -> u64 {
+    fnv(prompt) % 8
+}
+
+/// The first line of the prompt the trading pipeline sends for a decision (its default user
+/// template): names the case on both sides.
+fn case_of(d: &Value) -> String {
+    format!("Asset {}, bar ending {}.", d["key"].as_str().unwrap(), d["event_time"].as_str().unwrap())
+}
+
+#[test]
+fn every_case_yields_exactly_one_decision_under_every_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "4000", "8", "40");
+    // Whole classes fail for good: the breaker would (rightly) stop calling; not what this tests.
+    let config = quick_config(dir.path(), "breaker_failures = 0\n");
+    let rules_out = dir.path().join("rules.jsonl");
+    ok(run(
+        &["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap(), "-o", rules_out.to_str().unwrap()],
+        &[],
+    ));
+    let rules = by_id(&rules_out);
+    assert!(rules.len() > 300, "enough cases: {}", rules.len());
+
+    // Per case (by the hash of its prompt): 0 fine; 1 a 500 first; 2 a 429 first; 3 malformed JSON
+    // always; 4 a reset first; 5 a wrong-schema reply, then a valid one on the repair; 6 503 always;
+    // 7 slower than the timeout always.
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let tries = Arc::clone(&seen);
+    let script: Script = Arc::new(move |req: &Request| {
+        let prompt = case_prompt(req).lines().next().unwrap_or_default().to_owned();
+        let n = {
+            let mut t = tries.lock().unwrap();
+            let n = t.entry(prompt.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let fine = Reply::Content { content: verdict_for(&prompt), delay: Duration::ZERO };
+        match (class(&prompt), n) {
+            (1, 1) => Reply::Status { code: 500, retry_after: None, delay: Duration::ZERO },
+            (2, 1) => Reply::Status { code: 429, retry_after: Some(0), delay: Duration::ZERO },
+            (3, _) => Reply::Raw { body: "{\"choices\": [oops".into(), delay: Duration::ZERO },
+            (4, 1) => Reply::Reset { delay: Duration::ZERO },
+            (5, 1) => Reply::Content {
+                content: r#"{"action":"MAYBE","reason":"unsure","confidence":2}"#.into(),
+                delay: Duration::ZERO,
+            },
+            (6, _) => Reply::Status { code: 503, retry_after: None, delay: Duration::ZERO },
+            (7, _) => Reply::Content { content: verdict_for(&prompt), delay: Duration::from_millis(400) },
+            _ => fine,
+        }
+    });
+    let server = LlmServer::start(script);
+    let out_path = dir.path().join("llm.jsonl");
+    let out = ok(run(
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--llm",
+            "--llm-min-confidence",
+            "1",
+            "--llm-base-url",
+            &server.base_url(),
+            "--llm-timeout",
+            "150ms",
+            "-w",
+            "2",
+        ],
+        &[],
+    ));
+    let got = by_id(&out_path);
+    assert_eq!(got.keys().collect::<Vec<_>>(), rules.keys().collect::<Vec<_>>(), "one decision per case");
+    let mut classes = [0u32; 8];
+    for (id, rule) in &rules {
+        let d = &got[id];
+        let prompt = case_of(rule);
+        let c = class(&prompt) as usize;
+        classes[c] += 1;
+        let expect_llm = !matches!(c, 3 | 6 | 7);
+        if expect_llm {
+            let verdict: Value = serde_json::from_str(&verdict_for(&prompt)).unwrap();
+            assert_eq!(d["decided_by"], "llm", "{id} (class {c}): {d}");
+            assert_eq!(d["reason"], verdict["reason"], "{id} (class {c}): {d} vs {verdict}");
+            assert_eq!(d["action"], verdict["action"], "{id}");
+            assert_eq!(d["confidence"], verdict["confidence"], "{id}");
+            assert_eq!(d["reason"], verdict["reason"], "{id}");
+        } else {
+            assert_eq!(d["decided_by"], "fallback", "{id} (class {c}): {d}");
+            assert_eq!(d["action"], rule["action"], "{id}: the fallback is the rules' action");
+            let reason = d["reason"].as_str().unwrap();
+            let why = match c {
+                3 => "malformed reply",
+                6 => "HTTP 503",
+                _ => "timed out",
+            };
+            assert!(reason.contains(why) && reason.contains(rule["reason"].as_str().unwrap()), "{id}: {reason}");
+        }
+        assert_eq!(d["evidence"], rule["evidence"], "{id}: evidence kept");
+    }
+    assert!(classes.iter().all(|&n| n > 10), "every fault class was exercised: {classes:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("llm cases"), "summary has the LLM lines: {stderr}");
+}
+
+#[test]
+fn log_then_replay_gives_identical_decisions_without_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "3000", "5", "50");
+    let config = quick_config(dir.path(), "");
+    let server = LlmServer::start(answering(Duration::from_millis(2)));
+    let log = dir.path().join("calls.jsonl");
+    let (first, second) = (dir.path().join("first.jsonl"), dir.path().join("second.jsonl"));
+    let common = ["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let base = server.base_url();
+    let live = [&common[..], &["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1"]].concat();
+    ok(run(&[&live[..], &["-o", first.to_str().unwrap(), "--llm-log", log.to_str().unwrap()]].concat(), &[]));
+    let calls = server.requests();
+    assert!(calls > 50, "the first run called: {calls}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count() as u64, calls, "one log line per call");
+    let out = ok(run(
+        &[
+            &common[..],
+            &["-o", second.to_str().unwrap(), "--llm-replay", log.to_str().unwrap(), "--llm-min-confidence", "1"],
+        ]
+        .concat(),
+        &[],
+    ));
+    assert_eq!(server.requests(), calls, "the replay made no call");
+    let (a, b) = (by_id(&first), by_id(&second));
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a, b, "replayed decisions are identical");
+    assert!(a.values().all(|d| d["decided_by"] == "llm"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replayed"), "summary counts replays");
+}
+
+#[test]
+fn streamed_and_plain_replies_give_the_same_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "4000", "4", "50");
+    let config = quick_config(dir.path(), "");
+    let server = LlmServer::start(answering(Duration::ZERO));
+    let base = server.base_url();
+    let args = |out: &Path| {
+        vec![
+            "--input".to_owned(),
+            input.to_str().unwrap().to_owned(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
+            "--llm".into(),
+            "--llm-base-url".into(),
+            base.clone(),
+            "--llm-min-confidence".into(),
+            "1".into(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let (plain, streamed) = (dir.path().join("plain.jsonl"), dir.path().join("streamed.jsonl"));
+    let a = args(&plain);
+    ok(run(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]));
+    let mut b = args(&streamed);
+    b.push("--llm-stream".into());
+    ok(run(&b.iter().map(String::as_str).collect::<Vec<_>>(), &[]));
+    assert!(server.bodies().iter().any(|b| b["stream"] == true), "the second run streamed");
+    let (p, s) = (by_id(&plain), by_id(&streamed));
+    assert!(p.len() > 50);
+    assert_eq!(p, s);
+    assert!(p.values().all(|d| d["decided_by"] == "llm"));
+}
+
+#[test]
+fn slow_endpoint_keeps_concurrency_and_memory_bounded_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 assets, 10 ticks per asset and second, 134 s: about 20,000 bars past the warm-up.
+    let input = market(dir.path(), "268000", "200", "2000");
+    let config = quick_config(dir.path(), "");
+    let server = LlmServer::start(answering(Duration::from_millis(50)));
+    let out_path = dir.path().join("out.jsonl");
+    let mut child = Command::new(BIN)
+        .args(["run", "trading", "--input", input.to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .args(["-o", out_path.to_str().unwrap(), "--llm", "--llm-base-url", &server.base_url()])
+        .args(["--llm-min-confidence", "1", "--llm-concurrency", "32"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let decisions = lines(&out_path);
+    assert!(decisions.len() >= 19_000, "about 20,000 LLM-bound decisions: {}", decisions.len());
+    assert!(decisions.iter().all(|d| d["decided_by"] == "llm"), "none fell back");
+    assert_eq!(server.requests() as usize, decisions.len(), "one call per decision");
+    assert!(server.max_in_flight() <= 32, "at most 32 in flight, saw {}", server.max_in_flight());
+    assert!(server.max_in_flight() >= 16, "and the concurrency was used: {}", server.max_in_flight());
+    // The input alone is ~45 MB mapped; decisions waiting are bounded by llm.max_buffered.
+    assert!(peak_kb < 250_000, "peak RSS {peak_kb} kB");
+}
+
+#[test]
+fn unreachable_endpoint_falls_back_fast_with_the_breaker_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "4000", "4", "50");
+    let config = quick_config(dir.path(), "breaker_failures = 3\nbreaker_cooldown = \"1h\"\n");
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out_path = dir.path().join("out.jsonl");
+    let out = ok(run(
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--llm",
+            "--llm-base-url",
+            &format!("http://127.0.0.1:{port}/v1"),
+            "--llm-min-confidence",
+            "1",
+        ],
+        &[],
+    ));
+    let decisions = lines(&out_path);
+    assert!(decisions.len() > 50);
+    assert!(decisions.iter().all(|d| d["decided_by"] == "fallback"));
+    let breaker = decisions.iter().filter(|d| d["reason"].as_str().unwrap().contains("circuit breaker open")).count();
+    assert!(breaker > decisions.len() / 2, "most were refused by the open breaker: {breaker}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("breaker open (opened 1 times)"), "{stderr}");
+}
+
+#[test]
+fn the_gate_sends_only_unsure_decisions_and_the_key_is_sent_but_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "3000", "5", "50");
+    let config = quick_config(dir.path(), "");
+    let server = LlmServer::start(answering(Duration::ZERO));
+    let (out_path, log) = (dir.path().join("out.jsonl"), dir.path().join("calls.jsonl"));
+    let rules_out = dir.path().join("rules.jsonl");
+    ok(run(
+        &["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap(), "-o", rules_out.to_str().unwrap()],
+        &[],
+    ));
+    let secret = "sk-test-0123456789-secret";
+    let out = ok(run(
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--llm",
+            "--llm-log",
+            log.to_str().unwrap(),
+        ],
+        &[("OPENAI_API_KEY", secret), ("OPENAI_BASE_URL", &server.base_url()), ("RUST_LOG", "debug")],
+    ));
+    let (rules, got) = (by_id(&rules_out), by_id(&out_path));
+    assert_eq!(rules.len(), got.len());
+    let mut called = 0;
+    for (id, rule) in &rules {
+        let unsure = rule["confidence"].as_f64().unwrap() < 0.7;
+        let d = &got[id];
+        if unsure {
+            called += 1;
+            assert_eq!(d["decided_by"], "llm", "{id}");
+        } else {
+            assert_eq!(d, rule, "{id}: a sure decision passes unchanged");
+        }
+    }
+    assert!(called > 0 && called < rules.len(), "both kinds present: {called} of {}", rules.len());
+    assert_eq!(server.requests() as usize, called);
+    assert!(server.auth_headers().iter().all(|h| h.as_deref() == Some(&format!("Bearer {secret}")[..])));
+    let shown = [String::from_utf8_lossy(&out.stderr).into_owned(), std::fs::read_to_string(&log).unwrap()];
+    assert!(shown.iter().all(|s| !s.contains(secret)), "the key never appears in logs or the call log");
+}
+
+#[test]
+fn bad_llm_settings_exit_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--llm", "--llm-min-confidence", "1.5"], "llm.min_confidence must be in [0, 1]"),
+        (&["--llm", "--llm-base-url", "ftp://x"], "must be http:// or https://"),
+        (&["--llm-replay", "/nonexistent/calls.jsonl"], "cannot open the LLM replay log"),
+        (&["--llm", "--llm-concurrency", "0"], "llm.concurrency must be at least 1"),
+    ];
+    for (args, message) in cases {
+        let out = run(&[&["-o", dir.path().join("o.jsonl").to_str().unwrap()], args].concat(), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
+    }
+    let bad_template = quick_config(dir.path(), "user_prompt = \"{{ nope\"\n");
+    let out = run(&["--llm", "--config", bad_template.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("llm.user_prompt"));
+}
