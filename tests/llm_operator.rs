@@ -13,6 +13,8 @@ use inflight::operators::{DecidedBy, Decision, LlmConfig, LlmExt, LlmService};
 use llm_server::{LlmServer, answering};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
@@ -75,4 +77,79 @@ fn frontier_waits_for_in_flight_requests_and_replies_come_out_at_their_time() {
         assert!(start.elapsed() >= Duration::from_millis(400), "and only once the reply was there");
     });
     assert_eq!(server.requests(), 1, "only the unsure decision was sent");
+}
+
+#[test]
+fn identical_prompts_share_one_call_and_later_ones_come_from_the_cache() {
+    let server = LlmServer::start(answering(Duration::from_millis(200)));
+    let config = LlmConfig { enabled: true, base_url: server.base_url(), ..LlmConfig::default() };
+    let service = LlmService::start(&config, Pressure::default()).unwrap();
+    let stats = Arc::clone(&service.stats);
+    let outputs = timely::execute_directly(move |worker| {
+        let mut input = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let seen: Rc<RefCell<Vec<Decision>>> = Rc::default();
+        let sink = Rc::clone(&seen);
+        worker.dataflow::<Millis, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .container::<Vec<Decision>>()
+                .llm_decide(&service)
+                .inspect(move |d| sink.borrow_mut().push(d.clone()))
+                .probe_with(&probe);
+        });
+        // Five identical cases at once share one call; five more later hit the cache.
+        for round in 0..2 {
+            for _ in 0..5 {
+                input.send(case("SAME", 0.5));
+            }
+            input.advance_to(round + 1);
+            while probe.less_than(input.time()) {
+                worker.step_or_park(Some(Duration::from_millis(5)));
+            }
+        }
+        seen.borrow().clone()
+    });
+    assert_eq!(outputs.len(), 10, "one decision per input");
+    assert!(outputs.iter().all(|d| d.decided_by == DecidedBy::Llm));
+    assert_eq!(server.requests(), 1, "one call for ten identical prompts");
+    assert_eq!(stats.shared.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.cache_hits.load(Ordering::Relaxed), 5);
+}
+
+#[test]
+fn a_case_past_its_deadline_falls_back_while_the_call_is_still_out() {
+    let server = LlmServer::start(answering(Duration::from_secs(3)));
+    let config = LlmConfig {
+        enabled: true,
+        base_url: server.base_url(),
+        deadline: Duration::from_millis(300),
+        ..LlmConfig::default()
+    };
+    let service = LlmService::start(&config, Pressure::default()).unwrap();
+    let start = Instant::now();
+    let outputs = timely::execute_directly(move |worker| {
+        let mut input = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let seen: Rc<RefCell<Vec<Decision>>> = Rc::default();
+        let sink = Rc::clone(&seen);
+        worker.dataflow::<Millis, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .container::<Vec<Decision>>()
+                .llm_decide(&service)
+                .inspect(move |d| sink.borrow_mut().push(d.clone()))
+                .probe_with(&probe);
+        });
+        input.send(case("STALE", 0.5));
+        input.advance_to(1);
+        while probe.less_than(&1) {
+            worker.step_or_park(Some(Duration::from_millis(5)));
+        }
+        seen.borrow().clone()
+    });
+    assert!(start.elapsed() < Duration::from_secs(2), "did not wait for the slow reply: {:?}", start.elapsed());
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].decided_by, DecidedBy::Fallback);
+    assert!(outputs[0].reason.contains("deadline passed"), "{}", outputs[0].reason);
 }

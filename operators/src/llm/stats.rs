@@ -123,7 +123,7 @@ impl LlmStats {
         let failures = self.failures();
         if !failures.is_empty() {
             let parts: Vec<String> = failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            lines.push(format!("llm failed attempts: {}", parts.join(", ")));
+            lines.push(format!("llm failures by kind: {}", parts.join(", ")));
         }
         if let Some((p50, p99, max, n)) = self.latency_ms() {
             lines.push(format!("llm latency p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms  ({n} replies)"));
