@@ -23,29 +23,53 @@ fn case(key: &str, confidence: f64) -> Decision {
     Decision { key: key.into(), id: format!("test/{key}"), confidence, ..Decision::sample() }
 }
 
+/// The test dataflow's input.
+type Cases = InputHandle<Millis, timely::container::CapacityContainerBuilder<Vec<Decision>>>;
+
+/// What a test dataflow saw come out of `llm_decide`: (time, decision).
+type Seen = Rc<RefCell<Vec<(Millis, Decision)>>>;
+
+/// input → llm_decide → record → probe, on `worker`.
+fn dataflow(worker: &mut timely::worker::Worker, service: &Arc<LlmService>) -> (Cases, ProbeHandle<Millis>, Seen) {
+    let mut input = InputHandle::new();
+    let probe = ProbeHandle::new();
+    let seen: Seen = Rc::default();
+    let sink = Rc::clone(&seen);
+    worker.dataflow::<Millis, _, _>(|scope| {
+        scope
+            .input_from(&mut input)
+            .container::<Vec<Decision>>()
+            .llm_decide(service)
+            .inspect_core(move |event| {
+                if let Ok((stamp, data)) = event {
+                    let t = *stamp.least().unwrap();
+                    sink.borrow_mut().extend(data.iter().map(|d| (t, d.clone())));
+                }
+            })
+            .probe_with(&probe);
+    });
+    (input, probe, seen)
+}
+
+/// Steps `worker` until the probe passes `time`.
+fn settle(worker: &mut timely::worker::Worker, probe: &ProbeHandle<Millis>, time: Millis) {
+    let start = Instant::now();
+    while probe.less_than(&time) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the dataflow did not settle");
+        worker.step_or_park(Some(Duration::from_millis(5)));
+    }
+}
+
+fn started(config: LlmConfig) -> Arc<LlmService> {
+    LlmService::start(&LlmConfig { enabled: true, ..config }, Pressure::default()).unwrap()
+}
+
 #[test]
 fn frontier_waits_for_in_flight_requests_and_replies_come_out_at_their_time() {
     let server = LlmServer::start(answering(Duration::from_millis(400)));
-    let config = LlmConfig { enabled: true, base_url: server.base_url(), ..LlmConfig::default() };
-    let service = LlmService::start(&config, Pressure::default()).unwrap();
+    let service = started(LlmConfig { base_url: server.base_url(), ..LlmConfig::default() });
     timely::execute_directly(move |worker| {
-        let mut input = InputHandle::new();
-        let probe = ProbeHandle::new();
-        let seen: Rc<RefCell<Vec<(Millis, Decision)>>> = Rc::default();
-        let sink = Rc::clone(&seen);
-        worker.dataflow::<Millis, _, _>(|scope| {
-            scope
-                .input_from(&mut input)
-                .container::<Vec<Decision>>()
-                .llm_decide(&service)
-                .inspect_core(move |event| {
-                    if let Ok((stamp, data)) = event {
-                        let t = *stamp.least().unwrap();
-                        sink.borrow_mut().extend(data.iter().map(|d| (t, d.clone())));
-                    }
-                })
-                .probe_with(&probe);
-        });
+        let (mut input, probe, seen) = dataflow(worker, &service);
         input.advance_to(1_000);
         input.send(case("UNSURE", 0.5));
         input.send(case("SURE", 0.9));
@@ -65,10 +89,7 @@ fn frontier_waits_for_in_flight_requests_and_replies_come_out_at_their_time() {
             assert!(keys.contains(&"SURE") && keys.contains(&"LATER"), "sure decisions pass at once: {keys:?}");
             assert!(!keys.contains(&"UNSURE"), "the LLM's answer is not there yet");
         }
-        while probe.less_than(&3_000) {
-            assert!(start.elapsed() < Duration::from_secs(10), "the reply never came");
-            worker.step_or_park(Some(Duration::from_millis(10)));
-        }
+        settle(worker, &probe, 3_000);
         let seen = seen.borrow();
         let (t, d) = seen.iter().find(|(_, d)| d.key.as_str() == "UNSURE").unwrap();
         assert_eq!(*t, 1_000, "emitted at its input's time");
@@ -82,36 +103,22 @@ fn frontier_waits_for_in_flight_requests_and_replies_come_out_at_their_time() {
 #[test]
 fn identical_prompts_share_one_call_and_later_ones_come_from_the_cache() {
     let server = LlmServer::start(answering(Duration::from_millis(200)));
-    let config = LlmConfig { enabled: true, base_url: server.base_url(), ..LlmConfig::default() };
-    let service = LlmService::start(&config, Pressure::default()).unwrap();
+    let service = started(LlmConfig { base_url: server.base_url(), ..LlmConfig::default() });
     let stats = Arc::clone(&service.stats);
     let outputs = timely::execute_directly(move |worker| {
-        let mut input = InputHandle::new();
-        let probe = ProbeHandle::new();
-        let seen: Rc<RefCell<Vec<Decision>>> = Rc::default();
-        let sink = Rc::clone(&seen);
-        worker.dataflow::<Millis, _, _>(|scope| {
-            scope
-                .input_from(&mut input)
-                .container::<Vec<Decision>>()
-                .llm_decide(&service)
-                .inspect(move |d| sink.borrow_mut().push(d.clone()))
-                .probe_with(&probe);
-        });
+        let (mut input, probe, seen) = dataflow(worker, &service);
         // Five identical cases at once share one call; five more later hit the cache.
         for round in 0..2 {
             for _ in 0..5 {
                 input.send(case("SAME", 0.5));
             }
             input.advance_to(round + 1);
-            while probe.less_than(input.time()) {
-                worker.step_or_park(Some(Duration::from_millis(5)));
-            }
+            settle(worker, &probe, round + 1);
         }
-        seen.borrow().clone()
+        seen.take()
     });
     assert_eq!(outputs.len(), 10, "one decision per input");
-    assert!(outputs.iter().all(|d| d.decided_by == DecidedBy::Llm));
+    assert!(outputs.iter().all(|(_, d)| d.decided_by == DecidedBy::Llm));
     assert_eq!(server.requests(), 1, "one call for ten identical prompts");
     assert_eq!(stats.shared.load(Ordering::Relaxed), 4);
     assert_eq!(stats.cache_hits.load(Ordering::Relaxed), 5);
@@ -120,36 +127,18 @@ fn identical_prompts_share_one_call_and_later_ones_come_from_the_cache() {
 #[test]
 fn a_case_past_its_deadline_falls_back_while_the_call_is_still_out() {
     let server = LlmServer::start(answering(Duration::from_secs(3)));
-    let config = LlmConfig {
-        enabled: true,
-        base_url: server.base_url(),
-        deadline: Duration::from_millis(300),
-        ..LlmConfig::default()
-    };
-    let service = LlmService::start(&config, Pressure::default()).unwrap();
+    let deadline = Duration::from_millis(300);
+    let service = started(LlmConfig { base_url: server.base_url(), deadline, ..LlmConfig::default() });
     let start = Instant::now();
     let outputs = timely::execute_directly(move |worker| {
-        let mut input = InputHandle::new();
-        let probe = ProbeHandle::new();
-        let seen: Rc<RefCell<Vec<Decision>>> = Rc::default();
-        let sink = Rc::clone(&seen);
-        worker.dataflow::<Millis, _, _>(|scope| {
-            scope
-                .input_from(&mut input)
-                .container::<Vec<Decision>>()
-                .llm_decide(&service)
-                .inspect(move |d| sink.borrow_mut().push(d.clone()))
-                .probe_with(&probe);
-        });
+        let (mut input, probe, seen) = dataflow(worker, &service);
         input.send(case("STALE", 0.5));
         input.advance_to(1);
-        while probe.less_than(&1) {
-            worker.step_or_park(Some(Duration::from_millis(5)));
-        }
-        seen.borrow().clone()
+        settle(worker, &probe, 1);
+        seen.take()
     });
     assert!(start.elapsed() < Duration::from_secs(2), "did not wait for the slow reply: {:?}", start.elapsed());
     assert_eq!(outputs.len(), 1);
-    assert_eq!(outputs[0].decided_by, DecidedBy::Fallback);
-    assert!(outputs[0].reason.contains("deadline passed"), "{}", outputs[0].reason);
+    assert_eq!(outputs[0].1.decided_by, DecidedBy::Fallback);
+    assert!(outputs[0].1.reason.contains("deadline passed"), "{}", outputs[0].1.reason);
 }

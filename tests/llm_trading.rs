@@ -46,6 +46,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `run trading --input IN --config CFG -o OUT` plus `extra`.
+fn run_to(input: &Path, config: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let io = ["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    run(&[&io[..], extra].concat(), env)
+}
+
 #[track_caller]
 fn ok(out: Output) -> Output {
     assert!(out.status.success(), "inflight failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -99,10 +105,7 @@ fn every_case_yields_exactly_one_decision_under_every_fault() {
     // Whole classes fail for good: the breaker would (rightly) stop calling; not what this tests.
     let config = quick_config(dir.path(), "breaker_failures = 0\n");
     let rules_out = dir.path().join("rules.jsonl");
-    ok(run(
-        &["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap(), "-o", rules_out.to_str().unwrap()],
-        &[],
-    ));
+    ok(run_to(&input, &config, &rules_out, &[], &[]));
     let rules = by_id(&rules_out);
     assert!(rules.len() > 300, "enough cases: {}", rules.len());
 
@@ -136,26 +139,9 @@ fn every_case_yields_exactly_one_decision_under_every_fault() {
     });
     let server = LlmServer::start(script);
     let out_path = dir.path().join("llm.jsonl");
-    let out = ok(run(
-        &[
-            "--input",
-            input.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-            "--llm",
-            "--llm-min-confidence",
-            "1",
-            "--llm-base-url",
-            &server.base_url(),
-            "--llm-timeout",
-            "150ms",
-            "-w",
-            "2",
-        ],
-        &[],
-    ));
+    let base = server.base_url();
+    let llm = ["--llm", "--llm-min-confidence", "1", "--llm-base-url", &base, "--llm-timeout", "150ms", "-w", "2"];
+    let out = ok(run_to(&input, &config, &out_path, &llm, &[]));
     let got = by_id(&out_path);
     assert_eq!(got.keys().collect::<Vec<_>>(), rules.keys().collect::<Vec<_>>(), "one decision per case");
     let mut classes = [0u32; 8];
@@ -198,21 +184,14 @@ fn log_then_replay_gives_identical_decisions_without_calls() {
     let server = LlmServer::start(answering(Duration::from_millis(2)));
     let log = dir.path().join("calls.jsonl");
     let (first, second) = (dir.path().join("first.jsonl"), dir.path().join("second.jsonl"));
-    let common = ["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap()];
-    let base = server.base_url();
-    let live = [&common[..], &["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1"]].concat();
-    ok(run(&[&live[..], &["-o", first.to_str().unwrap(), "--llm-log", log.to_str().unwrap()]].concat(), &[]));
+    let (base, log_path) = (server.base_url(), log.to_str().unwrap());
+    let live = ["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1", "--llm-log", log_path];
+    ok(run_to(&input, &config, &first, &live, &[]));
     let calls = server.requests();
     assert!(calls > 50, "the first run called: {calls}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count() as u64, calls, "one log line per call");
-    let out = ok(run(
-        &[
-            &common[..],
-            &["-o", second.to_str().unwrap(), "--llm-replay", log.to_str().unwrap(), "--llm-min-confidence", "1"],
-        ]
-        .concat(),
-        &[],
-    ));
+    let replay = ["--llm-replay", log_path, "--llm-min-confidence", "1"];
+    let out = ok(run_to(&input, &config, &second, &replay, &[]));
     assert_eq!(server.requests(), calls, "the replay made no call");
     let (a, b) = (by_id(&first), by_id(&second));
     assert_eq!(a.len(), b.len());
@@ -228,27 +207,10 @@ fn streamed_and_plain_replies_give_the_same_decisions() {
     let config = quick_config(dir.path(), "");
     let server = LlmServer::start(answering(Duration::ZERO));
     let base = server.base_url();
-    let args = |out: &Path| {
-        vec![
-            "--input".to_owned(),
-            input.to_str().unwrap().to_owned(),
-            "--config".into(),
-            config.to_str().unwrap().into(),
-            "--llm".into(),
-            "--llm-base-url".into(),
-            base.clone(),
-            "--llm-min-confidence".into(),
-            "1".into(),
-            "-o".into(),
-            out.to_str().unwrap().into(),
-        ]
-    };
     let (plain, streamed) = (dir.path().join("plain.jsonl"), dir.path().join("streamed.jsonl"));
-    let a = args(&plain);
-    ok(run(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]));
-    let mut b = args(&streamed);
-    b.push("--llm-stream".into());
-    ok(run(&b.iter().map(String::as_str).collect::<Vec<_>>(), &[]));
+    let llm = ["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1"];
+    ok(run_to(&input, &config, &plain, &llm, &[]));
+    ok(run_to(&input, &config, &streamed, &[&llm[..], &["--llm-stream"]].concat(), &[]));
     assert!(server.bodies().iter().any(|b| b["stream"] == true), "the second run streamed");
     let (p, s) = (by_id(&plain), by_id(&streamed));
     assert!(p.len() > 50);
@@ -306,22 +268,9 @@ fn unreachable_endpoint_falls_back_fast_with_the_breaker_open() {
     // A port that was free a moment ago: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out_path = dir.path().join("out.jsonl");
-    let out = ok(run(
-        &[
-            "--input",
-            input.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-            "--llm",
-            "--llm-base-url",
-            &format!("http://127.0.0.1:{port}/v1"),
-            "--llm-min-confidence",
-            "1",
-        ],
-        &[],
-    ));
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let out =
+        ok(run_to(&input, &config, &out_path, &["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1"], &[]));
     let decisions = lines(&out_path);
     assert!(decisions.len() > 50);
     assert!(decisions.iter().all(|d| d["decided_by"] == "fallback"));
@@ -339,25 +288,10 @@ fn the_gate_sends_only_unsure_decisions_and_the_key_is_sent_but_never_shown() {
     let server = LlmServer::start(answering(Duration::ZERO));
     let (out_path, log) = (dir.path().join("out.jsonl"), dir.path().join("calls.jsonl"));
     let rules_out = dir.path().join("rules.jsonl");
-    ok(run(
-        &["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap(), "-o", rules_out.to_str().unwrap()],
-        &[],
-    ));
+    ok(run_to(&input, &config, &rules_out, &[], &[]));
     let secret = "sk-test-0123456789-secret";
-    let out = ok(run(
-        &[
-            "--input",
-            input.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-            "--llm",
-            "--llm-log",
-            log.to_str().unwrap(),
-        ],
-        &[("OPENAI_API_KEY", secret), ("OPENAI_BASE_URL", &server.base_url()), ("RUST_LOG", "debug")],
-    ));
+    let env = [("OPENAI_API_KEY", secret), ("OPENAI_BASE_URL", &server.base_url()), ("RUST_LOG", "debug")];
+    let out = ok(run_to(&input, &config, &out_path, &["--llm", "--llm-log", log.to_str().unwrap()], &env));
     let (rules, got) = (by_id(&rules_out), by_id(&out_path));
     assert_eq!(rules.len(), got.len());
     let mut called = 0;
