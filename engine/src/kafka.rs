@@ -56,10 +56,18 @@ impl KafkaConfig {
         KafkaError { brokers: self.brokers.clone(), message: message.into() }
     }
 
-    /// Creates `topic` with `partitions` partitions unless it exists.
+    /// Creates `topic` with `partitions` partitions unless it exists. An existing topic is seen in
+    /// the metadata first, so clusters that deny topic creation to this client (ACLs, or brokers
+    /// without the CreateTopics API) work with topics made beforehand.
     pub fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config(&[]).create().map_err(|e| self.error(format!("cannot create an admin client: {e}")))?;
+        let exists = admin.inner().fetch_metadata(Some(topic), Duration::from_secs(10)).is_ok_and(|m| {
+            m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        });
+        if exists {
+            return Ok(());
+        }
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = futures_executor::block_on(admin.create_topics([&new], &opts))
