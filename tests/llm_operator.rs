@@ -142,3 +142,29 @@ fn a_case_past_its_deadline_falls_back_while_the_call_is_still_out() {
     assert_eq!(outputs[0].1.decided_by, DecidedBy::Fallback);
     assert!(outputs[0].1.reason.contains("deadline passed"), "{}", outputs[0].1.reason);
 }
+
+#[test]
+fn requests_per_second_limits_the_pace_of_calls() {
+    let server = LlmServer::start(answering(Duration::ZERO));
+    let paced = |rps: Option<u32>| {
+        let config = LlmConfig { base_url: server.base_url(), requests_per_second: rps, ..LlmConfig::default() };
+        let service = started(config);
+        let start = Instant::now();
+        let outputs = timely::execute_directly(move |worker| {
+            let (mut input, probe, seen) = dataflow(worker, &service);
+            for i in 0..30 {
+                input.send(case(&format!("K{i}"), 0.5));
+            }
+            input.advance_to(1);
+            settle(worker, &probe, 1);
+            seen.take()
+        });
+        assert_eq!(outputs.len(), 30);
+        start.elapsed()
+    };
+    let free = paced(None);
+    // 20/s with a burst of 20: the last 10 calls wait 50 ms each.
+    let limited = paced(Some(20));
+    assert!(limited >= Duration::from_millis(450), "30 calls at 20/s took {limited:?}");
+    assert!(free < Duration::from_millis(400), "unlimited took {free:?}");
+}
