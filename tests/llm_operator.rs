@@ -9,6 +9,7 @@ mod llm_server;
 
 use inflight::engine::Millis;
 use inflight::engine::runtime::Pressure;
+use inflight::engine::time::wall_nanos;
 use inflight::operators::{DecidedBy, Decision, LlmConfig, LlmExt, LlmService};
 use llm_server::{LlmServer, answering};
 use std::cell::RefCell;
@@ -167,4 +168,29 @@ fn requests_per_second_limits_the_pace_of_calls() {
     let limited = paced(Some(20));
     assert!(limited >= Duration::from_millis(450), "30 calls at 20/s took {limited:?}");
     assert!(free < Duration::from_millis(400), "unlimited took {free:?}");
+}
+
+#[test]
+fn cases_waiting_for_a_slot_fall_back_at_their_deadline_too() {
+    let server = LlmServer::start(answering(Duration::from_secs(2)));
+    let deadline = Duration::from_millis(300);
+    let config = LlmConfig { base_url: server.base_url(), deadline, concurrency: 1, ..LlmConfig::default() };
+    let service = started(config);
+    let start = Instant::now();
+    let outputs = timely::execute_directly(move |worker| {
+        let (mut input, probe, seen) = dataflow(worker, &service);
+        for key in ["A", "B", "C"] {
+            input.send(Decision { ingest_ns: wall_nanos(), ..case(key, 0.5) });
+        }
+        input.advance_to(1);
+        settle(worker, &probe, 1);
+        seen.take()
+    });
+    assert!(start.elapsed() < Duration::from_millis(1500), "nobody waited for the slow reply: {:?}", start.elapsed());
+    assert_eq!(outputs.len(), 3);
+    for (_, d) in &outputs {
+        assert_eq!(d.decided_by, DecidedBy::Fallback, "{}", d.key);
+        assert!(d.reason.contains("deadline passed"), "{}", d.reason);
+    }
+    assert_eq!(server.requests(), 1, "the two waiting cases were never sent");
 }

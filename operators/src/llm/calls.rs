@@ -233,11 +233,27 @@ impl Caller {
         key_of(&self.params, messages)
     }
 
+    /// The outcome of a case whose deadline passed before it could be sent (logged like any other,
+    /// so a replay gives the same decision).
+    pub(crate) fn expired(&self, key: u64, messages: &[Message], deadline: Duration) -> Outcome {
+        if let Some(outcome) = self.replayed(key) {
+            return outcome;
+        }
+        let outcome = Outcome::Error(CallError::Deadline(deadline).to_string());
+        self.write_log(key, messages, &outcome, None, 0, Duration::ZERO);
+        outcome
+    }
+
+    fn replayed(&self, key: u64) -> Option<Outcome> {
+        let replay = self.replay.as_ref()?;
+        bump(&self.stats.replayed);
+        Some(replay.get(&key).cloned().unwrap_or_else(|| Outcome::Error(CallError::NotInReplay.to_string())))
+    }
+
     /// The whole case: ask, validate, one repair attempt, all before `deadline`.
     pub(crate) async fn decide(&self, key: u64, messages: Vec<Message>, deadline: Duration) -> Outcome {
-        if let Some(replay) = &self.replay {
-            bump(&self.stats.replayed);
-            return replay.get(&key).cloned().unwrap_or_else(|| Outcome::Error(CallError::NotInReplay.to_string()));
+        if let Some(outcome) = self.replayed(key) {
+            return outcome;
         }
         let started = Instant::now();
         let attempts = AtomicU32::new(0);

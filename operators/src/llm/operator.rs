@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::{Operator, OperatorInfo};
@@ -72,6 +72,8 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
         let scope = self.scope();
         self.unary_frontier(Pipeline, "LlmDecide", move |_cap, info: OperatorInfo| {
             let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+            let waker = scope.activator_for(info.address.clone());
+            let mut wake_at: Option<Instant> = None;
             let (tx, rx) = mpsc::channel::<(u64, Outcome)>();
             let config = service.config.clone();
             let stats = Arc::clone(&service.stats);
@@ -114,6 +116,16 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                         ready.push((cap, finish(decision, &outcome, &stats)));
                     }
                 }
+                // Cases that waited for a slot past their deadline fall back now (a stale tick is
+                // worth nothing); the queue is in arrival order, so the oldest are in front.
+                while let Some(case) = queue.pop_front() {
+                    if !remaining(config.deadline, case.decision.ingest_ns).is_zero() {
+                        queue.push_front(case);
+                        break;
+                    }
+                    let outcome = service.caller.expired(case.key, &case.messages, config.deadline);
+                    ready.push((case.cap, finish(case.decision, &outcome, &stats)));
+                }
                 // Send what fits; identical prompts share a call, known ones come from the cache.
                 while in_flight < config.concurrency {
                     let Some(case) = queue.pop_front() else { break };
@@ -144,6 +156,15 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                     output.session(&cap).give(decision);
                 }
                 engaged.set(queue.len() >= config.max_buffered);
+                // Wake up when the oldest waiting case's deadline passes, slots free or not (one
+                // timer at a time: this runs on every reply).
+                if let Some(front) = queue.front() {
+                    let (now, left) = (Instant::now(), remaining(config.deadline, front.decision.ingest_ns));
+                    if wake_at.is_none_or(|w| w <= now || now + left < w) {
+                        waker.activate_after(left);
+                        wake_at = Some(now + left);
+                    }
+                }
             }
         })
     }
