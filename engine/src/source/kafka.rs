@@ -1,8 +1,9 @@
 //! Reading a Kafka topic: the topic's partitions are spread over all workers of all processes
 //! (`partition % peers == index`, assigned manually so the spread is deterministic), each worker
-//! polls its consumers (one per partition it owns) without blocking and parses payloads in place. Every partition has its own
-//! watermark; a partition silent for longer than the idle timeout stops holding windows back. A
-//! bounded source reads up to the end offsets found at start and then finishes like a file.
+//! polls its consumers (one per partition it owns) without blocking and parses payloads in place.
+//! Every partition has its own watermark; a partition silent for longer than the idle timeout
+//! stops holding windows back. A bounded source reads up to the end offsets found at start and
+//! then finishes like a file.
 
 use super::SourceConfig;
 use super::lines::{Batch, accept};
