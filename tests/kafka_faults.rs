@@ -97,10 +97,13 @@ fn decisions_survive_request_errors_a_slow_broker_and_a_broker_outage() {
         dead_letter: Output::Discard,
         cluster: Cluster { workers: 2, ..Cluster::default() },
     };
-    // A broker goes down shortly after the start and comes back a second later.
+    let ctx = RunContext::default();
     let outage = std::thread::scope(|s| {
-        let run = s.spawn(|| inflight::run_trading(&job, &config(), &RunContext::default()));
-        std::thread::sleep(Duration::from_millis(300));
+        let run = s.spawn(|| inflight::run_trading(&job, &config(), &ctx));
+        // Once the run is reading, a broker goes down for a second.
+        while ctx.progress.get() == 0 && !run.is_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         cluster.broker_down(2).unwrap();
         std::thread::sleep(Duration::from_millis(1000));
         cluster.broker_up(2).unwrap();

@@ -106,6 +106,21 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// went from ≈ 225 k to ≈ 370 k events/s).
 const MAX_FETCHERS: usize = 8;
 
+/// A partition's low and high offsets. A partition whose leader is moving or briefly down answers
+/// with an error for a moment: ask again until [`TIMEOUT`] rather than failing the start.
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> rdkafka::error::KafkaResult<(i64, i64)> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, TIMEOUT) {
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(topic, partition, error = %e, "reading offsets failed, asking again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl<E: Event> KafkaFeed<E> {
     /// Connects and assigns the partitions of worker `index` of `peers`.
     pub fn new(
@@ -161,8 +176,7 @@ impl<E: Event> KafkaFeed<E> {
             _ => None,
         };
         for p in owned {
-            let (low, high) = consumer
-                .fetch_watermarks(&input.topic, p, TIMEOUT)
+            let (low, high) = watermarks(&consumer, &input.topic, p)
                 .map_err(|e| k.error(format!("reading offsets of {}/{p}: {e}", input.topic)))?;
             let found = |list: &Option<TopicPartitionList>| {
                 list.as_ref().and_then(|l| l.find_partition(&input.topic, p)).and_then(|e| match e.offset() {

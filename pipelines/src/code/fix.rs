@@ -1,0 +1,425 @@
+//! Syntax errors found by tree-sitter and fixed by rules. Every fixer proposes candidate edits of
+//! one line; a candidate is kept only if the whole file then parses without an error, so a fix is
+//! never emitted that does not parse. Fixers are hand-written: what they repair (a missing colon,
+//! an unclosed bracket or string, a stray indent) is a one-token edit no crate offers, while
+//! parsing and diffing use tree-sitter and `similar`.
+
+use serde::{Deserialize, Serialize};
+use tree_sitter::{Node, Parser, Tree};
+
+/// A language the parser knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Python 3.
+    #[default]
+    Python,
+    /// JavaScript.
+    Javascript,
+}
+
+impl Language {
+    /// Parses a language name (`python`, `py`, `javascript`, `js`).
+    pub fn from_name(name: &str) -> Option<Language> {
+        match name.to_ascii_lowercase().as_str() {
+            "python" | "py" => Some(Language::Python),
+            "javascript" | "js" => Some(Language::Javascript),
+            _ => None,
+        }
+    }
+
+    fn parse(self, code: &str) -> Option<Tree> {
+        let mut parser = Parser::new();
+        let language = match self {
+            Language::Python => tree_sitter_python::LANGUAGE,
+            Language::Javascript => tree_sitter_javascript::LANGUAGE,
+        };
+        parser.set_language(&language.into()).ok()?;
+        parser.parse(code, None)
+    }
+}
+
+/// A syntax error the parser found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// 1-based line.
+    pub line: usize,
+    /// 0-based column (bytes).
+    pub column: usize,
+    /// `error` (unexpected text) or `missing X` (a token the grammar expected).
+    pub problem: String,
+    /// The innermost named construct around it (`for_statement`, `function_definition`, …).
+    pub construct: Option<String>,
+}
+
+/// What a fix repaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixKind {
+    /// A block header without its `:` (Python).
+    MissingColon,
+    /// A bracket opened and not closed on its line, or closed without being opened.
+    UnbalancedBracket,
+    /// A string literal without its closing quote.
+    UnclosedString,
+    /// A line indented differently from its block (Python).
+    Indentation,
+}
+
+/// A validated fix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fix {
+    /// What was repaired.
+    pub kind: FixKind,
+    /// The 1-based line changed.
+    pub line: usize,
+    /// The whole fixed code (it parses).
+    pub code: String,
+}
+
+/// Syntax errors in `code`, in source order (empty if it parses).
+pub fn findings(language: Language, code: &str) -> Vec<Finding> {
+    let Some(tree) = language.parse(code) else { return Vec::new() };
+    let mut out = Vec::new();
+    collect(tree.root_node(), &mut out);
+    out
+}
+
+fn collect(node: Node<'_>, out: &mut Vec<Finding>) {
+    if !node.has_error() {
+        return;
+    }
+    if node.is_error() || node.is_missing() {
+        let start = node.start_position();
+        let construct = std::iter::successors(node.parent(), |n| n.parent())
+            .find(|n| {
+                n.is_named() && !n.is_error() && n.kind() != "block" && n.kind() != "module" && n.kind() != "program"
+            })
+            .map(|n| n.kind().to_owned());
+        let problem = if node.is_missing() { format!("missing {}", node.kind()) } else { "error".to_owned() };
+        out.push(Finding { line: start.row + 1, column: start.column, problem, construct });
+        if node.is_missing() {
+            return;
+        }
+    }
+    let mut cursor = node.walk();
+    for child in node.children(&mut cursor) {
+        collect(child, out);
+    }
+}
+
+/// Does `code` parse without an error?
+pub fn parses(language: Language, code: &str) -> bool {
+    language.parse(code).is_some_and(|t| !t.root_node().has_error())
+}
+
+/// A unified diff from `before` to `after`, with `name` in the headers.
+pub fn diff(name: &str, before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .header(&format!("a/{name}"), &format!("b/{name}"))
+        .to_string()
+}
+
+/// The first rule-based fix that makes `code` parse, trying the reported error line first, then
+/// where the parser found errors, then their neighbours. None if no rule helps (or it parses).
+pub fn propose(language: Language, code: &str, error_line: Option<usize>) -> Option<Fix> {
+    if parses(language, code) {
+        return None;
+    }
+    let lines: Vec<&str> = code.split('\n').collect();
+    let mut candidates: Vec<usize> = Vec::new();
+    let found: Vec<usize> = findings(language, code).iter().map(|f| f.line).collect();
+    for line in error_line.into_iter().chain(found.iter().copied()) {
+        for l in [line, line.saturating_sub(1), line + 1] {
+            if (1..=lines.len()).contains(&l) && !candidates.contains(&l) {
+                candidates.push(l);
+            }
+        }
+    }
+    for kind in [FixKind::MissingColon, FixKind::UnclosedString, FixKind::UnbalancedBracket, FixKind::Indentation] {
+        for &line in &candidates {
+            for edit in edits(language, kind, &lines, line - 1) {
+                let mut fixed: Vec<&str> = lines.clone();
+                fixed[line - 1] = &edit;
+                let code = fixed.join("\n");
+                if parses(language, &code) {
+                    return Some(Fix { kind, line, code });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Candidate replacements for line `i` by the fixer of `kind`.
+fn edits(language: Language, kind: FixKind, lines: &[&str], i: usize) -> Vec<String> {
+    let line = lines[i];
+    match (kind, language) {
+        (FixKind::MissingColon, Language::Python) => missing_colon(line).into_iter().collect(),
+        (FixKind::UnclosedString, _) => unclosed_string(line),
+        (FixKind::UnbalancedBracket, _) => {
+            let mut out = unbalanced_bracket(line);
+            out.extend(unclosed_block(lines, i));
+            out
+        }
+        (FixKind::Indentation, Language::Python) => indentation(lines, i),
+        _ => Vec::new(),
+    }
+}
+
+const BLOCK_KEYWORDS: [&str; 13] =
+    ["if", "elif", "else", "for", "while", "def", "class", "try", "except", "finally", "with", "async", "match"];
+
+fn missing_colon(line: &str) -> Option<String> {
+    let code = strip_comment(line).trim_end();
+    let first = code.trim_start().split(|c: char| !c.is_alphanumeric() && c != '_').next()?;
+    if !BLOCK_KEYWORDS.contains(&first) || code.ends_with(':') {
+        return None;
+    }
+    Some(format!("{code}:{}", &line[code.len()..]))
+}
+
+/// The line without a trailing `#` comment (a `#` inside a string does not count).
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '#') => return &line[..i],
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+    }
+    line
+}
+
+/// The quote a line ends inside of, if any (backslash escapes respected).
+fn open_quote(line: &str) -> Option<char> {
+    let mut quote = None;
+    let mut escaped = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(_), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (None, '"' | '\'' | '`') => quote = Some(c),
+            (None, '#') => break,
+            _ => {}
+        }
+        escaped = false;
+    }
+    quote
+}
+
+/// Byte positions after `from` where a word ends: where a token that lost its closer may end.
+fn word_ends(line: &str, from: usize) -> Vec<usize> {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let chars: Vec<(usize, char)> = line.char_indices().filter(|(i, _)| *i > from).collect();
+    let mut ends = Vec::new();
+    for (k, &(i, c)) in chars.iter().enumerate() {
+        let next = chars.get(k + 1).map(|&(_, n)| n);
+        if word(c) && !next.is_some_and(word) {
+            ends.push(i + c.len_utf8());
+        }
+    }
+    ends
+}
+
+/// `line` with `text` inserted at each of `positions`.
+fn insertions(line: &str, text: char, positions: Vec<usize>) -> impl Iterator<Item = String> + '_ {
+    positions.into_iter().map(move |p| format!("{}{text}{}", &line[..p], &line[p..]))
+}
+
+fn unclosed_string(line: &str) -> Vec<String> {
+    let Some(q) = open_quote(line) else { return Vec::new() };
+    let body = line.trim_end();
+    let closers = body.trim_end_matches([')', ']', '}', ':', ';', ',']);
+    // Close it before the trailing closers (`print("hi)` → `print("hi")`), or at the end.
+    let mut out = vec![format!("{closers}{q}{}", &line[closers.len()..]), format!("{body}{q}{}", &line[body.len()..])];
+    // Or right after a word inside it (`'items: x` → `'items': x`), first word first.
+    let opened = line.rfind(q).unwrap_or(0);
+    out.extend(insertions(line, q, word_ends(line, opened)));
+    out.dedup();
+    out
+}
+
+fn unbalanced_bracket(line: &str) -> Vec<String> {
+    let mut stack = Vec::new();
+    let mut quote = None;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'' | '`') => quote = Some(c),
+            (None, '#') => break,
+            (None, '(' | '[' | '{') => stack.push((i, c)),
+            (None, ')' | ']' | '}') => {
+                let open = match c {
+                    ')' => '(',
+                    ']' => '[',
+                    _ => '{',
+                };
+                match stack.last() {
+                    Some((_, o)) if *o == open => {
+                        stack.pop();
+                    }
+                    // A closer nothing opened: drop it.
+                    _ => return vec![format!("{}{}", &line[..i], &line[i + 1..])],
+                }
+            }
+            _ => {}
+        }
+    }
+    let body = strip_comment(line).trim_end();
+    // A `{` ending the line opens a block closed on a later line: not this line's business.
+    if stack.last().is_some_and(|&(at, c)| c == '{' && at + 1 == body.len()) {
+        stack.pop();
+    }
+    if stack.is_empty() {
+        return Vec::new();
+    }
+    let closers: String = stack
+        .iter()
+        .rev()
+        .map(|(_, o)| match o {
+            '(' => ')',
+            '[' => ']',
+            _ => '}',
+        })
+        .collect();
+    let head = body.trim_end_matches([':', ';', '{']).trim_end();
+    let mut out =
+        vec![format!("{head}{closers}{}", &line[head.len()..]), format!("{body}{closers}{}", &line[body.len()..])];
+    // Or right after a word following the innermost opener (`len(items > 10` → `len(items) > 10`).
+    if let (Some(&(at, _)), Some(close)) = (stack.last(), closers.chars().next()) {
+        out.extend(insertions(line, close, word_ends(line, at)));
+    }
+    out.dedup();
+    out
+}
+
+/// The opening brackets no closer matched, over the lines (line index, column, bracket).
+fn unmatched(lines: &[&str]) -> Vec<(usize, char)> {
+    let mut stack = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        let mut quote = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'' | '`') => quote = Some(c),
+                (None, '#') => break,
+                (None, '(' | '[' | '{') => stack.push((n, c)),
+                (None, ')' | ']' | '}') => {
+                    stack.pop();
+                }
+                _ => {}
+            }
+        }
+    }
+    stack
+}
+
+/// A block closer that went missing on another line than its opener (`}` on a line of its own):
+/// close the innermost open bracket on line `i`, appended or alone at its opener's indent.
+fn unclosed_block(lines: &[&str], i: usize) -> Vec<String> {
+    // The innermost bracket still open where line i starts (later closers belong to outer ones).
+    let Some(&(opener_line, open)) = unmatched(&lines[..i]).last() else { return Vec::new() };
+    let close = match open {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    };
+    let line = lines[i];
+    if line.trim().is_empty() {
+        vec![format!("{}{close}", " ".repeat(indent_of(lines[opener_line])))]
+    } else {
+        vec![format!("{}{close}", line.trim_end())]
+    }
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+fn indentation(lines: &[&str], i: usize) -> Vec<String> {
+    let line = lines[i];
+    if line.trim().is_empty() {
+        return Vec::new();
+    }
+    let previous = lines[..i].iter().rev().find(|l| !l.trim().is_empty());
+    let mut levels = Vec::new();
+    if let Some(p) = previous {
+        let base = indent_of(p);
+        if strip_comment(p).trim_end().ends_with(':') {
+            levels.push(base + 4);
+        }
+        levels.push(base);
+        // Dedents to every enclosing level above.
+        let mut level = base;
+        for l in lines[..i].iter().rev().filter(|l| !l.trim().is_empty()) {
+            if indent_of(l) < level {
+                level = indent_of(l);
+                levels.push(level);
+            }
+        }
+    } else {
+        levels.push(0);
+    }
+    levels.dedup();
+    levels
+        .into_iter()
+        .filter(|&n| n != indent_of(line))
+        .map(|n| format!("{}{}", " ".repeat(n), line.trim_start()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = "\ndef calculate_total(prices):\n    total = 0\n    for price in prices\n        total += price\n    return total\n    ";
+
+    #[test]
+    fn the_specification_example_gets_its_colon_back() {
+        assert!(!parses(Language::Python, SPEC));
+        let found = findings(Language::Python, SPEC);
+        assert!(found.iter().any(|f| f.line == 4), "{found:?}");
+        let fix = propose(Language::Python, SPEC, Some(4)).unwrap();
+        assert_eq!(fix.kind, FixKind::MissingColon);
+        assert_eq!(fix.line, 4);
+        assert!(fix.code.contains("    for price in prices:\n"));
+        assert!(parses(Language::Python, &fix.code));
+        let d = diff("calc.py", SPEC, &fix.code);
+        assert!(d.contains("-    for price in prices\n+    for price in prices:\n"), "{d}");
+    }
+
+    #[test]
+    fn valid_code_needs_no_fix_and_hopeless_code_gets_none() {
+        assert_eq!(propose(Language::Python, "x = 1\n", Some(1)), None);
+        assert!(findings(Language::Python, "x = 1\n").is_empty());
+        assert_eq!(propose(Language::Python, "def def def\n))) ((( :::\n", Some(1)), None);
+    }
+
+    #[test]
+    fn javascript_brackets_and_strings() {
+        let code = "function f(a) {\n  console.log(\"hi);\n  return a;\n}\n";
+        let fix = propose(Language::Javascript, code, Some(2)).unwrap();
+        assert_eq!(fix.kind, FixKind::UnclosedString);
+        assert!(fix.code.contains("console.log(\"hi\");"), "{}", fix.code);
+        let code = "function f(a) {\n  return g(a, 1;\n}\n";
+        let fix = propose(Language::Javascript, code, Some(2)).unwrap();
+        assert_eq!(fix.kind, FixKind::UnbalancedBracket);
+        assert!(fix.code.contains("return g(a, 1);"), "{}", fix.code);
+    }
+
+    #[test]
+    fn language_names() {
+        assert_eq!(Language::from_name("PY"), Some(Language::Python));
+        assert_eq!(Language::from_name("js"), Some(Language::Javascript));
+        assert_eq!(Language::from_name("cobol"), None);
+    }
+}
