@@ -257,13 +257,8 @@ fn unbalanced_bracket(line: &str) -> Vec<String> {
             (None, '#') => break,
             (None, '(' | '[' | '{') => stack.push((i, c)),
             (None, ')' | ']' | '}') => {
-                let open = match c {
-                    ')' => '(',
-                    ']' => '[',
-                    _ => '{',
-                };
                 match stack.last() {
-                    Some((_, o)) if *o == open => {
+                    Some(&(_, o)) if closer(o) == c => {
                         stack.pop();
                     }
                     // A closer nothing opened: drop it.
@@ -281,15 +276,7 @@ fn unbalanced_bracket(line: &str) -> Vec<String> {
     if stack.is_empty() {
         return Vec::new();
     }
-    let closers: String = stack
-        .iter()
-        .rev()
-        .map(|(_, o)| match o {
-            '(' => ')',
-            '[' => ']',
-            _ => '}',
-        })
-        .collect();
+    let closers: String = stack.iter().rev().map(|&(_, o)| closer(o)).collect();
     let head = body.trim_end_matches([':', ';', '{']).trim_end();
     let mut out =
         vec![format!("{head}{closers}{}", &line[head.len()..]), format!("{body}{closers}{}", &line[body.len()..])];
@@ -299,6 +286,15 @@ fn unbalanced_bracket(line: &str) -> Vec<String> {
     }
     out.dedup();
     out
+}
+
+/// The bracket that closes `open`.
+fn closer(open: char) -> char {
+    match open {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    }
 }
 
 /// The opening brackets no closer matched, over the lines (line index, column, bracket).
@@ -328,11 +324,7 @@ fn unmatched(lines: &[&str]) -> Vec<(usize, char)> {
 fn unclosed_block(lines: &[&str], i: usize) -> Vec<String> {
     // The innermost bracket still open where line i starts (later closers belong to outer ones).
     let Some(&(opener_line, open)) = unmatched(&lines[..i]).last() else { return Vec::new() };
-    let close = match open {
-        '(' => ')',
-        '[' => ']',
-        _ => '}',
-    };
+    let close = closer(open);
     let line = lines[i];
     if line.trim().is_empty() {
         vec![format!("{}{close}", " ".repeat(indent_of(lines[opener_line])))]
