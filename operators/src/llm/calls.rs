@@ -164,15 +164,17 @@ impl LlmService {
         let limiter = |n: Option<u32>, quota: fn(NonZeroU32) -> Quota| {
             n.and_then(NonZeroU32::new).map(|n| RateLimiter::direct(quota(n)))
         };
+        let params = Params {
+            model: config.model.clone(),
+            temperature: config.temperature,
+            max_tokens: config.max_tokens,
+            seed: config.seed,
+            response_format: config.json_schema.then(|| prompt::response_format(&config.actions)),
+        };
         let caller = Caller {
             client,
-            params: Params {
-                model: config.model.clone(),
-                temperature: config.temperature,
-                max_tokens: config.max_tokens,
-                seed: config.seed,
-                response_format: config.json_schema.then(|| prompt::response_format(&config.actions)),
-            },
+            params_hash: params_hash(&params),
+            params,
             policy: RetryPolicy { retries: config.retries, backoff: config.backoff, backoff_max: config.backoff_max },
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             rps: limiter(config.requests_per_second, Quota::per_second),
@@ -215,6 +217,7 @@ impl LlmService {
 pub(crate) struct Caller {
     client: Option<Client>,
     params: Params,
+    params_hash: u64,
     policy: RetryPolicy,
     breaker: Breaker,
     rps: Option<DefaultDirectRateLimiter>,
@@ -230,7 +233,7 @@ use std::fs::File;
 
 impl Caller {
     fn key(&self, messages: &[Message]) -> u64 {
-        key_of(&self.params, messages)
+        key_of(self.params_hash, messages)
     }
 
     /// The outcome of a case whose deadline passed before it could be sent (logged like any other,
@@ -357,10 +360,17 @@ impl Caller {
     }
 }
 
-/// A stable hash of what a request asks (rustc-hash is deterministic across runs and machines).
-fn key_of(params: &Params, messages: &[Message]) -> u64 {
+/// The hash of the request parameters every key starts from (computed once per run).
+fn params_hash(params: &Params) -> u64 {
     let mut h = FxHasher::default();
     h.write(serde_json::to_string(params).unwrap_or_default().as_bytes());
+    h.finish()
+}
+
+/// A stable hash of what a request asks (rustc-hash is deterministic across runs and machines).
+fn key_of(params_hash: u64, messages: &[Message]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write_u64(params_hash);
     for m in messages {
         h.write(m.role.as_bytes());
         h.write_u8(0);
@@ -470,9 +480,10 @@ mod tests {
         let params =
             Params { model: "m".into(), temperature: Some(0.0), max_tokens: 10, seed: None, response_format: None };
         let a = [Message::new("user", "x")];
-        assert_eq!(key_of(&params, &a), key_of(&params.clone(), &a.clone()));
-        assert_ne!(key_of(&params, &a), key_of(&params, &[Message::new("user", "y")]));
+        let p = params_hash(&params);
+        assert_eq!(key_of(p, &a), key_of(params_hash(&params.clone()), &a.clone()));
+        assert_ne!(key_of(p, &a), key_of(p, &[Message::new("user", "y")]));
         let other = Params { model: "n".into(), ..params.clone() };
-        assert_ne!(key_of(&params, &a), key_of(&other, &a));
+        assert_ne!(key_of(p, &a), key_of(params_hash(&other), &a));
     }
 }

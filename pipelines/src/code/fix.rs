@@ -180,38 +180,63 @@ fn missing_colon(line: &str) -> Option<String> {
     Some(format!("{code}:{}", &line[code.len()..]))
 }
 
-/// The line without a trailing `#` comment (a `#` inside a string does not count).
-fn strip_comment(line: &str) -> &str {
-    let mut quote = None;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '#') => return &line[..i],
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            _ => {}
-        }
-    }
-    line
+/// Walks a line as code: yields the characters outside string literals (backslash escapes
+/// respected) and before a `#` comment; afterwards says where the comment started and which quote,
+/// if any, the line ends inside of. The one place that knows how strings and comments look.
+struct Scan<'a> {
+    chars: std::str::CharIndices<'a>,
+    quote: Option<char>,
+    escaped: bool,
+    comment_at: Option<usize>,
 }
 
-/// The quote a line ends inside of, if any (backslash escapes respected).
-fn open_quote(line: &str) -> Option<char> {
-    let mut quote = None;
-    let mut escaped = false;
-    for c in line.chars() {
-        match (quote, c) {
-            (Some(_), '\\') if !escaped => {
-                escaped = true;
+fn scan(line: &str) -> Scan<'_> {
+    Scan { chars: line.char_indices(), quote: None, escaped: false, comment_at: None }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = (usize, char);
+
+    fn next(&mut self) -> Option<(usize, char)> {
+        if self.comment_at.is_some() {
+            return None;
+        }
+        for (i, c) in self.chars.by_ref() {
+            if let Some(q) = self.quote {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' {
+                    self.escaped = true;
+                } else if c == q {
+                    self.quote = None;
+                }
                 continue;
             }
-            (Some(q), c) if c == q && !escaped => quote = None,
-            (None, '"' | '\'' | '`') => quote = Some(c),
-            (None, '#') => break,
-            _ => {}
+            match c {
+                '"' | '\'' | '`' => self.quote = Some(c),
+                '#' => {
+                    self.comment_at = Some(i);
+                    return None;
+                }
+                _ => return Some((i, c)),
+            }
         }
-        escaped = false;
+        None
     }
-    quote
+}
+
+/// The line without a trailing `#` comment (a `#` inside a string does not count).
+fn strip_comment(line: &str) -> &str {
+    let mut s = scan(line);
+    s.by_ref().for_each(drop);
+    s.comment_at.map_or(line, |i| &line[..i])
+}
+
+/// The quote a line ends inside of, if any.
+fn open_quote(line: &str) -> Option<char> {
+    let mut s = scan(line);
+    s.by_ref().for_each(drop);
+    s.quote
 }
 
 /// Byte positions after `from` where a word ends: where a token that lost its closer may end.
@@ -248,23 +273,16 @@ fn unclosed_string(line: &str) -> Vec<String> {
 
 fn unbalanced_bracket(line: &str) -> Vec<String> {
     let mut stack = Vec::new();
-    let mut quote = None;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'' | '`') => quote = Some(c),
-            (None, '#') => break,
-            (None, '(' | '[' | '{') => stack.push((i, c)),
-            (None, ')' | ']' | '}') => {
-                match stack.last() {
-                    Some(&(_, o)) if closer(o) == c => {
-                        stack.pop();
-                    }
-                    // A closer nothing opened: drop it.
-                    _ => return vec![format!("{}{}", &line[..i], &line[i + 1..])],
+    for (i, c) in scan(line) {
+        match c {
+            '(' | '[' | '{' => stack.push((i, c)),
+            ')' | ']' | '}' => match stack.last() {
+                Some(&(_, o)) if closer(o) == c => {
+                    stack.pop();
                 }
-            }
+                // A closer nothing opened: drop it.
+                _ => return vec![format!("{}{}", &line[..i], &line[i + 1..])],
+            },
             _ => {}
         }
     }
@@ -301,15 +319,10 @@ fn closer(open: char) -> char {
 fn unmatched(lines: &[&str]) -> Vec<(usize, char)> {
     let mut stack = Vec::new();
     for (n, line) in lines.iter().enumerate() {
-        let mut quote = None;
-        for c in line.chars() {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, '"' | '\'' | '`') => quote = Some(c),
-                (None, '#') => break,
-                (None, '(' | '[' | '{') => stack.push((n, c)),
-                (None, ')' | ']' | '}') => {
+        for (_, c) in scan(line) {
+            match c {
+                '(' | '[' | '{' => stack.push((n, c)),
+                ')' | ']' | '}' => {
                     stack.pop();
                 }
                 _ => {}

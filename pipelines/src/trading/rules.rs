@@ -124,10 +124,11 @@ impl Rules for TradingRules {
             _ => format!("no rule fired: RSI {:.2}, MACD histogram {:.4}, trend {trend}", s.rsi, s.macd.histogram),
         };
         let bar = &s.bar;
+        let end = format_rfc3339(bar.end);
         let evidence = Evidence::of(&TradingEvidence {
             bar: BarEvidence {
                 start: format_rfc3339(bar.start),
-                end: format_rfc3339(bar.end),
+                end: end.clone(),
                 open: bar.open,
                 high: bar.high,
                 low: bar.low,
@@ -149,7 +150,7 @@ impl Rules for TradingRules {
             confidence: v.confidence,
             decided_by: DecidedBy::Rules,
             evidence,
-            event_time: format_rfc3339(bar.end),
+            event_time: end,
             decided_at: format_rfc3339(wall_millis()),
             source: SourceRef::new(&source, bar.last.1),
             ingest_ns: bar.ingest_ns,
