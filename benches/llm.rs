@@ -10,7 +10,7 @@ mod llm_server;
 use criterion::{Criterion, Throughput};
 use inflight::engine::Millis;
 use inflight::engine::runtime::Pressure;
-use inflight::operators::{Decision, LlmConfig, LlmExt, LlmService};
+use inflight::operators::{Action, Decision, LlmConfig, LlmExt, LlmService};
 use llm_server::{LlmServer, answering};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +44,8 @@ fn run(service: &Arc<LlmService>, n: usize, salt: &str) -> Duration {
 }
 
 fn service(config: LlmConfig) -> Arc<LlmService> {
-    LlmService::start(&LlmConfig { enabled: true, cache_size: 0, ..config }, Pressure::default()).unwrap()
+    let actions = vec![Action::Buy, Action::Sell, Action::Hold];
+    LlmService::start(&LlmConfig { enabled: true, cache_size: 0, actions, ..config }, Pressure::default()).unwrap()
 }
 
 fn concurrency_sweep(server: &LlmServer) {

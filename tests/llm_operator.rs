@@ -10,7 +10,7 @@ mod llm_server;
 use inflight::engine::Millis;
 use inflight::engine::runtime::Pressure;
 use inflight::engine::time::wall_nanos;
-use inflight::operators::{DecidedBy, Decision, LlmConfig, LlmExt, LlmService};
+use inflight::operators::{Action, DecidedBy, Decision, LlmConfig, LlmExt, LlmService};
 use llm_server::{LlmServer, answering};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -62,7 +62,8 @@ fn settle(worker: &mut timely::worker::Worker, probe: &ProbeHandle<Millis>, time
 }
 
 fn started(config: LlmConfig) -> Arc<LlmService> {
-    LlmService::start(&LlmConfig { enabled: true, ..config }, Pressure::default()).unwrap()
+    let actions = vec![Action::Buy, Action::Sell, Action::Hold];
+    LlmService::start(&LlmConfig { enabled: true, actions, ..config }, Pressure::default()).unwrap()
 }
 
 #[test]

@@ -15,6 +15,36 @@ pub enum Action {
     Sell,
     /// Trading: keep the position.
     Hold,
+    /// Flight: move the passengers to the alternative flight.
+    Rebook,
+    /// Flight: hold seats on the alternative while the delay is unclear.
+    Protect,
+    /// Flight: no alternative the rules trust; a person must decide.
+    Escalate,
+    /// Flight: the booking is not affected.
+    #[serde(rename = "NONE")]
+    NoAction,
+    /// Code: apply the fix (it parses).
+    Fix,
+    /// Code: a fix to look at before applying (not validated, or not sure).
+    Suggest,
+}
+
+impl Action {
+    /// The action as written in decisions (`BUY`, `REBOOK`, `NONE`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Buy => "BUY",
+            Action::Sell => "SELL",
+            Action::Hold => "HOLD",
+            Action::Rebook => "REBOOK",
+            Action::Protect => "PROTECT",
+            Action::Escalate => "ESCALATE",
+            Action::NoAction => "NONE",
+            Action::Fix => "FIX",
+            Action::Suggest => "SUGGEST",
+        }
+    }
 }
 
 /// Who made a decision.

@@ -3,6 +3,7 @@
 //! that turn inputs into [`Decision`]s — and the `Decision` type every pipeline emits.
 
 pub mod decision;
+pub mod enrich;
 pub mod exact_sum;
 pub mod indicators;
 pub mod keyed;
@@ -11,7 +12,8 @@ pub mod rules;
 pub mod window;
 
 pub use decision::{Action, DecidedBy, Decision, Evidence};
+pub use enrich::{LookupExt, Table, multi_table, upsert_table};
 pub use keyed::{Keyed, KeyedStateExt, Order};
-pub use llm::{LlmConfig, LlmExt, LlmService};
+pub use llm::{LlmConfig, LlmExt, LlmService, LlmVerdict, ReplyCheck};
 pub use rules::{DecideExt, Emit, Rules, Verdict};
 pub use window::{Bar, Tick, WindowExt};

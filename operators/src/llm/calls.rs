@@ -5,7 +5,7 @@
 use super::LlmConfig;
 use super::breaker::Breaker;
 use super::client::{CallError, Client, Completion, Message, Params};
-use super::prompt::{self, LlmVerdict, Prompts};
+use super::prompt::{self, LlmVerdict, Prompts, ReplyCheck};
 use super::stats::{LlmStats, bump};
 use crate::decision::Action;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -129,6 +129,7 @@ pub struct LlmService {
     pub(crate) caller: Arc<Caller>,
     pub(crate) runtime: tokio::runtime::Runtime,
     pub(crate) pressure: Pressure,
+    pub(crate) check: Option<Arc<dyn ReplyCheck>>,
 }
 
 impl std::fmt::Debug for LlmService {
@@ -142,7 +143,17 @@ impl LlmService {
     /// starts a small tokio runtime for the requests. `pressure` is how the operators pause the
     /// sources when their buffers fill.
     pub fn start(config: &LlmConfig, pressure: Pressure) -> Result<Arc<Self>, String> {
+        LlmService::start_checked(config, pressure, None)
+    }
+
+    /// [`LlmService::start`] with a pipeline's own check of every reply (see [`ReplyCheck`]).
+    pub fn start_checked(
+        config: &LlmConfig,
+        pressure: Pressure,
+        check: Option<Arc<dyn ReplyCheck>>,
+    ) -> Result<Arc<Self>, String> {
         config.validate()?;
+        let fields = check.as_ref().map(|c| c.fields()).unwrap_or_default();
         let prompts = Prompts::new(config)?;
         let stats = Arc::new(LlmStats::default());
         let replay = match &config.replay {
@@ -169,7 +180,7 @@ impl LlmService {
             temperature: config.temperature,
             max_tokens: config.max_tokens,
             seed: config.seed,
-            response_format: config.json_schema.then(|| prompt::response_format(&config.actions)),
+            response_format: config.json_schema.then(|| prompt::response_format(&config.actions, &fields)),
         };
         let caller = Caller {
             client,
@@ -184,6 +195,8 @@ impl LlmService {
             replay,
             stats: Arc::clone(&stats),
             actions: config.actions.clone(),
+            fields: fields.iter().map(|(name, _)| *name).collect(),
+            check: check.clone(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -194,7 +207,15 @@ impl LlmService {
         if caller.replay.is_none() {
             tracing::info!(base_url = %config.base_url, model = %config.model, key = config.api_key.is_some(), "llm endpoint");
         }
-        Ok(Arc::new(LlmService { config: config.clone(), prompts, stats, caller: Arc::new(caller), runtime, pressure }))
+        Ok(Arc::new(LlmService {
+            config: config.clone(),
+            prompts,
+            stats,
+            caller: Arc::new(caller),
+            runtime,
+            pressure,
+            check,
+        }))
     }
 
     /// The key of a prompt: a hash of the model, the parameters and the messages.
@@ -227,6 +248,8 @@ pub(crate) struct Caller {
     replay: Option<FxHashMap<u64, Outcome>>,
     stats: Arc<LlmStats>,
     actions: Vec<Action>,
+    fields: Vec<&'static str>,
+    check: Option<Arc<dyn ReplyCheck>>,
 }
 
 use std::fs::File;
@@ -253,8 +276,18 @@ impl Caller {
         Some(replay.get(&key).cloned().unwrap_or_else(|| Outcome::Error(CallError::NotInReplay.to_string())))
     }
 
-    /// The whole case: ask, validate, one repair attempt, all before `deadline`.
-    pub(crate) async fn decide(&self, key: u64, messages: Vec<Message>, deadline: Duration) -> Outcome {
+    /// A reply's verdict, if it has the shape and passes the pipeline's check.
+    fn verdict(&self, content: &str, evidence: &str, last: bool) -> Result<LlmVerdict, String> {
+        let mut verdict = prompt::validate(content, &self.actions)?;
+        if let Some(check) = &self.check {
+            check.check(evidence, &mut verdict, last)?;
+        }
+        Ok(verdict)
+    }
+
+    /// The whole case: ask, validate, one repair attempt, all before `deadline`; `evidence` is the
+    /// case's, for the pipeline's check.
+    pub(crate) async fn decide(&self, key: u64, messages: Vec<Message>, evidence: &str, deadline: Duration) -> Outcome {
         if let Some(outcome) = self.replayed(key) {
             return outcome;
         }
@@ -264,14 +297,14 @@ impl Caller {
         let work = async {
             let first = self.ask(&messages, &attempts).await?;
             last_reply = Some(first.content.clone());
-            match prompt::validate(&first.content, &self.actions) {
+            match self.verdict(&first.content, evidence, false) {
                 Ok(v) => Ok(v),
                 Err(problem) => {
                     bump(&self.stats.repairs);
-                    let again = prompt::repair(&messages, &first.content, &problem);
+                    let again = prompt::repair(&messages, &first.content, &problem, &self.fields);
                     let second = self.ask(&again, &attempts).await?;
                     last_reply = Some(second.content.clone());
-                    prompt::validate(&second.content, &self.actions)
+                    self.verdict(&second.content, evidence, true)
                         .map_err(|e| CallError::Invalid(format!("{e} (after one repair attempt)")))
                 }
             }

@@ -19,6 +19,7 @@ pub mod stats;
 pub use calls::LlmService;
 pub use client::ApiKey;
 pub use operator::LlmExt;
+pub use prompt::{LlmVerdict, ReplyCheck};
 pub use stats::LlmStats;
 
 use crate::decision::Action;
@@ -77,7 +78,7 @@ pub struct LlmConfig {
     pub deadline: Duration,
     /// Replies kept for identical prompts, per worker.
     pub cache_size: usize,
-    /// Actions a reply may choose.
+    /// Actions a reply may choose [default: the pipeline's].
     pub actions: Vec<Action>,
     /// System message template (minijinja) [default: the pipeline's].
     pub system_prompt: Option<String>,
@@ -119,7 +120,7 @@ impl Default for LlmConfig {
             tokens_per_minute: None,
             deadline: Duration::from_secs(60),
             cache_size: 10_000,
-            actions: vec![Action::Buy, Action::Sell, Action::Hold],
+            actions: Vec::new(),
             system_prompt: None,
             user_prompt: None,
             log: None,
@@ -138,10 +139,13 @@ The rules said {{ rule.action }} with confidence {{ rule.confidence }}: {{ rule.
 Evidence: {{ evidence }}";
 
 impl LlmConfig {
-    /// Fills the prompts the config left out with a pipeline's own.
-    pub fn with_default_prompts(mut self, system: &str, user: &str) -> Self {
+    /// Fills what the config left out (prompts, allowed actions) with a pipeline's own.
+    pub fn with_pipeline_defaults(mut self, system: &str, user: &str, actions: &[Action]) -> Self {
         self.system_prompt.get_or_insert_with(|| system.to_owned());
         self.user_prompt.get_or_insert_with(|| user.to_owned());
+        if self.actions.is_empty() {
+            self.actions = actions.to_vec();
+        }
         self
     }
 

@@ -113,7 +113,7 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                         cache.put(key, v.clone());
                     }
                     for (cap, decision) in waiting.remove(&key).unwrap_or_default() {
-                        ready.push((cap, finish(decision, &outcome, &stats)));
+                        ready.push((cap, finish(decision, &outcome, &service)));
                     }
                 }
                 // Cases that waited for a slot past their deadline fall back now (a stale tick is
@@ -124,7 +124,7 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                         break;
                     }
                     let outcome = service.caller.expired(case.key, &case.messages, config.deadline);
-                    ready.push((case.cap, finish(case.decision, &outcome, &stats)));
+                    ready.push((case.cap, finish(case.decision, &outcome, &service)));
                 }
                 // Send what fits; identical prompts share a call, known ones come from the cache.
                 while in_flight < config.concurrency {
@@ -132,7 +132,7 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                     if let Some(v) = cache.as_mut().and_then(|c| c.get(&case.key)) {
                         bump(&stats.cache_hits);
                         let outcome = Outcome::Verdict(v.clone());
-                        ready.push((case.cap, finish(case.decision, &outcome, &stats)));
+                        ready.push((case.cap, finish(case.decision, &outcome, &service)));
                         continue;
                     }
                     if let Some(waiters) = waiting.get_mut(&case.key) {
@@ -141,11 +141,12 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                         continue;
                     }
                     let left = remaining(config.deadline, case.decision.ingest_ns);
-                    waiting.insert(case.key, vec![(case.cap, case.decision)]);
                     in_flight += 1;
+                    let evidence = case.decision.evidence.as_str().to_owned();
+                    waiting.insert(case.key, vec![(case.cap, case.decision)]);
                     let (caller, tx, activator) = (Arc::clone(&service.caller), tx.clone(), Arc::clone(&activator));
                     service.runtime.spawn(async move {
-                        let outcome = caller.decide(case.key, case.messages, left).await;
+                        let outcome = caller.decide(case.key, case.messages, &evidence, left).await;
                         // The operator may be gone (run failed); nothing to tell then.
                         if tx.send((case.key, outcome)).is_ok() {
                             let _ = activator.activate();
@@ -178,10 +179,14 @@ fn remaining(deadline: Duration, ingest_ns: u64) -> Duration {
     deadline.saturating_sub(Duration::from_nanos(wall_nanos().saturating_sub(ingest_ns)))
 }
 
-fn finish(mut decision: Decision, outcome: &Outcome, stats: &super::LlmStats) -> Decision {
+fn finish(mut decision: Decision, outcome: &Outcome, service: &LlmService) -> Decision {
+    let stats = &service.stats;
     match outcome {
         Outcome::Verdict(v) => {
             bump(&stats.decided);
+            if let Some(check) = &service.check {
+                check.apply(&mut decision, v);
+            }
             decision.action = v.action;
             decision.reason = v.reason.clone();
             decision.confidence = v.confidence;

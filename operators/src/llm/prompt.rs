@@ -25,6 +25,25 @@ pub struct LlmVerdict {
     /// How sure, in [0, 1].
     #[schemars(range(min = 0.0, max = 1.0))]
     pub confidence: f64,
+    /// A proposed fix, whole code (only pipelines whose [`ReplyCheck`] asks for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub code: Option<String>,
+}
+
+/// A pipeline's own check of a reply, beyond the shape every reply has (the code pipeline parses
+/// the proposed code). It runs on the LLM runtime for every reply, so it must be quick.
+pub trait ReplyCheck: Send + Sync + std::fmt::Debug + 'static {
+    /// Extra reply fields the model must fill in: name and JSON schema (`code` is the one known).
+    fn fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
+    /// Checks `verdict` for the case whose evidence is `evidence` (compact JSON). An error goes
+    /// back to the model once; on that `last` attempt the check may instead accept the reply
+    /// changed (e.g. downgraded to a suggestion).
+    fn check(&self, evidence: &str, verdict: &mut LlmVerdict, last: bool) -> Result<(), String>;
+    /// Carries an accepted verdict into the decision beyond action, reason and confidence.
+    fn apply(&self, _decision: &mut Decision, _verdict: &LlmVerdict) {}
 }
 
 /// The rendered prompt templates of a run.
@@ -78,12 +97,19 @@ impl Prompts {
     }
 }
 
-/// `response_format` asking for a [`LlmVerdict`] whose action is one of `actions`.
-pub fn response_format(actions: &[Action]) -> serde_json::Value {
+/// `response_format` asking for a [`LlmVerdict`] whose action is one of `actions`, with the
+/// `extra` fields a pipeline's check wants (every field required, as strict mode demands).
+pub fn response_format(actions: &[Action], extra: &[(&'static str, serde_json::Value)]) -> serde_json::Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(LlmVerdict)).unwrap_or_default();
     if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
         let names: Vec<&str> = actions.iter().map(|a| action_name(*a)).collect();
         props.insert("action".into(), serde_json::json!({ "type": "string", "enum": names }));
+        for (name, field) in extra {
+            props.insert((*name).into(), field.clone());
+        }
+    }
+    if let Some(required) = schema.get_mut("required").and_then(|r| r.as_array_mut()) {
+        required.extend(extra.iter().map(|(name, _)| serde_json::Value::from(*name)));
     }
     if let Some(obj) = schema.as_object_mut() {
         obj.remove("$schema");
@@ -121,13 +147,16 @@ pub fn validate(content: &str, actions: &[Action]) -> Result<LlmVerdict, String>
     Ok(verdict)
 }
 
-/// The messages of a repair attempt: the conversation so far, the bad reply, and what was wrong.
-pub fn repair(messages: &[Message], reply: &str, error: &str) -> Vec<Message> {
+/// The messages of a repair attempt: the conversation so far, the bad reply, and what was wrong;
+/// `extra` names the pipeline's own reply fields.
+pub fn repair(messages: &[Message], reply: &str, error: &str, extra: &[&str]) -> Vec<Message> {
     let mut next = messages.to_vec();
     next.push(Message::new("assistant", reply.chars().take(MAX_REPLY).collect::<String>()));
+    let fields: Vec<String> =
+        ["action", "reason", "confidence"].iter().chain(extra).map(|f| format!("\"{f}\"")).collect();
     next.push(Message::new(
         "user",
-        format!("That reply is not valid: {error}. Answer again with only the JSON object {{\"action\", \"reason\", \"confidence\"}}."),
+        format!("That reply is not valid: {error}. Answer again with only the JSON object {{{}}}.", fields.join(", ")),
     ));
     next
 }
@@ -140,11 +169,7 @@ fn unfence(content: &str) -> &str {
 }
 
 fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Buy => "BUY",
-        Action::Sell => "SELL",
-        Action::Hold => "HOLD",
-    }
+    action.as_str()
 }
 
 #[cfg(test)]
@@ -187,7 +212,7 @@ mod tests {
 
     #[test]
     fn schema_lists_only_allowed_actions_and_requires_every_field() {
-        let f = response_format(&[Action::Buy, Action::Hold]);
+        let f = response_format(&[Action::Buy, Action::Hold], &[]);
         let schema = &f["json_schema"]["schema"];
         assert_eq!(schema["properties"]["action"]["enum"], serde_json::json!(["BUY", "HOLD"]));
         assert_eq!(schema["additionalProperties"], false);
@@ -200,7 +225,7 @@ mod tests {
 
     #[test]
     fn templates_render_the_evidence_verbatim_and_bad_templates_fail_at_start() {
-        let prompts = Prompts::new(&LlmConfig::default()).unwrap();
+        let prompts = Prompts::new(&LlmConfig { actions: ALL.to_vec(), ..LlmConfig::default() }).unwrap();
         let d = Decision::sample();
         let messages = prompts.render(&d).unwrap();
         assert_eq!(messages[0].role, "system");

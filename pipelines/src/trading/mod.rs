@@ -16,7 +16,7 @@ pub use rules::{Scored, TradingRules};
 use inflight_engine::{Millis, Scope, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Macd, Rsi};
 use inflight_operators::{
-    DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, Tick, WindowExt,
+    Action, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, Tick, WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -85,7 +85,7 @@ impl TradingConfig {
 
     /// The LLM settings with the trading prompts where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
-        self.llm.clone().with_default_prompts(SYSTEM_PROMPT, USER_PROMPT)
+        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &[Action::Buy, Action::Sell, Action::Hold])
     }
 }
 

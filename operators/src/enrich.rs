@@ -1,0 +1,212 @@
+//! Enrichment: joins of an event stream with reference data that changes while the pipeline runs.
+//! Reference data is a differential-dataflow arrangement built from upserts and deletes
+//! ([`upsert_table`]); an event looks up the values its key has *at the event's time*
+//! ([`LookupExt::lookup`], a half-join): an update at time 100 is seen by events at 100 and later,
+//! never by an event at 99, whatever order the workers happen to run in. Events wait until the
+//! table's frontier has passed their time, so every update up to it is in.
+
+use differential_dataflow::Hashable;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::trace::cursor::{Cursor, cursor_list};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::trace::TraceReader;
+use inflight_engine::{Millis, Stream};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+use timely::progress::Antichain;
+
+/// Data that can live in a table: ordered, cloneable and sendable between processes.
+pub trait TableData: Ord + Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Ord + Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static> TableData for T {}
+
+/// A key of a table (hashed to pick the worker that holds it, the same way in every process).
+pub trait TableKey: TableData + std::hash::Hash {}
+impl<T: TableData + std::hash::Hash> TableKey for T {}
+
+/// Reference data: values by key, versioned in event time, partitioned over the workers by key.
+pub type Table<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, Millis, isize>>>;
+
+/// Builds a table from upserts `(key, Some(value), time)` and deletes `(key, None, time)`; a key
+/// holds at most one value at a time. Two changes of one key at the same millisecond have no
+/// defined order: give them distinct times.
+pub fn upsert_table<'scope, K: TableKey, V: TableData>(
+    changes: Stream<'scope, (K, Option<V>, Millis)>,
+    name: &str,
+) -> Table<'scope, K, V> {
+    arrange_from_upsert::<ValBuilder<K, V, Millis, isize>, ValSpine<K, V, Millis, isize>, K, V>(changes, name)
+}
+
+/// Builds a table in which a key may hold several values, from `((key, value), time, diff)`
+/// updates (e.g. derived from another table with `as_collection`).
+pub fn multi_table<'scope, K: TableKey, V: TableData>(
+    updates: differential_dataflow::VecCollection<'scope, Millis, (K, V), isize>,
+    name: &str,
+) -> Table<'scope, K, V> {
+    updates.arrange_by_key_named(name)
+}
+
+/// The lookup operator.
+pub trait LookupExt<'scope, K: TableKey, D> {
+    /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
+    /// `table` at the record's time (sorted, possibly none), once the table is complete up to it.
+    fn lookup<V, D2, F>(self, table: &Table<'scope, K, V>, name: &str, logic: F) -> Stream<'scope, D2>
+    where
+        V: TableData,
+        D2: 'static,
+        F: FnMut(D, &[V], &mut Vec<D2>) + 'static;
+}
+
+impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scope, (K, D)> {
+    fn lookup<V, D2, F>(self, table: &Table<'scope, K, V>, name: &str, mut logic: F) -> Stream<'scope, D2>
+    where
+        V: TableData,
+        D2: 'static,
+        F: FnMut(D, &[V], &mut Vec<D2>) + 'static,
+    {
+        let mut trace = table.trace.clone();
+        // Same hash and the same worker as the table's own exchange, so the key's values are here.
+        let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
+        self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |_cap, _info| {
+            let mut pending: BTreeMap<Millis, (Capability<Millis>, Vec<(K, D)>)> = BTreeMap::new();
+            let mut values: Vec<V> = Vec::new();
+            let mut out: Vec<D2> = Vec::new();
+            let mut compaction = Antichain::from_elem(0);
+            move |(events, event_frontier), (batches, table_frontier), output| {
+                // The batches are in the trace already; their stream only tells how far it is.
+                batches.for_each(|_cap, _data| {});
+                events.for_each_stamp(|cap, data| {
+                    let (Some(time), Some(held)) = (cap.least().copied(), cap.retain_least(output.output_index()))
+                    else {
+                        return;
+                    };
+                    let slot = &mut pending.entry(time).or_insert_with(|| (held, Vec::new())).1;
+                    for batch in data {
+                        slot.append(batch);
+                    }
+                });
+                let ready = |t: &Millis| !table_frontier.less_equal(t);
+                if pending.first_key_value().is_some_and(|(t, _)| ready(t)) {
+                    let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
+                    let (mut cursor, storage) = cursor_list(batches);
+                    while let Some(entry) = pending.first_entry() {
+                        let time = *entry.key();
+                        if !ready(&time) {
+                            break;
+                        }
+                        let (cap, records) = entry.remove();
+                        for (key, record) in records {
+                            values.clear();
+                            cursor.rewind_keys(&storage);
+                            cursor.seek_key(&storage, &key);
+                            if cursor.get_key(&storage) == Some(&key) {
+                                while let Some(value) = cursor.get_val(&storage) {
+                                    let mut count = 0isize;
+                                    cursor.map_times(&storage, |t, diff| {
+                                        if *t <= time {
+                                            count += *diff;
+                                        }
+                                    });
+                                    if count > 0 {
+                                        values.push(value.clone());
+                                    }
+                                    cursor.step_val(&storage);
+                                }
+                            }
+                            logic(record, &values, &mut out);
+                        }
+                        if !out.is_empty() {
+                            output.session(&cap).give_container(&mut out);
+                        }
+                    }
+                }
+                // Times before every event still to come or waiting need no history: let the table
+                // merge them.
+                let mut lower = Antichain::new();
+                for t in event_frontier.frontier().iter().chain(pending.keys()) {
+                    lower.insert(*t);
+                }
+                if lower != compaction && timely::PartialOrder::less_equal(&compaction, &lower) {
+                    trace.set_logical_compaction(lower.borrow());
+                    trace.set_physical_compaction(lower.borrow());
+                    compaction = lower;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::Operator;
+    use timely::dataflow::operators::vec::Map;
+    use timely::dataflow::operators::{Inspect, ToStream};
+
+    /// Moves each record to the time `time_of` gives it.
+    fn at_times<'s, D: Clone + 'static>(s: Stream<'s, D>, time_of: fn(&D) -> Millis) -> Stream<'s, D> {
+        s.unary(Pipeline, "AtTimes", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    for record in data.flat_map(|b| b.drain(..)) {
+                        output.session(&cap.delayed(&time_of(&record), 0)).give(record);
+                    }
+                });
+            }
+        })
+    }
+
+    /// Events at 5, 10, 15 look up key "a", which is set at 0, changed at 10 and deleted at 12.
+    #[test]
+    fn events_see_the_table_as_of_their_time_at_any_parallelism() {
+        for workers in [1, 3] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&seen);
+            timely::execute(timely::Config::process(workers), move |worker| {
+                let sink = Arc::clone(&sink);
+                worker.dataflow::<Millis, _, _>(|scope| {
+                    let first = worker_zero(scope.index(), vec![("a".to_string(), Some(1u32), 0), ("b".into(), Some(7), 0)]);
+                    let changes = first
+                        .into_iter()
+                        .chain(worker_zero(scope.index(), vec![("a".to_string(), Some(2), 10), ("a".into(), None, 12)]))
+                        .collect::<Vec<_>>()
+                        .to_stream(scope);
+                    // Updates enter at their own times.
+                    let changes = at_times(changes, |(_, _, t)| *t);
+                    let table = upsert_table(changes, "Table");
+                    let events = worker_zero(scope.index(), vec![(5u64, "a".to_string()), (10, "a".into()), (15, "a".into()), (15, "b".into())])
+                        .to_stream(scope);
+                    let events = at_times(events, |(t, _)| *t)
+                        .map(|(t, k): (u64, String)| (k.clone(), (t, k)));
+                    events
+                        .lookup(&table, "Lookup", |(t, k), values: &[u32], out| out.push((t, k, values.to_vec())))
+                        .inspect(move |r| sink.lock().unwrap().push(r.clone()));
+                });
+            })
+            .unwrap();
+            let mut seen = seen.lock().unwrap().clone();
+            seen.sort();
+            assert_eq!(
+                seen,
+                vec![
+                    (5, "a".to_string(), vec![1]),
+                    (10, "a".into(), vec![2]),
+                    (15, "a".into(), vec![]),
+                    (15, "b".into(), vec![7]),
+                ],
+                "{workers} workers"
+            );
+        }
+    }
+
+    fn worker_zero<T>(index: usize, items: Vec<T>) -> Vec<T> {
+        if index == 0 { items } else { Vec::new() }
+    }
+}
