@@ -33,6 +33,7 @@ fn trading(c: &mut Criterion) {
     for workers in [1, 2] {
         let job = JobConfig {
             input: Input::File(path.clone()),
+            side_inputs: Vec::new(),
             source: SourceConfig::default(),
             output: Output::Discard,
             dead_letter: Output::Discard,

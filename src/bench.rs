@@ -55,6 +55,7 @@ pub fn trading_file(events: u64, assets: usize, input: Option<PathBuf>, runs: us
     let (workers, processes) = (cluster.workers, cluster.processes);
     let job = JobConfig {
         input: Input::File(path.clone()),
+        side_inputs: Vec::new(),
         source: SourceConfig::default(),
         output: Output::Discard,
         dead_letter: Output::Discard,
@@ -133,6 +134,7 @@ pub fn trading_kafka(b: &KafkaBench) -> Result<()> {
             bounded: b.rate.is_none(),
             idle_timeout: Duration::from_millis(500),
         }),
+        side_inputs: Vec::new(),
         source: SourceConfig { settle: config.window_ms, max_lag: 60_000, ..SourceConfig::default() },
         output: Output::Kafka(KafkaOutput { kafka: b.kafka.clone(), topic: output.clone(), partitions: b.partitions }),
         dead_letter: Output::Discard,

@@ -58,6 +58,7 @@ fn source_pauses_while_outputs_lag_and_resumes_when_they_catch_up() {
     let max_lag: Millis = 10_000;
     let job = JobConfig {
         input: Input::File(path),
+        side_inputs: Vec::new(),
         source: SourceConfig { max_lag, chunk_size: 256 << 10, batch_bytes: 16 << 10, ..SourceConfig::default() },
         output: Output::Discard,
         dead_letter: Output::Discard,

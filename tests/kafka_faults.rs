@@ -41,6 +41,7 @@ fn file_decisions(dir: &Path) -> BTreeMap<String, (Value, Value)> {
     let out = dir.join("file.jsonl");
     let job = JobConfig {
         input: Input::File(INPUT.into()),
+        side_inputs: Vec::new(),
         source: SourceConfig::default(),
         output: Output::File(out.clone()),
         dead_letter: Output::Discard,
@@ -85,6 +86,7 @@ fn decisions_survive_request_errors_a_slow_broker_and_a_broker_outage() {
 
     let job = JobConfig {
         input: Input::Kafka(KafkaInput {
+        side_inputs: Vec::new(),
             kafka: kafka.clone(),
             topic: "market".into(),
             group: "faults".into(),

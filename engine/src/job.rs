@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::operators::vec::Map;
 
 /// A result record the engine can write and time.
@@ -73,6 +73,9 @@ impl Prepared {
 pub struct JobConfig {
     /// Where records come from.
     pub input: Input,
+    /// More inputs of the same record type, read alongside `input` and merged with it (the flight
+    /// pipeline's reference-data updates). Decisions name `input` as their source.
+    pub side_inputs: Vec<Input>,
     /// How the source reads.
     pub source: SourceConfig,
     /// Where results go.
@@ -153,10 +156,14 @@ where
     F: for<'s> Fn(Scope<'s>, Stream<'s, Sourced<E>>) -> Stream<'s, D> + Send + Sync + 'static,
 {
     let timely_config = config.cluster.timely_config()?;
-    let input = config.input.open()?;
+    let all_inputs: Vec<&Input> = std::iter::once(&config.input).chain(&config.side_inputs).collect();
     let process = config.cluster.process;
-    if let (Input::Kafka(k), 0) = (&config.input, process) {
-        k.kafka.ensure_topic(&k.topic, 1)?;
+    let mut inputs = Vec::new();
+    for input in &all_inputs {
+        inputs.push(input.open()?);
+        if let (Input::Kafka(k), 0) = (input, process) {
+            k.kafka.ensure_topic(&k.topic, 1)?;
+        }
     }
     let output = Prepared::new(&config.output, process)?;
     let dead_output = Prepared::new(&config.dead_letter, process)?;
@@ -167,7 +174,7 @@ where
     let guards = timely::execute(timely_config, move |worker| {
         let ctx = &worker_ctx;
         let (totals, outputs, dead, latency) = worker.dataflow::<crate::Millis, _, _>(|scope| {
-            build(scope, &input, &source_config, &output, &dead_output, ctx, &pipeline)
+            build(scope, &inputs, &source_config, &output, &dead_output, ctx, &pipeline)
         });
         while worker.step_or_park(None) {}
         let source = (worker.index() == 0).then(|| *totals.borrow());
@@ -203,8 +210,12 @@ where
     }
     // Everything read has left through the sinks (flushed and acknowledged): only now do the
     // consumed offsets become committed, so a restart from `committed` neither skips nor repeats.
-    if let Input::Kafka(k) = &config.input {
-        commit(k, &ctx.positions.take())?;
+    let positions = ctx.positions.take();
+    for input in &all_inputs {
+        if let Input::Kafka(k) = input {
+            let own: Vec<_> = positions.iter().filter(|(topic, _, _)| *topic == k.topic).cloned().collect();
+            commit(k, &own)?;
+        }
     }
     report.elapsed = started.elapsed();
     Ok(report)
@@ -217,7 +228,7 @@ type Built = (Rc<RefCell<SourceStats>>, crate::sink::LineSink, crate::sink::Line
 
 fn build<'s, E, D, F>(
     scope: Scope<'s>,
-    input: &OpenInput,
+    inputs: &[OpenInput],
     source_config: &SourceConfig,
     output: &Prepared,
     dead_output: &Prepared,
@@ -232,14 +243,30 @@ where
     // The outputs' probe: how far results (and dead letters) are handed over, or with Kafka
     // acknowledged. Sources use it to commit offsets and to pause when the graph lags behind.
     let probe = ProbeHandle::new();
-    let src = source::<E>(scope, input, source_config, ctx, &probe);
-    let results = pipeline(scope, src.events);
+    let (mut events, mut dead, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+    for input in inputs {
+        let src = source::<E>(scope, input, source_config, ctx, &probe);
+        events.push(src.events);
+        dead.push(src.dead);
+        stats.push(src.stats);
+    }
+    let results = pipeline(scope, merged(scope, events));
     let histogram = || Rc::new(RefCell::new(latency_histogram()));
     let latency = (histogram(), histogram(), histogram());
     let outputs = emit(results, output, ctx, Some(latency.clone()), &probe);
-    let dead = emit(src.dead, dead_output, ctx, None, &probe);
-    let totals = gather_stats(src.stats);
+    let dead = emit(merged(scope, dead), dead_output, ctx, None, &probe);
+    let totals = gather_stats(merged(scope, stats));
     (totals, outputs, dead, latency)
+}
+
+/// One stream of all of `streams` (the one itself when there is one).
+fn merged<'s, D: 'static>(scope: Scope<'s>, mut streams: Vec<Stream<'s, D>>) -> Stream<'s, D> {
+    if streams.len() == 1 {
+        if let Some(only) = streams.pop() {
+            return only;
+        }
+    }
+    scope.concatenate(streams)
 }
 
 /// Formats results as JSON and hands them to their sink, timing read → result on the way.

@@ -66,6 +66,53 @@ pub fn wall_millis() -> Millis {
     wall_nanos() / 1_000_000
 }
 
+/// Serde adapter between RFC 3339 text and milliseconds: `#[serde(with = "rfc3339")]`.
+pub mod rfc3339 {
+    use super::{Millis, format_rfc3339, parse_rfc3339};
+    use serde::{Deserializer, Serializer, de};
+
+    /// Writes the time as RFC 3339 text.
+    pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339(*ms))
+    }
+
+    /// Reads RFC 3339 text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Millis;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 timestamp string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Millis, E> {
+                parse_rfc3339(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+
+    /// The same for an optional time (`#[serde(default, with = "rfc3339::option")]`).
+    pub mod option {
+        use super::Millis;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes the time as RFC 3339 text, or null.
+        pub fn serialize<S: Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+            match ms {
+                Some(ms) => super::serialize(ms, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads RFC 3339 text or null.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Millis>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] Millis);
+            Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

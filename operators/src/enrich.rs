@@ -53,8 +53,15 @@ pub fn multi_table<'scope, K: TableKey, V: TableData>(
 /// The lookup operator.
 pub trait LookupExt<'scope, K: TableKey, D> {
     /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
-    /// `table` at the record's time (sorted, possibly none), once the table is complete up to it.
-    fn lookup<V, D2, F>(self, table: &Table<'scope, K, V>, name: &str, logic: F) -> Stream<'scope, D2>
+    /// `table` at the record's event time `time_of(record)` (sorted, possibly none), once the table
+    /// is complete up to it. Results leave at that time.
+    fn lookup<V, D2, F>(
+        self,
+        table: &Table<'scope, K, V>,
+        name: &str,
+        time_of: fn(&D) -> Millis,
+        logic: F,
+    ) -> Stream<'scope, D2>
     where
         V: TableData,
         D2: 'static,
@@ -62,7 +69,13 @@ pub trait LookupExt<'scope, K: TableKey, D> {
 }
 
 impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scope, (K, D)> {
-    fn lookup<V, D2, F>(self, table: &Table<'scope, K, V>, name: &str, mut logic: F) -> Stream<'scope, D2>
+    fn lookup<V, D2, F>(
+        self,
+        table: &Table<'scope, K, V>,
+        name: &str,
+        time_of: fn(&D) -> Millis,
+        mut logic: F,
+    ) -> Stream<'scope, D2>
     where
         V: TableData,
         D2: 'static,
@@ -80,13 +93,13 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                 // The batches are in the trace already; their stream only tells how far it is.
                 batches.for_each(|_cap, _data| {});
                 events.for_each_stamp(|cap, data| {
-                    let (Some(time), Some(held)) = (cap.least().copied(), cap.retain_least(output.output_index()))
-                    else {
-                        return;
-                    };
-                    let slot = &mut pending.entry(time).or_insert_with(|| (held, Vec::new())).1;
-                    for batch in data {
-                        slot.append(batch);
+                    let Some(held) = cap.retain_least(output.output_index()) else { return };
+                    for (key, record) in data.flat_map(|batch| batch.drain(..)) {
+                        // A source may place a record before its event time; the lookup is as of
+                        // the event time, so it waits (and leaves) there.
+                        let time = time_of(&record).max(*held.time());
+                        let slot = pending.entry(time).or_insert_with(|| (held.delayed(&time), Vec::new()));
+                        slot.1.push((key, record));
                     }
                 });
                 let ready = |t: &Millis| !table_frontier.less_equal(t);
@@ -183,10 +196,12 @@ mod tests {
                     let table = upsert_table(changes, "Table");
                     let events = worker_zero(scope.index(), vec![(5u64, "a".to_string()), (10, "a".into()), (15, "a".into()), (15, "b".into())])
                         .to_stream(scope);
-                    let events = at_times(events, |(t, _)| *t)
-                        .map(|(t, k): (u64, String)| (k.clone(), (t, k)));
+                    // Left at time 0: the lookup must use the event time, not the record's.
+                    let events = events.map(|(t, k): (u64, String)| (k.clone(), (t, k)));
                     events
-                        .lookup(&table, "Lookup", |(t, k), values: &[u32], out| out.push((t, k, values.to_vec())))
+                        .lookup(&table, "Lookup", |(t, _)| *t, |(t, k), values: &[u32], out| {
+                            out.push((t, k, values.to_vec()))
+                        })
                         .inspect(move |r| sink.lock().unwrap().push(r.clone()));
                 });
             })

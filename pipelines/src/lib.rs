@@ -2,4 +2,5 @@
 //! a function that builds its dataflow from operators. The engine wires sources and sinks around it.
 
 pub mod code;
+pub mod flight;
 pub mod trading;

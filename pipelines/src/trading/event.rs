@@ -1,7 +1,7 @@
 //! The market event of the specification (`asset`, `price`, `timestamp`, `volume`, optional
 //! `indicators` and `market_context`), parsed from one JSON line. Unknown fields are ignored.
 
-use inflight_engine::time::{format_rfc3339, parse_rfc3339};
+use inflight_engine::time::rfc3339;
 use inflight_engine::{Event, Key, Millis, ParseError};
 use serde::{Deserialize, Serialize};
 
@@ -137,30 +137,6 @@ impl Event for MarketEvent {
 
     fn event_time(&self) -> Millis {
         self.timestamp
-    }
-}
-
-mod rfc3339 {
-    //! Serde adapter between RFC 3339 text and milliseconds.
-    use super::{format_rfc3339, parse_rfc3339};
-    use serde::{Deserializer, Serializer, de};
-
-    pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_rfc3339(*ms))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = u64;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an RFC 3339 timestamp string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
-                parse_rfc3339(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Visitor)
     }
 }
 

@@ -1,0 +1,263 @@
+//! The flight-operations pipeline: flight status events joined with the schedule and the bookings
+//! (reference data kept as differential-dataflow tables, loaded at start and changed live by
+//! upserts and deletes in the input) → one decision per affected booking: REBOOK onto the earliest
+//! later flight on the route with enough seats, PROTECT (hold seats) when the delay's length is
+//! unknown, ESCALATE when there is no alternative, NONE when the connection holds.
+//!
+//! ```text
+//! inputs ─┬─ status ─lookup(flights)─lookup(legs)─lookup(bookings)─┬─ decided ──────────────┐
+//!         │                                   lookup(flights: connection)─┤                    │
+//!         │                                          lookup(routes: alternatives)─┬─ decided ──┤
+//!         │                                                    lookup(flights: following leg)─┤
+//!         └─ changes (+ reference files at time 0) ─▶ flights, bookings ─▶ routes, legs        │
+//!                                            decisions ◀─ llm_decide (below min_confidence) ◀─┘
+//! ```
+
+mod event;
+mod rules;
+pub mod synthetic;
+
+pub use event::{Booking, Change, FlightEvent, FlightInput, FlightStatus, ScheduledFlight};
+pub use rules::{Case, Mct, Next, Outcome};
+
+use inflight_engine::{Key, Millis, Scope, SourceName, Sourced, Stream};
+use inflight_operators::{
+    Action, Decision, Emit, LlmConfig, LlmExt, LlmService, LookupExt, Table, multi_table, upsert_table,
+};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::{Concatenate, ToStream};
+
+/// The flight pipeline's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlightConfig {
+    /// Minimum connection times.
+    pub mct: Mct,
+    /// `changes`: only bookings that need an action; `all`: also NONE for those that do not.
+    pub emit: Emit,
+    /// The LLM stage (off unless enabled).
+    pub llm: LlmConfig,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        FlightConfig { mct: Mct::default(), emit: Emit::Changes, llm: LlmConfig::default() }
+    }
+}
+
+const SYSTEM_PROMPT: &str = "You are an airline operations assistant inside an automated pipeline. \
+You get a flight status change, one affected booking with its itinerary, the schedule rows the rules \
+looked at, and the decision the rules made with low confidence. Decide {{ actions }}: REBOOK onto the \
+alternative shown, PROTECT (hold seats on it), ESCALATE to a person, or NONE. \
+Answer only with a JSON object {\"action\", \"reason\", \"confidence\"}: confidence in [0, 1], reason one \
+short sentence naming the flights.";
+
+const USER_PROMPT: &str = "Booking {{ key }}, status change at {{ event_time }}.
+Rules: {{ rule.action }} (confidence {{ rule.confidence }}): {{ rule.reason }}
+Evidence: {{ evidence }}";
+
+impl FlightConfig {
+    /// Checks values a run cannot work with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.mct.default_minutes > 24 * 60 || self.mct.airports.values().any(|m| *m > 24 * 60) {
+            return Err("minimum connection times must be at most 24 hours".into());
+        }
+        self.llm_config().validate()
+    }
+
+    /// The LLM settings with the flight prompts and actions where the config gives none.
+    pub fn llm_config(&self) -> LlmConfig {
+        let actions = [Action::Rebook, Action::Protect, Action::Escalate, Action::NoAction];
+        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &actions)
+    }
+}
+
+/// The schedule and bookings a run starts from (each process loads them; every worker inserts its
+/// share, and the tables partition them by key).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reference {
+    /// Scheduled flights.
+    pub flights: Vec<ScheduledFlight>,
+    /// Bookings.
+    pub bookings: Vec<Booking>,
+}
+
+/// A reference file that cannot be used (the run does not start: decisions against half the
+/// schedule would be wrong without saying so).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}:{line}: {message}")]
+pub struct ReferenceError {
+    /// The file.
+    pub path: String,
+    /// 1-based line (0: the file itself).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Reference {
+    /// Loads JSONL files of [`ScheduledFlight`]s and [`Booking`]s (blank lines are skipped).
+    pub fn load(schedule: Option<&Path>, bookings: Option<&Path>) -> Result<Reference, ReferenceError> {
+        Ok(Reference {
+            flights: match schedule {
+                Some(p) => read_rows(p, ScheduledFlight::validate)?,
+                None => Vec::new(),
+            },
+            bookings: match bookings {
+                Some(p) => read_rows(p, Booking::validate)?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// The changes worker `index` of `peers` inserts at time 0.
+    fn share(&self, index: usize, peers: usize) -> Vec<Change> {
+        let flights = self.flights.iter().skip(index).step_by(peers).cloned().map(Change::Flight);
+        let bookings = self.bookings.iter().skip(index).step_by(peers).cloned().map(Change::Booking);
+        flights.chain(bookings).collect()
+    }
+}
+
+fn read_rows<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    check: fn(&T) -> Result<(), String>,
+) -> Result<Vec<T>, ReferenceError> {
+    let error = |line, message: String| ReferenceError { path: path.display().to_string(), line, message };
+    let text = std::fs::read_to_string(path).map_err(|e| error(0, format!("cannot read: {e}")))?;
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: T = serde_json::from_str(line).map_err(|e| error(n + 1, e.to_string()))?;
+        check(&row).map_err(|e| error(n + 1, e))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The reference tables of a worker.
+struct Tables<'s> {
+    flights: Table<'s, Key, ScheduledFlight>,
+    bookings: Table<'s, Key, Booking>,
+    routes: Table<'s, (Key, Key), ScheduledFlight>,
+    legs: Table<'s, Key, Key>,
+}
+
+fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference: &Reference) -> Tables<'s> {
+    let initial = reference.share(scope.index(), scope.peers()).into_iter().map(|c| (0, c)).to_stream(scope);
+    let mut parts = scope.concatenate([initial, changes]).partition(2, |(time, change)| match change {
+        Change::Flight(_) | Change::DeleteFlight(_) => (0, (time, change)),
+        Change::Booking(_) | Change::DeleteBooking(_) => (1, (time, change)),
+    });
+    let booking_changes = parts.pop().map(|s| {
+        s.flat_map(|(time, change)| match change {
+            Change::Booking(b) => Some((b.booking_id.clone(), Some(b), time)),
+            Change::DeleteBooking(id) => Some((id, None, time)),
+            _ => None,
+        })
+    });
+    let flight_changes = parts.pop().map(|s| {
+        s.flat_map(|(time, change)| match change {
+            Change::Flight(f) => Some((f.flight_id.clone(), Some(f), time)),
+            Change::DeleteFlight(id) => Some((id, None, time)),
+            _ => None,
+        })
+    });
+    let (Some(flight_changes), Some(booking_changes)) = (flight_changes, booking_changes) else {
+        unreachable!("partition(2) makes two streams")
+    };
+    let flights = upsert_table(flight_changes, "Flights");
+    let bookings = upsert_table(booking_changes, "Bookings");
+    let routes =
+        multi_table(flights.clone().as_collection(|_, f| ((f.origin.clone(), f.destination.clone()), f.clone())), "Routes");
+    let legs = multi_table(
+        bookings.clone().flat_map_ref(|id, b| b.legs.iter().map(|leg| (leg.clone(), id.clone())).collect::<Vec<_>>()),
+        "Legs",
+    );
+    Tables { flights, bookings, routes, legs }
+}
+
+/// Splits cases by the lookup they need next: [decided, connection, alternatives, following].
+fn route<'s>(cases: Stream<'s, Case>) -> [Stream<'s, Case>; 4] {
+    let parts = cases.partition(4, |c| (c.next as u64, c));
+    match <[Stream<'s, Case>; 4]>::try_from(parts) {
+        Ok(parts) => parts,
+        Err(_) => unreachable!("partition(4) makes four streams"),
+    }
+}
+
+/// A line of the input, split by kind.
+enum Split {
+    Status(Option<Case>),
+    Change(Millis, Change),
+}
+
+/// Builds the flight dataflow: `inputs` carries status events and reference changes; `reference`
+/// is the state at time 0; `source` names the input in decisions.
+pub fn flight<'s>(
+    scope: Scope<'s>,
+    inputs: Stream<'s, Sourced<FlightInput>>,
+    config: &FlightConfig,
+    reference: &Reference,
+    source: SourceName,
+    llm: Option<&Arc<LlmService>>,
+) -> Stream<'s, Decision> {
+    let mut parts = inputs.partition(2, |s: Sourced<FlightInput>| match s.event {
+        FlightInput::Status(e) => (0, Split::Status(Case::start(e, s.pos, s.ingest_ns))),
+        FlightInput::Change { time, change } => (1, Split::Change(time, change)),
+    });
+    let changes = parts.pop().map(|p| {
+        p.flat_map(|s| match s {
+            Split::Change(time, change) => Some((time, change)),
+            Split::Status(_) => None,
+        })
+    });
+    let cases = parts.pop().map(|p| {
+        p.flat_map(|s| match s {
+            Split::Status(case) => case,
+            Split::Change(..) => None,
+        })
+    });
+    let (Some(changes), Some(cases)) = (changes, cases) else { unreachable!("partition(2) makes two streams") };
+    let t = tables(scope, changes, reference);
+    let flight_key = |c: Case| (c.event.flight_id.clone(), c);
+    let with_booking = cases
+        .map(flight_key)
+        .lookup(&t.flights, "FlightOfStatus", Case::time, rules::with_flight)
+        .map(flight_key)
+        .lookup(&t.legs, "BookingsOfFlight", Case::time, rules::per_booking)
+        .lookup(&t.bookings, "Booking", Case::time, rules::with_booking);
+    let [decided_3, connection, alternatives_3, _] = route(with_booking);
+    let mct = config.mct.clone();
+    let [decided_4, _, alternatives_4, _] = route(
+        connection
+            .map(|c| (c.leg_id(1).cloned().unwrap_or_default(), c))
+            .lookup(&t.flights, "Connection", Case::time, move |c, f, out| rules::with_connection(c, f, &mct, out)),
+    );
+    let [decided_5, _, _, following] = route(
+        scope
+            .concatenate([alternatives_3, alternatives_4])
+            .map(|c| {
+                let route = c.broken.as_ref().map(|b| (b.flight.origin.clone(), b.flight.destination.clone()));
+                (route.unwrap_or_default(), c)
+            })
+            .lookup(&t.routes, "Alternatives", Case::time, rules::with_alternatives),
+    );
+    let mct = config.mct.clone();
+    let decided_6 = following
+        .map(|c| (c.following_id().cloned().unwrap_or_default(), c))
+        .lookup(&t.flights, "Following", Case::time, move |c, f, out| rules::with_following(c, f, &mct, out));
+    let (mct, emit) = (config.mct.clone(), config.emit);
+    let decisions = scope.concatenate([decided_3, decided_4, decided_5, decided_6]).flat_map(move |case: Case| {
+        let quiet = emit == Emit::Changes && case.outcome == Some(Outcome::Unaffected);
+        (!quiet).then(|| rules::explain(&case, &mct, &source))
+    });
+    match llm {
+        Some(service) => decisions.llm_decide(service),
+        None => decisions,
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic flight data (placeholder until the generator lands).
