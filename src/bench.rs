@@ -11,6 +11,9 @@ use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
 use inflight::engine::stats::latency_histogram;
 use inflight::engine::time::wall_millis;
 use inflight::operators::Emit;
+use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
+use inflight::pipelines::flight::FlightConfig;
+use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig};
 use inflight::pipelines::trading::TradingConfig;
 use inflight::pipelines::trading::synthetic::{GenConfig, Market, generate};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -37,20 +40,70 @@ pub fn percentiles(h: &Histogram<u64>) -> String {
 
 /// File → decisions, `runs` times; prints each run and the median.
 pub fn trading_file(events: u64, assets: usize, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let path = match input {
         Some(p) => p,
         None => {
-            let path = dir.path().join("market.jsonl");
-            let config = GenConfig { events, assets, ..GenConfig::default() };
-            let file = std::fs::File::create(&path).context("creating the benchmark input")?;
-            generate(&config, &mut std::io::BufWriter::new(file)).context("writing the benchmark input")?;
-            path
+            generated(&dir, "market.jsonl", |out| generate(&GenConfig { events, assets, ..GenConfig::default() }, out))?
         }
     };
+    file_runs("trading", path, runs, cluster, |job| {
+        Ok(inflight::run_trading(job, &TradingConfig::default(), &RunContext::default())?)
+    })
+}
+
+/// The flight job (rules only) over generated status events against `bookings` bookings.
+pub fn flight_file(events: u64, bookings: usize, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let config = FlightGenConfig { events, bookings, ..FlightGenConfig::default() };
+    let reference = Arc::new(flight_gen::reference(&config));
+    eprintln!("bench flight: {} flights, {} bookings", reference.flights.len(), reference.bookings.len());
+    let path = match input {
+        Some(p) => p,
+        None => generated(&dir, "flight.jsonl", |out| flight_gen::events(&config, &reference, out))?,
+    };
+    let flight = FlightConfig::default();
+    file_runs("flight", path, runs, cluster, |job| {
+        Ok(inflight::run_flight_with(job, &flight, Arc::clone(&reference), &RunContext::default(), None)?)
+    })
+}
+
+/// The code-fix job (rules only) over generated events of about 30 lines each.
+pub fn code_file(events: u64, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = match input {
+        Some(p) => p,
+        None => generated(&dir, "code.jsonl", |out| {
+            code_gen::generate(&CodeGenConfig { events, ..CodeGenConfig::default() }, out)
+        })?,
+    };
+    file_runs("code", path, runs, cluster, |job| Ok(inflight::run_code_with(job, &RunContext::default(), None)?))
+}
+
+/// Writes a generated benchmark input into `dir`.
+fn generated(
+    dir: &tempfile::TempDir,
+    name: &str,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<PathBuf> {
+    let path = dir.path().join(name);
+    let file = std::fs::File::create(&path).context("creating the benchmark input")?;
+    let mut out = std::io::BufWriter::new(file);
+    write(&mut out).and_then(|_| std::io::Write::flush(&mut out)).context("writing the benchmark input")?;
+    Ok(path)
+}
+
+/// Runs `run` over the file `runs` times, printing each run and the median.
+fn file_runs(
+    name: &str,
+    path: PathBuf,
+    runs: usize,
+    cluster: Cluster,
+    run: impl Fn(&JobConfig) -> Result<JobReport>,
+) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let (workers, processes) = (cluster.workers, cluster.processes);
     let job = JobConfig {
@@ -62,13 +115,13 @@ pub fn trading_file(events: u64, assets: usize, input: Option<PathBuf>, runs: us
         cluster,
     };
     eprintln!(
-        "bench trading: {} ({:.1} MB), {workers} worker(s) x {processes} process(es), {runs} run(s)",
+        "bench {name}: {} ({:.1} MB), {workers} worker(s) x {processes} process(es), {runs} run(s)",
         path.display(),
         size as f64 / 1e6,
     );
     let mut reports = Vec::new();
     for i in 0..runs {
-        let r = inflight::run_trading(&job, &TradingConfig::default(), &RunContext::default())?;
+        let r = run(&job)?;
         println!(
             "run {}: {} events in {:.3} s = {:.0} events/s, {} decisions",
             i + 1,

@@ -14,6 +14,7 @@
 //!
 //! let job = JobConfig {
 //!     input: Input::File("data/market-sample.jsonl".into()),
+//!     side_inputs: Vec::new(),
 //!     source: SourceConfig::default(),
 //!     output: Output::Stdout,
 //!     dead_letter: Output::Stderr,
@@ -37,6 +38,8 @@ pub use inflight_operators::Decision;
 use inflight_engine::job::{JobConfig, JobError, JobReport, run};
 use inflight_engine::runtime::RunContext;
 use inflight_operators::LlmService;
+use inflight_pipelines::code::{CodeEvent, code};
+use inflight_pipelines::flight::{FlightConfig, FlightInput, Reference, flight};
 use inflight_pipelines::trading::{MarketEvent, TradingConfig, trading};
 use std::sync::Arc;
 
@@ -61,11 +64,47 @@ pub fn run_trading_with(
     let config = config.clone();
     let source = job.input.name();
     let service = llm.clone();
-    let report = run::<MarketEvent, _, _>(job, ctx, move |scope, events| {
-        trading(scope, events, &config, source.clone(), service.as_ref())
-    });
-    if let Some(service) = &llm {
+    flushed(&llm, || {
+        run::<MarketEvent, _, _>(job, ctx, move |scope, events| {
+            trading(scope, events, &config, source.clone(), service.as_ref())
+        })
+    })
+}
+
+/// Runs `run`, then flushes the LLM call log (if any), so the log is complete when a run returns.
+fn flushed<R>(llm: &Option<Arc<LlmService>>, run: impl FnOnce() -> R) -> R {
+    let result = run();
+    if let Some(service) = llm {
         service.flush();
     }
-    report
+    result
+}
+
+/// Runs the flight pipeline: status events and reference changes from the job's inputs, against
+/// `reference` (the schedule and bookings at start), with the caller's LLM service if any.
+pub fn run_flight_with(
+    job: &JobConfig,
+    config: &FlightConfig,
+    reference: Arc<Reference>,
+    ctx: &RunContext,
+    llm: Option<Arc<LlmService>>,
+) -> Result<JobReport, JobError> {
+    let config = config.clone();
+    let source = job.input.name();
+    let service = llm.clone();
+    flushed(&llm, || {
+        run::<FlightInput, _, _>(job, ctx, move |scope, events| {
+            flight(scope, events, &config, &reference, source.clone(), service.as_ref())
+        })
+    })
+}
+
+/// Runs the code-fix pipeline over the job's input, with the caller's LLM service if any (start it
+/// with [`inflight_pipelines::code::CodeConfig::check`] so proposals are parsed before they count).
+pub fn run_code_with(job: &JobConfig, ctx: &RunContext, llm: Option<Arc<LlmService>>) -> Result<JobReport, JobError> {
+    let source = job.input.name();
+    let service = llm.clone();
+    flushed(&llm, || {
+        run::<CodeEvent, _, _>(job, ctx, move |_scope, events| code(events, source.clone(), service.as_ref()))
+    })
 }

@@ -10,11 +10,17 @@ use inflight::engine::runtime::{Cluster, RunContext, Stop};
 use inflight::engine::sink::{KafkaOutput, Output};
 use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
 use inflight::engine::time::{parse_duration, parse_rfc3339};
-use inflight::operators::{Emit, LlmConfig, LlmService};
+use inflight::operators::{Emit, LlmConfig, LlmService, ReplyCheck};
+use inflight::pipelines::code::CodeConfig;
+use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
+use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig};
+use inflight::pipelines::flight::{FlightConfig, Reference};
 use inflight::pipelines::trading::TradingConfig;
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
 use std::io::IsTerminal;
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -91,6 +97,9 @@ enum Command {
         /// Assets to spread them over.
         #[arg(long, default_value_t = 1_000)]
         assets: usize,
+        /// flight: bookings in the reference data.
+        #[arg(long, default_value_t = 100_000)]
+        bookings: usize,
         /// Measure this file instead of generated data.
         #[arg(long)]
         input: Option<PathBuf>,
@@ -111,16 +120,42 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Pipeline {
     /// Market ticks → bars → RSI/MACD → BUY/SELL/HOLD.
     Trading,
+    /// Flight status + schedule + bookings → REBOOK/PROTECT/ESCALATE/NONE per affected booking.
+    Flight,
+    /// Code + error context → a validated fix (FIX) or a suggestion (SUGGEST) with its diff.
+    Code,
+}
+
+impl Pipeline {
+    fn name(self) -> &'static str {
+        match self {
+            Pipeline::Trading => "trading",
+            Pipeline::Flight => "flight",
+            Pipeline::Code => "code",
+        }
+    }
+
+    fn sample(self) -> &'static str {
+        match self {
+            Pipeline::Trading => "data/market-sample.jsonl",
+            Pipeline::Flight => "data/flight-sample.jsonl",
+            Pipeline::Code => "data/code-sample.jsonl",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchTarget {
     /// The trading job, file → decisions.
     Trading,
+    /// The flight job, file → decisions (rules only), against --bookings bookings.
+    Flight,
+    /// The code-fix job, file → decisions (rules only).
+    Code,
     /// The trading job, Kafka topic → decisions topic (needs --brokers or KAFKA_BROKERS).
     Kafka,
 }
@@ -129,6 +164,10 @@ enum BenchTarget {
 enum GenKind {
     /// Market ticks for the trading pipeline.
     Market,
+    /// Flight status events (-o), with the schedule and bookings they refer to (--schedule, --bookings).
+    Flight,
+    /// Code events with one known syntax error each.
+    Code,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,9 +180,9 @@ enum EmitArg {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Input JSONL file, or `-` for stdin.
-    #[arg(short, long, default_value = "data/market-sample.jsonl", env = "INFLIGHT_INPUT")]
-    input: String,
+    /// Input JSONL file, or `-` for stdin [default: the pipeline's sample in data/].
+    #[arg(short, long, env = "INFLIGHT_INPUT")]
+    input: Option<String>,
     /// Where decisions go: a file, or `-` for stdout.
     #[arg(short, long, default_value = "-", env = "INFLIGHT_OUTPUT")]
     output: String,
@@ -153,13 +192,14 @@ struct RunArgs {
     /// Pipeline settings (TOML); flags and INFLIGHT_* variables override it.
     #[arg(long, env = "INFLIGHT_CONFIG")]
     config: Option<PathBuf>,
-    /// Bar width, e.g. 1s or 500ms [default: 1s].
+    /// trading: bar width, e.g. 1s or 500ms [default: 1s].
     #[arg(long, env = "INFLIGHT_WINDOW", value_parser = parse_duration)]
     window: Option<u64>,
     /// Allowed out-of-orderness; older records are late [default: 0s].
     #[arg(long, env = "INFLIGHT_LATENESS", value_parser = parse_duration, default_value = "0")]
     lateness: u64,
-    /// Emit a decision only when the action changes, or for every bar [default: changes].
+    /// trading: a decision only when the action changes, or for every bar; flight: only bookings
+    /// that need an action, or also NONE [default: changes].
     #[arg(long, env = "INFLIGHT_EMIT")]
     emit: Option<EmitArg>,
     /// File chunk size in bytes: the unit of parallel reading (does not change results).
@@ -176,9 +216,10 @@ struct RunArgs {
     /// Write dead letters to this Kafka topic instead of --dead-letter.
     #[arg(long, env = "INFLIGHT_DEAD_LETTER_TOPIC")]
     dead_letter_topic: Option<String>,
-    /// Consumer group whose committed offsets --from committed uses and the run commits.
-    #[arg(long, default_value = "inflight-trading", env = "INFLIGHT_GROUP")]
-    group: String,
+    /// Consumer group whose committed offsets --from committed uses and the run commits
+    /// [default: inflight-PIPELINE].
+    #[arg(long, env = "INFLIGHT_GROUP")]
+    group: Option<String>,
     /// Where to start reading the input topic: earliest, latest, committed or an RFC 3339 time.
     #[arg(long, default_value = "committed", value_parser = parse_start)]
     from: StartFrom,
@@ -193,7 +234,29 @@ struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     max_lag: Option<u64>,
     #[command(flatten)]
+    flight: FlightArgs,
+    #[command(flatten)]
     llm: LlmArgs,
+}
+
+/// The flight pipeline's reference data.
+#[derive(Args)]
+struct FlightArgs {
+    /// flight: the schedule at start, JSONL [default: data/flight-schedule.jsonl].
+    #[arg(long, env = "INFLIGHT_SCHEDULE")]
+    schedule: Option<PathBuf>,
+    /// flight: the bookings at start, JSONL [default: data/flight-bookings.jsonl].
+    #[arg(long, env = "INFLIGHT_BOOKINGS")]
+    bookings: Option<PathBuf>,
+    /// flight: a second input of live schedule/booking changes (upserts and deletes), a file or `-`.
+    #[arg(long)]
+    updates: Option<String>,
+    /// flight: read live changes from this Kafka topic.
+    #[arg(long)]
+    updates_topic: Option<String>,
+    /// flight: minimum connection time where the config names none for the airport [default: 45m].
+    #[arg(long, value_parser = parse_duration)]
+    mct: Option<u64>,
 }
 
 /// The LLM stage's flags (the config file's `[llm]` table holds the rest).
@@ -232,6 +295,12 @@ struct LlmArgs {
 }
 
 impl LlmArgs {
+    /// The environment (`OPENAI_*`) over the config file, then the flags over both.
+    fn apply_with_env(&self, config: &mut LlmConfig) {
+        *config = std::mem::take(config).with_env();
+        self.apply(config);
+    }
+
     fn apply(&self, config: &mut LlmConfig) {
         let c = config;
         c.enabled |= self.llm || self.llm_replay.is_some();
@@ -342,6 +411,21 @@ struct GenArgs {
     /// Fraction of malformed or invalid lines.
     #[arg(long, default_value_t = 0.0)]
     malformed: f64,
+    /// flight: number of bookings.
+    #[arg(long, default_value_t = 1_000)]
+    bookings: usize,
+    /// flight: fraction of lines that are live schedule changes.
+    #[arg(long, default_value_t = 0.0)]
+    changes: f64,
+    /// flight: where to write the schedule (JSONL).
+    #[arg(long)]
+    schedule_out: Option<PathBuf>,
+    /// flight: where to write the bookings (JSONL).
+    #[arg(long)]
+    bookings_out: Option<PathBuf>,
+    /// code: fraction of JavaScript events (the rest are Python).
+    #[arg(long, default_value_t = 0.2)]
+    javascript: f64,
 }
 
 fn main() {
@@ -358,8 +442,16 @@ fn main() {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { pipeline: Pipeline::Trading, args, cluster, .. } => run_trading(&args, &cluster),
+        Command::Run { pipeline, args, cluster, .. } => run_pipeline(pipeline, &args, &cluster),
         Command::Gen { kind: GenKind::Market, args, output } => gen_market(&args, &output),
+        Command::Gen { kind: GenKind::Flight, args, output } => gen_flight(&args, &output),
+        Command::Gen { kind: GenKind::Code, args, output } => gen_code(&args, &output),
+        Command::Bench { target: BenchTarget::Flight, events, input, runs, cluster, bookings, .. } => {
+            bench::flight_file(events, bookings, input, runs, cluster.cluster())
+        }
+        Command::Bench { target: BenchTarget::Code, events, input, runs, cluster, .. } => {
+            bench::code_file(events, input, runs, cluster.cluster())
+        }
         Command::Bench { target: BenchTarget::Trading, events, assets, input, runs, cluster, .. } => {
             bench::trading_file(events, assets, input, runs, cluster.cluster())
         }
@@ -439,31 +531,141 @@ fn gen_market(args: &GenArgs, output: &str) -> Result<()> {
     Ok(())
 }
 
-fn trading_config(args: &RunArgs) -> Result<TradingConfig> {
-    let mut config = match &args.config {
+/// Opens `-` (stdout) or a file for writing.
+fn writer(output: &str) -> Result<Box<dyn std::io::Write>> {
+    Ok(if output == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let file = std::fs::File::create(output).with_context(|| format!("cannot create {output}"))?;
+        Box::new(std::io::BufWriter::new(file))
+    })
+}
+
+fn gen_flight(args: &GenArgs, output: &str) -> Result<()> {
+    let (Some(schedule), Some(bookings)) = (&args.schedule_out, &args.bookings_out) else {
+        bail!("gen flight needs --schedule-out FILE and --bookings-out FILE for the reference data");
+    };
+    if args.bookings == 0 || args.rate.is_nan() || args.rate <= 0.0 {
+        bail!("--bookings must be at least 1 and --rate positive");
+    }
+    let config = FlightGenConfig {
+        events: args.events,
+        bookings: args.bookings,
+        seed: args.seed,
+        rate: args.rate,
+        malformed: fraction("malformed", args.malformed)?,
+        changes: fraction("changes", args.changes)?,
+        ..FlightGenConfig::default()
+    };
+    let reference = flight_gen::reference(&config);
+    let write = |path: &PathBuf, f: &dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()>| -> Result<()> {
+        let mut out = writer(&path.display().to_string())?;
+        f(&mut out).and_then(|_| out.flush()).with_context(|| format!("writing {}", path.display()))
+    };
+    write(schedule, &|out| flight_gen::write_schedule(&reference, &mut &mut *out))?;
+    write(bookings, &|out| flight_gen::write_bookings(&reference, &mut &mut *out))?;
+    let mut out = writer(output)?;
+    flight_gen::events(&config, &reference, &mut out).and_then(|_| out.flush()).context("writing the events")
+}
+
+fn gen_code(args: &GenArgs, output: &str) -> Result<()> {
+    let config = CodeGenConfig {
+        events: args.events,
+        seed: args.seed,
+        javascript: fraction("javascript", args.javascript)?,
+        malformed: fraction("malformed", args.malformed)?,
+        ..CodeGenConfig::default()
+    };
+    let mut out = writer(output)?;
+    code_gen::generate(&config, &mut out).and_then(|_| out.flush()).context("writing the events")
+}
+
+/// Reads a pipeline's TOML config, or its defaults.
+fn load_config<T: serde::de::DeserializeOwned + Default>(path: Option<&PathBuf>) -> Result<T> {
+    match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {path:?}"))?;
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {path:?}: {}", e.message()))?
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {path:?}: {}", e.message()))
         }
-        None => TradingConfig::default(),
-    };
+        None => Ok(T::default()),
+    }
+}
+
+fn emit_arg(e: EmitArg) -> Emit {
+    match e {
+        EmitArg::Changes => Emit::Changes,
+        EmitArg::All => Emit::All,
+    }
+}
+
+fn trading_config(args: &RunArgs) -> Result<TradingConfig> {
+    let mut config: TradingConfig = load_config(args.config.as_ref())?;
     if let Some(w) = args.window {
         config.window_ms = w;
     }
     if let Some(e) = args.emit {
-        config.emit = match e {
-            EmitArg::Changes => Emit::Changes,
-            EmitArg::All => Emit::All,
-        };
+        config.emit = emit_arg(e);
     }
-    config.llm = std::mem::take(&mut config.llm).with_env();
-    args.llm.apply(&mut config.llm);
+    args.llm.apply_with_env(&mut config.llm);
     config.validate().map_err(|e| anyhow::anyhow!("invalid trading config: {e}"))?;
     Ok(config)
 }
 
-fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
-    let config = trading_config(args)?;
+fn flight_config(args: &RunArgs) -> Result<FlightConfig> {
+    let mut config: FlightConfig = load_config(args.config.as_ref())?;
+    if let Some(e) = args.emit {
+        config.emit = emit_arg(e);
+    }
+    if let Some(mct) = args.flight.mct {
+        config.mct.default_minutes = u32::try_from(mct / 60_000).unwrap_or(u32::MAX);
+        if mct % 60_000 != 0 {
+            bail!("--mct must be whole minutes, e.g. 45m");
+        }
+    }
+    args.llm.apply_with_env(&mut config.llm);
+    config.validate().map_err(|e| anyhow::anyhow!("invalid flight config: {e}"))?;
+    Ok(config)
+}
+
+fn code_config(args: &RunArgs) -> Result<CodeConfig> {
+    let mut config: CodeConfig = load_config(args.config.as_ref())?;
+    args.llm.apply_with_env(&mut config.llm);
+    config.validate().map_err(|e| anyhow::anyhow!("invalid code config: {e}"))?;
+    Ok(config)
+}
+
+/// Flags that only one pipeline understands are refused elsewhere, rather than ignored.
+fn check_flags(pipeline: Pipeline, args: &RunArgs) -> Result<()> {
+    let f = &args.flight;
+    let flight_only = f.schedule.is_some() || f.bookings.is_some() || f.updates.is_some() || f.updates_topic.is_some();
+    if pipeline != Pipeline::Flight && (flight_only || f.mct.is_some()) {
+        bail!("--schedule, --bookings, --updates, --updates-topic and --mct are for the flight pipeline");
+    }
+    if pipeline != Pipeline::Trading && args.window.is_some() {
+        bail!("--window is for the trading pipeline");
+    }
+    if pipeline == Pipeline::Code && args.emit.is_some() {
+        bail!("--emit is for the trading and flight pipelines (code emits one decision per event)");
+    }
+    if f.updates.is_some() && f.updates_topic.is_some() {
+        bail!("give --updates or --updates-topic, not both");
+    }
+    Ok(())
+}
+
+/// The job around a pipeline: inputs, outputs, flow control, cluster.
+fn job_config(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs, settle: u64) -> Result<JobConfig> {
+    let group = args.group.clone().unwrap_or_else(|| format!("inflight-{}", pipeline.name()));
+    let kafka_input = |topic: &String, what: &str| -> Result<Input> {
+        Ok(Input::Kafka(KafkaInput {
+            kafka: args.kafka.config(what)?,
+            topic: topic.clone(),
+            group: group.clone(),
+            from: args.from,
+            bounded: args.bounded,
+            idle_timeout: Duration::from_millis(args.idle_timeout),
+        }))
+    };
     let kafka_output = |topic: &String| -> Result<Output> {
         Ok(Output::Kafka(KafkaOutput {
             kafka: args.kafka.config("a Kafka output topic")?,
@@ -472,16 +674,17 @@ fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
         }))
     };
     let input = match &args.input_topic {
-        Some(topic) => Input::Kafka(KafkaInput {
-            kafka: args.kafka.config("--input-topic")?,
-            topic: topic.clone(),
-            group: args.group.clone(),
-            from: args.from,
-            bounded: args.bounded,
-            idle_timeout: Duration::from_millis(args.idle_timeout),
-        }),
-        None => Input::from_arg(&args.input),
+        Some(topic) => kafka_input(topic, "--input-topic")?,
+        None => Input::from_arg(args.input.as_deref().unwrap_or(pipeline.sample())),
     };
+    let side_inputs = match (&args.flight.updates, &args.flight.updates_topic) {
+        (Some(path), _) => vec![Input::from_arg(path)],
+        (None, Some(topic)) => vec![kafka_input(topic, "--updates-topic")?],
+        (None, None) => Vec::new(),
+    };
+    if matches!(input, Input::Stdin) && side_inputs.contains(&Input::Stdin) {
+        bail!("only one input can be stdin");
+    }
     let output = match &args.output_topic {
         Some(topic) => kafka_output(topic)?,
         None => Output::from_arg(&args.output),
@@ -491,20 +694,38 @@ fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
         (None, Some(path)) => Output::from_arg(path),
         (None, None) => Output::Stderr,
     };
-    let max_lag = args.max_lag.unwrap_or(if matches!(input, Input::Kafka(_)) { 60_000 } else { 0 });
-    let job = JobConfig {
+    let live = matches!(input, Input::Kafka(_)) || side_inputs.iter().any(|i| matches!(i, Input::Kafka(_)));
+    let max_lag = args.max_lag.unwrap_or(if live { 60_000 } else { 0 });
+    Ok(JobConfig {
         input,
+        side_inputs,
         source: SourceConfig {
             lateness: args.lateness,
             chunk_size: args.chunk_size,
             max_lag,
-            settle: config.window_ms,
+            settle,
             ..SourceConfig::default()
         },
         output,
         dead_letter,
         cluster: cluster.cluster(),
-    };
+    })
+}
+
+fn start_llm(
+    config: &LlmConfig,
+    check: Option<Arc<dyn ReplyCheck>>,
+    ctx: &RunContext,
+) -> Result<Option<Arc<LlmService>>> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let service = LlmService::start_checked(config, ctx.pressure.clone(), check);
+    Ok(Some(service.map_err(|e| anyhow::anyhow!("llm: {e}"))?))
+}
+
+fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
+    check_flags(pipeline, args)?;
     let ctx = RunContext::default();
     let stop = ctx.stop.clone();
     ctrlc::set_handler(move || {
@@ -515,23 +736,54 @@ fn run_trading(args: &RunArgs, cluster: &ClusterArgs) -> Result<()> {
         stop.request();
     })
     .context("installing the Ctrl-C handler")?;
-    let llm = match config.llm.enabled {
-        true => Some(
-            LlmService::start(&config.llm_config(), ctx.pressure.clone()).map_err(|e| anyhow::anyhow!("llm: {e}"))?,
-        ),
-        false => None,
+    let (report, llm) = match pipeline {
+        Pipeline::Trading => {
+            let config = trading_config(args)?;
+            let job = job_config(pipeline, args, cluster, config.window_ms)?;
+            let llm = start_llm(&config.llm_config(), None, &ctx)?;
+            let progress = Progress::start(&ctx);
+            let report = inflight::run_trading_with(&job, &config, &ctx, llm.clone());
+            progress.stop();
+            (report?, llm)
+        }
+        Pipeline::Flight => {
+            let config = flight_config(args)?;
+            let job = job_config(pipeline, args, cluster, 1)?;
+            let f = &args.flight;
+            let default = |given: &Option<PathBuf>, sample: &str| given.clone().unwrap_or_else(|| sample.into());
+            let schedule = default(&f.schedule, "data/flight-schedule.jsonl");
+            let bookings = default(&f.bookings, "data/flight-bookings.jsonl");
+            let reference = Reference::load(Some(&schedule), Some(&bookings))?;
+            if job.cluster.process == 0 {
+                eprintln!(
+                    "inflight: flight reference: {} flights, {} bookings",
+                    reference.flights.len(),
+                    reference.bookings.len()
+                );
+            }
+            let llm = start_llm(&config.llm_config(), None, &ctx)?;
+            let progress = Progress::start(&ctx);
+            let report = inflight::run_flight_with(&job, &config, Arc::new(reference), &ctx, llm.clone());
+            progress.stop();
+            (report?, llm)
+        }
+        Pipeline::Code => {
+            let config = code_config(args)?;
+            let job = job_config(pipeline, args, cluster, 1)?;
+            let llm = start_llm(&config.llm_config(), Some(CodeConfig::check()), &ctx)?;
+            let progress = Progress::start(&ctx);
+            let report = inflight::run_code_with(&job, &ctx, llm.clone());
+            progress.stop();
+            (report?, llm)
+        }
     };
-    let progress = Progress::start(&ctx);
-    let report = inflight::run_trading_with(&job, &config, &ctx, llm.clone());
-    progress.stop();
-    let report = report?;
-    if job.cluster.process == 0 {
-        print_summary("trading", &report);
+    if cluster.process == 0 {
+        print_summary(pipeline.name(), &report);
         for line in llm.iter().flat_map(|s| s.summary()) {
             eprintln!("  {line}");
         }
     } else {
-        eprintln!("inflight: process {} finished in {:.2} s", job.cluster.process, report.elapsed.as_secs_f64());
+        eprintln!("inflight: process {} finished in {:.2} s", cluster.process, report.elapsed.as_secs_f64());
     }
     Ok(())
 }

@@ -5,53 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
 
+use inflight::pipelines::code::synthetic::{Injected, JAVASCRIPT, PYTHON, inject};
 use inflight::pipelines::code::{FixKind, Language, parses, propose};
 use std::collections::BTreeMap;
-
-const PYTHON: &[&str] = &[
-    "def calculate_total(prices):\n    total = 0\n    for price in prices:\n        total += price\n    return total\n",
-    "class Account:\n    def __init__(self, owner, balance=0):\n        self.owner = owner\n        self.balance = balance\n\n    def deposit(self, amount):\n        if amount <= 0:\n            raise ValueError(\"amount must be positive\")\n        self.balance += amount\n        return self.balance\n",
-    "import json\n\ndef load(path):\n    with open(path) as f:\n        data = json.load(f)\n    items = [x for x in data if x.get('active')]\n    while len(items) > 10:\n        items.pop()\n    return {'count': len(items), 'items': items}\n",
-    "def classify(n):\n    if n < 0:\n        return 'negative'\n    elif n == 0:\n        return 'zero'\n    else:\n        return 'positive'\n\nprint(classify(3))\n",
-    "def safe_div(a, b):\n    try:\n        return a / b\n    except ZeroDivisionError:\n        print(\"division by zero\")\n        return None\n    finally:\n        print('done')\n",
-];
-
-const JAVASCRIPT: &[&str] = &[
-    "function total(prices) {\n  let sum = 0;\n  for (const p of prices) {\n    sum += p;\n  }\n  return sum;\n}\nconsole.log(total([1, 2, 3]));\n",
-    "const user = { name: \"Ada\", langs: ['en', 'fr'] };\nfunction greet(u) {\n  return `hello ${u.name}`;\n}\nconsole.log(greet(user));\n",
-];
-
-/// Every single-error variant of `code` with the kind it should be fixed as and its line.
-fn inject(language: Language, code: &str) -> Vec<(FixKind, usize, String)> {
-    let lines: Vec<&str> = code.split('\n').collect();
-    let mut cases = Vec::new();
-    let mut with = |kind, i: usize, line: String| {
-        let mut broken = lines.clone();
-        broken[i] = &line;
-        let text = broken.join("\n");
-        if !parses(language, &text) {
-            cases.push((kind, i + 1, text));
-        }
-    };
-    for (i, line) in lines.iter().enumerate() {
-        if language == Language::Python && line.trim_end().ends_with(':') {
-            with(FixKind::MissingColon, i, line.trim_end().trim_end_matches(':').to_owned());
-        }
-        if let Some(at) = line.rfind([')', ']', '}']) {
-            with(FixKind::UnbalancedBracket, i, format!("{}{}", &line[..at], &line[at + 1..]));
-        }
-        if let Some(at) = line.rfind(['"', '\'']) {
-            with(FixKind::UnclosedString, i, format!("{}{}", &line[..at], &line[at + 1..]));
-        }
-        if language == Language::Python && !line.trim().is_empty() {
-            with(FixKind::Indentation, i, format!("  {line}"));
-            if line.starts_with("    ") {
-                with(FixKind::Indentation, i, format!("  {}", line.trim_start()));
-            }
-        }
-    }
-    cases
-}
 
 #[test]
 fn rules_restore_injected_errors() {
@@ -61,7 +17,7 @@ fn rules_restore_injected_errors() {
     {
         for original in corpus {
             assert!(parses(language, original), "corpus code parses: {original}");
-            for (kind, line, broken) in inject(language, original) {
+            for Injected { kind, line, code: broken } in inject(language, original) {
                 let entry = tally.entry((name, kind)).or_default();
                 entry.1 += 1;
                 if let Some(fix) = propose(language, &broken, Some(line)) {

@@ -86,7 +86,6 @@ fn decisions_survive_request_errors_a_slow_broker_and_a_broker_outage() {
 
     let job = JobConfig {
         input: Input::Kafka(KafkaInput {
-        side_inputs: Vec::new(),
             kafka: kafka.clone(),
             topic: "market".into(),
             group: "faults".into(),
@@ -94,6 +93,7 @@ fn decisions_survive_request_errors_a_slow_broker_and_a_broker_outage() {
             bounded: true,
             idle_timeout: Duration::from_secs(5),
         }),
+        side_inputs: Vec::new(),
         source: SourceConfig { max_lag: 60_000, ..SourceConfig::default() },
         output: Output::Kafka(KafkaOutput { kafka: kafka.clone(), topic: "decisions".into(), partitions: 4 }),
         dead_letter: Output::Discard,

@@ -19,8 +19,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
-use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Probe};
 
 /// A result record the engine can write and time.
 pub trait Emitted: Serialize + 'static {

@@ -99,7 +99,7 @@ pub mod rfc3339 {
         /// Writes the time as RFC 3339 text, or null.
         pub fn serialize<S: Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
             match ms {
-                Some(ms) => super::serialize(ms, s),
+                Some(ms) => s.serialize_some(&super::super::format_rfc3339(*ms)),
                 None => s.serialize_none(),
             }
         }

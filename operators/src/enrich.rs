@@ -6,11 +6,11 @@
 //! table's frontier has passed their time, so every update up to it is in.
 
 use differential_dataflow::Hashable;
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use differential_dataflow::trace::TraceReader;
 use inflight_engine::{Millis, Stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +50,9 @@ pub fn multi_table<'scope, K: TableKey, V: TableData>(
     updates.arrange_by_key_named(name)
 }
 
+/// Records waiting for the table, by the time they are looked up at.
+type Pending<K, D> = BTreeMap<Millis, (Capability<Millis>, Vec<(K, D)>)>;
+
 /// The lookup operator.
 pub trait LookupExt<'scope, K: TableKey, D> {
     /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
@@ -85,7 +88,7 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
         // Same hash and the same worker as the table's own exchange, so the key's values are here.
         let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
         self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |_cap, _info| {
-            let mut pending: BTreeMap<Millis, (Capability<Millis>, Vec<(K, D)>)> = BTreeMap::new();
+            let mut pending: Pending<K, D> = BTreeMap::new();
             let mut values: Vec<V> = Vec::new();
             let mut out: Vec<D2> = Vec::new();
             let mut compaction = Antichain::from_elem(0);
@@ -185,7 +188,8 @@ mod tests {
             timely::execute(timely::Config::process(workers), move |worker| {
                 let sink = Arc::clone(&sink);
                 worker.dataflow::<Millis, _, _>(|scope| {
-                    let first = worker_zero(scope.index(), vec![("a".to_string(), Some(1u32), 0), ("b".into(), Some(7), 0)]);
+                    let first =
+                        worker_zero(scope.index(), vec![("a".to_string(), Some(1u32), 0), ("b".into(), Some(7), 0)]);
                     let changes = first
                         .into_iter()
                         .chain(worker_zero(scope.index(), vec![("a".to_string(), Some(2), 10), ("a".into(), None, 12)]))
@@ -194,14 +198,20 @@ mod tests {
                     // Updates enter at their own times.
                     let changes = at_times(changes, |(_, _, t)| *t);
                     let table = upsert_table(changes, "Table");
-                    let events = worker_zero(scope.index(), vec![(5u64, "a".to_string()), (10, "a".into()), (15, "a".into()), (15, "b".into())])
-                        .to_stream(scope);
+                    let events = worker_zero(
+                        scope.index(),
+                        vec![(5u64, "a".to_string()), (10, "a".into()), (15, "a".into()), (15, "b".into())],
+                    )
+                    .to_stream(scope);
                     // Left at time 0: the lookup must use the event time, not the record's.
                     let events = events.map(|(t, k): (u64, String)| (k.clone(), (t, k)));
                     events
-                        .lookup(&table, "Lookup", |(t, _)| *t, |(t, k), values: &[u32], out| {
-                            out.push((t, k, values.to_vec()))
-                        })
+                        .lookup(
+                            &table,
+                            "Lookup",
+                            |(t, _)| *t,
+                            |(t, k), values: &[u32], out| out.push((t, k, values.to_vec())),
+                        )
                         .inspect(move |r| sink.lock().unwrap().push(r.clone()));
                 });
             })

@@ -82,7 +82,58 @@ pub fn findings(language: Language, code: &str) -> Vec<Finding> {
     let Some(tree) = language.parse(code) else { return Vec::new() };
     let mut out = Vec::new();
     collect(tree.root_node(), &mut out);
+    if language == Language::Python {
+        indentation_findings(tree.root_node(), &mut out);
+        out.sort_by_key(|f| (f.line, f.column));
+    }
     out
+}
+
+/// Python's own indentation rules, which tree-sitter's grammar does not enforce (it accepts a
+/// stray indent or a dedent to no enclosing level): the statements of a block start in one column,
+/// deeper than the statement that owns the block, and module-level statements in column 0.
+/// Hand-written because no crate checks Python indentation; comments are exempt, as in Python.
+fn indentation_findings(node: Node<'_>, out: &mut Vec<Finding>) {
+    let mut cursor = node.walk();
+    let kind = node.kind();
+    if kind == "block" || kind == "module" {
+        let owner = node.parent().map(|p| p.start_position());
+        let mut column: Option<usize> = None;
+        let mut last_row = None;
+        for child in node.named_children(&mut cursor) {
+            let start = child.start_position();
+            if child.kind() == "comment" || last_row == Some(start.row) {
+                last_row = Some(start.row);
+                continue;
+            }
+            last_row = Some(start.row);
+            let problem = match (kind, column, owner) {
+                ("module", _, _) if start.column != 0 => Some("unexpected indent"),
+                (_, Some(c), _) if start.column != c => Some("indentation does not match the block"),
+                (_, None, Some(o)) if o.row != start.row && start.column <= o.column => {
+                    Some("expected an indented block")
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                out.push(Finding {
+                    line: start.row + 1,
+                    column: start.column,
+                    problem: problem.to_owned(),
+                    construct: Some(child.kind().to_owned()),
+                });
+            }
+            column.get_or_insert(start.column);
+        }
+        if let (None, "block", Some(o)) = (column, kind, owner) {
+            let problem = "expected an indented block".to_owned();
+            let construct = node.parent().map(|p| p.kind().to_owned());
+            out.push(Finding { line: o.row + 2, column: o.column, problem, construct });
+        }
+    }
+    for child in node.children(&mut cursor) {
+        indentation_findings(child, out);
+    }
 }
 
 fn collect(node: Node<'_>, out: &mut Vec<Finding>) {
@@ -108,9 +159,17 @@ fn collect(node: Node<'_>, out: &mut Vec<Finding>) {
     }
 }
 
-/// Does `code` parse without an error?
+/// Does `code` parse without an error (for Python: and with valid indentation)?
 pub fn parses(language: Language, code: &str) -> bool {
-    language.parse(code).is_some_and(|t| !t.root_node().has_error())
+    let Some(tree) = language.parse(code) else { return false };
+    if tree.root_node().has_error() {
+        return false;
+    }
+    let mut indentation = Vec::new();
+    if language == Language::Python {
+        indentation_findings(tree.root_node(), &mut indentation);
+    }
+    indentation.is_empty()
 }
 
 /// A unified diff from `before` to `after`, with `name` in the headers.

@@ -172,8 +172,10 @@ fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference
     };
     let flights = upsert_table(flight_changes, "Flights");
     let bookings = upsert_table(booking_changes, "Bookings");
-    let routes =
-        multi_table(flights.clone().as_collection(|_, f| ((f.origin.clone(), f.destination.clone()), f.clone())), "Routes");
+    let routes = multi_table(
+        flights.clone().as_collection(|_, f| ((f.origin.clone(), f.destination.clone()), f.clone())),
+        "Routes",
+    );
     let legs = multi_table(
         bookings.clone().flat_map_ref(|id, b| b.legs.iter().map(|leg| (leg.clone(), id.clone())).collect::<Vec<_>>()),
         "Legs",
@@ -192,7 +194,7 @@ fn route<'s>(cases: Stream<'s, Case>) -> [Stream<'s, Case>; 4] {
 
 /// A line of the input, split by kind.
 enum Split {
-    Status(Option<Case>),
+    Status(Option<Box<Case>>),
     Change(Millis, Change),
 }
 
@@ -207,7 +209,7 @@ pub fn flight<'s>(
     llm: Option<&Arc<LlmService>>,
 ) -> Stream<'s, Decision> {
     let mut parts = inputs.partition(2, |s: Sourced<FlightInput>| match s.event {
-        FlightInput::Status(e) => (0, Split::Status(Case::start(e, s.pos, s.ingest_ns))),
+        FlightInput::Status(e) => (0, Split::Status(Case::start(e, s.pos, s.ingest_ns).map(Box::new))),
         FlightInput::Change { time, change } => (1, Split::Change(time, change)),
     });
     let changes = parts.pop().map(|p| {
@@ -218,7 +220,7 @@ pub fn flight<'s>(
     });
     let cases = parts.pop().map(|p| {
         p.flat_map(|s| match s {
-            Split::Status(case) => case,
+            Split::Status(case) => case.map(|c| *c),
             Split::Change(..) => None,
         })
     });
@@ -233,11 +235,13 @@ pub fn flight<'s>(
         .lookup(&t.bookings, "Booking", Case::time, rules::with_booking);
     let [decided_3, connection, alternatives_3, _] = route(with_booking);
     let mct = config.mct.clone();
-    let [decided_4, _, alternatives_4, _] = route(
-        connection
-            .map(|c| (c.leg_id(1).cloned().unwrap_or_default(), c))
-            .lookup(&t.flights, "Connection", Case::time, move |c, f, out| rules::with_connection(c, f, &mct, out)),
-    );
+    let [decided_4, _, alternatives_4, _] =
+        route(connection.map(|c| (c.leg_id(1).cloned().unwrap_or_default(), c)).lookup(
+            &t.flights,
+            "Connection",
+            Case::time,
+            move |c, f, out| rules::with_connection(c, f, &mct, out),
+        ));
     let [decided_5, _, _, following] = route(
         scope
             .concatenate([alternatives_3, alternatives_4])
@@ -248,9 +252,12 @@ pub fn flight<'s>(
             .lookup(&t.routes, "Alternatives", Case::time, rules::with_alternatives),
     );
     let mct = config.mct.clone();
-    let decided_6 = following
-        .map(|c| (c.following_id().cloned().unwrap_or_default(), c))
-        .lookup(&t.flights, "Following", Case::time, move |c, f, out| rules::with_following(c, f, &mct, out));
+    let decided_6 = following.map(|c| (c.following_id().cloned().unwrap_or_default(), c)).lookup(
+        &t.flights,
+        "Following",
+        Case::time,
+        move |c, f, out| rules::with_following(c, f, &mct, out),
+    );
     let (mct, emit) = (config.mct.clone(), config.emit);
     let decisions = scope.concatenate([decided_3, decided_4, decided_5, decided_6]).flat_map(move |case: Case| {
         let quiet = emit == Emit::Changes && case.outcome == Some(Outcome::Unaffected);

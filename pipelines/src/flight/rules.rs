@@ -337,31 +337,39 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
             (Some(c), Some(f)) => {
                 let ready = f.arrival + case.delay().unwrap_or(0) + mct.at(&f.destination);
                 let slack = (c.departure - ready.min(c.departure)) / MINUTE;
-                let reason = format!("{id} {status}; the connection to {} still holds ({slack} min to spare)", c.flight_id);
+                let reason =
+                    format!("{id} {status}; the connection to {} still holds ({slack} min to spare)", c.flight_id);
                 (Action::NoAction, 0.95, reason)
             }
             _ => (Action::NoAction, 0.95, format!("{id} {status}; it is the booking's last leg, no connection")),
         },
         Outcome::Rebook => {
-            let what = if e.status == FlightStatus::Cancelled { "the booking loses it".to_owned() } else {
+            let what = if e.status == FlightStatus::Cancelled {
+                "the booking loses it".to_owned()
+            } else {
                 format!("this breaks the connection to {broken_id}")
             };
             (Action::Rebook, 0.9, format!("{id} {status} and {what}: rebook {pax} on {}", alt_text(alt)))
         }
         Outcome::RebookBreaksNext => {
             let next = case.following.as_ref().map(|f| f.flight_id.as_str()).unwrap_or_default();
-            let reason =
-                format!("{id} {status}; {broken_id} must be replaced, but {} misses {next}: several legs broken", alt_text(alt));
+            let reason = format!(
+                "{id} {status}; {broken_id} must be replaced, but {} misses {next}: several legs broken",
+                alt_text(alt)
+            );
             (Action::Rebook, 0.5, reason)
         }
         Outcome::NoAlternative => {
             let route = broken.map(|b| format!("{}→{}", b.flight.origin, b.flight.destination)).unwrap_or_default();
-            let reason = format!("{id} {status}; no later flight {route} has {pax} free seats: no alternative, escalate");
+            let reason =
+                format!("{id} {status}; no later flight {route} has seats for {pax}: no alternative, escalate");
             (Action::Escalate, 0.5, reason)
         }
-        Outcome::Protect => {
-            (Action::Protect, 0.75, format!("{id} {status}: hold {pax} seats on {} in case {broken_id} is missed", alt_text(alt)))
-        }
+        Outcome::Protect => (
+            Action::Protect,
+            0.75,
+            format!("{id} {status}: hold {pax} seats on {} in case {broken_id} is missed", alt_text(alt)),
+        ),
         Outcome::Diverted => (Action::Escalate, 0.6, format!("{id} is diverted: the itinerary must be rebuilt")),
         Outcome::Missing(what) => (Action::Escalate, 0.4, format!("{id} {status}, but {what}")),
     }
@@ -513,7 +521,11 @@ mod tests {
 
     #[test]
     fn no_alternative_escalates_and_a_late_alternative_breaks_the_next_leg() {
-        let only_full = vec![flight("F1", "YUL", "YYZ", 0, 1, 10), flight("C1", "YYZ", "YVR", 2, 7, 10), flight("C2", "YYZ", "YVR", 4, 9, 1)];
+        let only_full = vec![
+            flight("F1", "YUL", "YYZ", 0, 1, 10),
+            flight("C1", "YYZ", "YVR", 2, 7, 10),
+            flight("C2", "YYZ", "YVR", 4, 9, 1),
+        ];
         let case = run(delayed("F1", Some(60)), &only_full, &booking(&["F1", "C1"]));
         assert_eq!(case.outcome, Some(Outcome::NoAlternative));
         assert_eq!(verdict(&case, &Mct::default()).0, Action::Escalate);

@@ -1,0 +1,224 @@
+//! The flight pipeline end to end through the `inflight` binary: rebooking against the schedule,
+//! the minimum connection time, live schedule changes, dead letters, parallelism and bad arguments.
+//! Expected decisions are worked out by hand from the sample schedule (data/flight-*.jsonl).
+
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::{assert_refused, assert_same, decisions_by_id, inflight, json_lines, ok, sorted_strings, two_processes};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn data(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name).display().to_string()
+}
+
+/// Runs `run flight` over `input` with the sample reference data; returns decisions and dead letters.
+fn run_flight(dir: &Path, tag: &str, input: &str, extra: &[&str]) -> (Vec<Value>, Vec<Value>, String) {
+    let (out, dead) = (dir.join(format!("{tag}.jsonl")), dir.join(format!("{tag}.dead")));
+    let mut args = vec!["run", "flight", "--input", input, "--output", out.to_str().unwrap()];
+    args.extend_from_slice(&["--dead-letter", dead.to_str().unwrap()]);
+    let (schedule, bookings) = (data("flight-schedule.jsonl"), data("flight-bookings.jsonl"));
+    if !extra.contains(&"--schedule") {
+        args.extend_from_slice(&["--schedule", &schedule, "--bookings", &bookings]);
+    }
+    args.extend_from_slice(extra);
+    let run = ok(inflight(&args));
+    (decisions_by_id(&out), json_lines(&dead), String::from_utf8_lossy(&run.stderr).into_owned())
+}
+
+/// (booking, event time, action, alternative) of each decision, sorted.
+fn summary(decisions: &[Value]) -> Vec<(String, String, String, String)> {
+    let mut s: Vec<_> = decisions
+        .iter()
+        .map(|d| {
+            let alt = d["evidence"]["alternative"]["flight_id"].as_str().unwrap_or("-");
+            let s = |v: &Value| v.as_str().unwrap().to_owned();
+            (s(&d["key"]), s(&d["event_time"])[11..16].to_owned(), s(&d["action"]), alt.to_owned())
+        })
+        .collect();
+    s.sort();
+    s
+}
+
+fn row(booking: &str, at: &str, action: &str, alt: &str) -> (String, String, String, String) {
+    (booking.into(), at.into(), action.into(), alt.into())
+}
+
+#[test]
+fn the_sample_gives_the_decisions_worked_out_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (decisions, dead, stderr) = run_flight(dir.path(), "sample", &data("flight-sample.jsonl"), &[]);
+    let want = vec![
+        // 10:00, the specification's event: delayed, length unknown → hold seats on the next flight.
+        row("B100", "10:00", "PROTECT", "AC403"),
+        // 10:20, 20 min late: arrives 12:05 + 45 min MCT = 12:50, after AC401 leaves at 12:45.
+        row("B100", "10:20", "REBOOK", "AC403"),
+        // 10:40, new departure 11:00 (30 min late); AC407 was added to the schedule at 10:30.
+        row("B100", "10:40", "REBOOK", "AC407"),
+        // BA94 has seats but BA96, the only later flight to LHR, has none.
+        row("B101", "10:00", "ESCALATE", "-"),
+        row("B101", "11:05", "ESCALATE", "-"),
+        // Three legs: AC403 lands 17:55, too late for AC850 at 18:30 (+45 min).
+        row("B103", "10:00", "REBOOK", "AC403"),
+        row("B103", "10:20", "REBOOK", "AC403"),
+        row("B103", "10:40", "REBOOK", "AC407"),
+        // AC1236 cancelled: AC1238 has 2 seats, the booking has 4 passengers.
+        row("B104", "11:00", "ESCALATE", "-"),
+    ];
+    assert_eq!(summary(&decisions), want, "{stderr}");
+    let by = |key: &str, at: &str| {
+        decisions.iter().find(|d| d["key"] == key && d["event_time"].as_str().unwrap()[11..16] == *at).unwrap()
+    };
+    // One broken leg with an alternative that holds: sure. Several broken legs: unsure.
+    assert_eq!(by("B100", "10:20")["confidence"], 0.9);
+    assert_eq!(by("B103", "10:40")["confidence"], 0.9);
+    assert!(by("B103", "10:20")["confidence"].as_f64().unwrap() < 0.7);
+    assert!(by("B103", "10:20")["reason"].as_str().unwrap().contains("several legs broken"));
+    assert_eq!(by("B100", "10:20")["evidence"]["ready_at"], "2024-01-07T12:50:00.000Z");
+    assert_eq!(by("B100", "10:20")["id"], "flight/B100/AC1234/1704622800000");
+    assert!(decisions.iter().all(|d| d["decided_by"] == "rules" && d["pipeline"] == "flight"));
+    // The unknown status is dead-lettered with its position.
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0]["reason"].as_str(), dead[0]["source"]["line"].as_u64()), (Some("invalid"), Some(9)));
+    assert!(dead[0]["error"].as_str().unwrap().contains("LATE"), "{}", dead[0]);
+    let counted = |what: &[&str]| stderr.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == what);
+    assert!(counted(&["events", "in", "10"]) && counted(&["decisions", "out", "9"]), "{stderr}");
+}
+
+#[test]
+fn a_delay_inside_the_mct_yields_nothing_and_none_with_emit_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // AC1236 lands 14:15 + 10 min + 45 min = 15:10, before AC403 leaves at 15:30.
+    std::fs::write(
+        &input,
+        r#"{"flight_id":"AC1236","status":"DELAYED","timestamp":"2024-01-07T10:25:00Z","delay_minutes":10}
+{"flight_id":"AC1236","status":"DELAYED","timestamp":"2024-01-07T10:26:00Z","delay_minutes":30}
+{"flight_id":"AC1236","status":"DELAYED","timestamp":"2024-01-07T10:27:00Z","delay_minutes":31}
+"#,
+    )
+    .unwrap();
+    let (decisions, ..) = run_flight(dir.path(), "changes", input.to_str().unwrap(), &[]);
+    // 30 min: 15:30 exactly, still inside; 31 min breaks it (4 passengers: AC405 has 20 seats).
+    assert_eq!(summary(&decisions), vec![row("B104", "10:27", "REBOOK", "AC405")]);
+    let (all, ..) = run_flight(dir.path(), "all", input.to_str().unwrap(), &["--emit", "all"]);
+    let actions: Vec<_> = summary(&all).into_iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(
+        actions,
+        vec![("10:25".into(), "NONE".into()), ("10:26".into(), "NONE".into()), ("10:27".into(), "REBOOK".into())]
+    );
+    // A longer MCT breaks the connection the 45-minute default kept.
+    let (long_mct, ..) = run_flight(dir.path(), "mct", input.to_str().unwrap(), &["--mct", "70m"]);
+    assert_eq!(summary(&long_mct).len(), 3);
+}
+
+#[test]
+fn a_schedule_update_changes_the_next_decision_for_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = |t: &str| {
+        format!(r#"{{"flight_id":"AC1234","status":"DELAYED","timestamp":"2024-01-07T{t}:00Z","delay_minutes":30}}"#)
+    };
+    let add = r#"{"op":"upsert","timestamp":"2024-01-07T10:30:00Z","flight":{"flight_id":"AC407","origin":"YYZ","destination":"YVR","departure":"2024-01-07T13:30:00Z","arrival":"2024-01-07T15:55:00Z","seats_free":6}}"#;
+    let cancel = r#"{"op":"delete","timestamp":"2024-01-07T10:50:00Z","flight_id":"AC407"}"#;
+    let lines = [event("10:20"), add.to_owned(), event("10:40"), cancel.to_owned(), event("11:00")].join("\n");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    let (decisions, ..) = run_flight(dir.path(), "live", input.to_str().unwrap(), &[]);
+    let b100: Vec<_> = summary(&decisions).into_iter().filter(|r| r.0 == "B100").map(|r| (r.1, r.3)).collect();
+    assert_eq!(
+        b100,
+        vec![("10:20".into(), "AC403".into()), ("10:40".into(), "AC407".into()), ("11:00".into(), "AC403".into())]
+    );
+
+    // The same changes from a second input (--updates), without a restart, give the same decisions.
+    let (events, updates) = (dir.path().join("events.jsonl"), dir.path().join("updates.jsonl"));
+    std::fs::write(&events, [event("10:20"), event("10:40"), event("11:00")].join("\n")).unwrap();
+    std::fs::write(&updates, [add, cancel].join("\n")).unwrap();
+    let (split, ..) =
+        run_flight(dir.path(), "split", events.to_str().unwrap(), &["--updates", updates.to_str().unwrap()]);
+    let strip = |v: &[Value]| {
+        v.iter().map(|d| (d["id"].clone(), d["action"].clone(), d["evidence"].clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&split), strip(&decisions));
+}
+
+fn generate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (events, schedule, bookings) =
+        (dir.join("events.jsonl"), dir.join("schedule.jsonl"), dir.join("bookings.jsonl"));
+    ok(inflight(&[
+        "gen",
+        "flight",
+        "--events",
+        "20000",
+        "--bookings",
+        "3000",
+        "--changes",
+        "0.01",
+        "--malformed",
+        "0.01",
+        "-o",
+        events.to_str().unwrap(),
+        "--schedule-out",
+        schedule.to_str().unwrap(),
+        "--bookings-out",
+        bookings.to_str().unwrap(),
+    ]));
+    (events, schedule, bookings)
+}
+
+#[test]
+fn one_four_workers_and_two_processes_give_the_same_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, schedule, bookings) = generate(dir.path());
+    let reference = ["--schedule", schedule.to_str().unwrap(), "--bookings", bookings.to_str().unwrap()];
+    let common = [&reference[..], &["--chunk-size", "65536", "--emit", "all"]].concat();
+    let input = events.to_str().unwrap();
+    let (one, dead_one, _) = run_flight(dir.path(), "w1", input, &[&common[..], &["-w", "1"]].concat());
+    let (four, dead_four, _) = run_flight(dir.path(), "w4", input, &[&common[..], &["-w", "4"]].concat());
+    let actions = |d: &[Value]| d.iter().filter(|d| d["action"] != "NONE").count();
+    assert!(actions(&one) > 500 && one.len() > actions(&one), "{} decisions, {} actions", one.len(), actions(&one));
+    for action in ["REBOOK", "PROTECT", "ESCALATE", "NONE"] {
+        assert!(one.iter().any(|d| d["action"] == action), "the generated data exercises {action}");
+    }
+    assert_same("-w 1 vs -w 4", &one, &four);
+    assert_eq!(sorted_strings(&dead_one), sorted_strings(&dead_four));
+    assert!(dead_one.len() > 100);
+
+    let (out, dead) = (dir.path().join("n2.jsonl"), dir.path().join("n2.dead"));
+    let mut args = vec!["run", "flight", "--input", input, "--output", out.to_str().unwrap()];
+    args.extend_from_slice(&["--dead-letter", dead.to_str().unwrap()]);
+    args.extend_from_slice(&common);
+    two_processes(dir.path(), &args);
+    assert_same("-w 1 vs -n 2", &one, &decisions_by_id(&out));
+    assert_eq!(sorted_strings(&dead_one), sorted_strings(&json_lines(&dead)));
+}
+
+#[test]
+fn bad_reference_data_and_flags_exit_non_zero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad-schedule.jsonl");
+    std::fs::write(&bad, "{\"flight_id\":\"X\",\"origin\":\"A\",\"destination\":\"B\",\"departure\":\"2024-01-07T10:00:00Z\",\"arrival\":\"2024-01-07T09:00:00Z\",\"seats_free\":1}\n").unwrap();
+    let bad_json = dir.path().join("bad-bookings.jsonl");
+    std::fs::write(&bad_json, "\n{\"booking_id\":\"B1\",\"passengers\":2}\n").unwrap();
+    let sample = data("flight-sample.jsonl");
+    let cases: [(&[&str], &str); 6] = [
+        (&["run", "flight", "--input", &sample, "--schedule", "/no/such.jsonl"], "cannot read"),
+        (
+            &["run", "flight", "--input", &sample, "--schedule", bad.to_str().unwrap()],
+            "bad-schedule.jsonl:1: flight X arrives before it departs",
+        ),
+        (
+            &["run", "flight", "--input", &sample, "--bookings", bad_json.to_str().unwrap()],
+            "bad-bookings.jsonl:2: missing field `legs`",
+        ),
+        (&["run", "flight", "--input", &sample, "--window", "1s"], "--window is for the trading pipeline"),
+        (&["run", "flight", "--input", &sample, "--mct", "90s"], "whole minutes"),
+        (&["run", "trading", "--schedule", &sample], "for the flight pipeline"),
+    ];
+    for (args, want) in cases {
+        assert_refused(args, want);
+    }
+}
