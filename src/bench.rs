@@ -55,7 +55,7 @@ pub fn trading_file(events: u64, assets: usize, input: Option<PathBuf>, runs: us
 /// The flight job (rules only) over generated status events against `bookings` bookings.
 pub fn flight_file(events: u64, bookings: usize, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let config = FlightGenConfig { events, bookings, ..FlightGenConfig::default() };
+    let config = FlightGenConfig { events, ..FlightGenConfig::sized_for(bookings) };
     let reference = Arc::new(flight_gen::reference(&config));
     eprintln!("bench flight: {} flights, {} bookings", reference.flights.len(), reference.bookings.len());
     let path = match input {

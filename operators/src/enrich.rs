@@ -50,14 +50,15 @@ pub fn multi_table<'scope, K: TableKey, V: TableData>(
     updates.arrange_by_key_named(name)
 }
 
-/// Records waiting for the table, by the time they are looked up at.
+/// Records waiting for the table, by the time they came at.
 type Pending<K, D> = BTreeMap<Millis, (Capability<Millis>, Vec<(K, D)>)>;
 
 /// The lookup operator.
 pub trait LookupExt<'scope, K: TableKey, D> {
     /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
     /// `table` at the record's event time `time_of(record)` (sorted, possibly none), once the table
-    /// is complete up to it. Results leave at that time.
+    /// is complete up to it. Results leave at the record's own (timely) time, which a source keeps
+    /// at or before its event time.
     fn lookup<V, D2, F>(
         self,
         table: &Table<'scope, K, V>,
@@ -89,61 +90,79 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
         let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
         self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |_cap, _info| {
             let mut pending: Pending<K, D> = BTreeMap::new();
+            let mut ready: Vec<(Millis, K, D)> = Vec::new();
             let mut values: Vec<V> = Vec::new();
             let mut out: Vec<D2> = Vec::new();
             let mut compaction = Antichain::from_elem(0);
             move |(events, event_frontier), (batches, table_frontier), output| {
                 // The batches are in the trace already; their stream only tells how far it is.
                 batches.for_each(|_cap, _data| {});
+                // Records keep the time they came at (no later than their event time): holding a
+                // capability per event time would cost more than the lookup itself.
                 events.for_each_stamp(|cap, data| {
                     let Some(held) = cap.retain_least(output.output_index()) else { return };
-                    for (key, record) in data.flat_map(|batch| batch.drain(..)) {
-                        // A source may place a record before its event time; the lookup is as of
-                        // the event time, so it waits (and leaves) there.
-                        let time = time_of(&record).max(*held.time());
-                        let slot = pending.entry(time).or_insert_with(|| (held.delayed(&time), Vec::new()));
-                        slot.1.push((key, record));
+                    let slot = &mut pending.entry(*held.time()).or_insert_with(|| (held, Vec::new())).1;
+                    for batch in data {
+                        slot.append(batch);
                     }
                 });
-                let ready = |t: &Millis| !table_frontier.less_equal(t);
-                if pending.first_key_value().is_some_and(|(t, _)| ready(t)) {
-                    let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
-                    let (mut cursor, storage) = cursor_list(batches);
-                    while let Some(entry) = pending.first_entry() {
-                        let time = *entry.key();
-                        if !ready(&time) {
-                            break;
-                        }
-                        let (cap, records) = entry.remove();
-                        for (key, record) in records {
-                            values.clear();
-                            cursor.rewind_keys(&storage);
-                            cursor.seek_key(&storage, &key);
-                            if cursor.get_key(&storage) == Some(&key) {
-                                while let Some(value) = cursor.get_val(&storage) {
-                                    let mut count = 0isize;
-                                    cursor.map_times(&storage, |t, diff| {
-                                        if *t <= time {
-                                            count += *diff;
-                                        }
-                                    });
-                                    if count > 0 {
-                                        values.push(value.clone());
-                                    }
-                                    cursor.step_val(&storage);
-                                }
-                            }
-                            logic(record, &values, &mut out);
-                        }
-                        if !out.is_empty() {
-                            output.session(&cap).give_container(&mut out);
+                let mut lowest: Option<Millis> = None;
+                let mut reader = None;
+                for (cap, records) in pending.values_mut() {
+                    let mut waiting = Vec::new();
+                    for (key, record) in records.drain(..) {
+                        let time = time_of(&record);
+                        if table_frontier.less_equal(&time) {
+                            lowest = Some(lowest.map_or(time, |l| l.min(time)));
+                            waiting.push((key, record));
+                        } else {
+                            ready.push((time, key, record));
                         }
                     }
+                    *records = waiting;
+                    if ready.is_empty() {
+                        continue;
+                    }
+                    let (cursor, storage) = reader.get_or_insert_with(|| {
+                        cursor_list(trace.batches_through(Antichain::new().borrow()).unwrap_or_default())
+                    });
+                    // In key order the cursor only moves forward.
+                    ready.sort_by(|a, b| a.1.cmp(&b.1));
+                    cursor.rewind_keys(storage);
+                    let mut at: Option<K> = None;
+                    for (time, key, record) in ready.drain(..) {
+                        if at.as_ref() == Some(&key) {
+                            cursor.rewind_vals(storage);
+                        } else {
+                            cursor.seek_key(storage, &key);
+                            at = Some(key.clone());
+                        }
+                        values.clear();
+                        if cursor.get_key(storage) == Some(&key) {
+                            while let Some(value) = cursor.get_val(storage) {
+                                let mut count = 0isize;
+                                cursor.map_times(storage, |t, diff| {
+                                    if *t <= time {
+                                        count += *diff;
+                                    }
+                                });
+                                if count > 0 {
+                                    values.push(value.clone());
+                                }
+                                cursor.step_val(storage);
+                            }
+                        }
+                        logic(record, &values, &mut out);
+                    }
+                    if !out.is_empty() {
+                        output.session(cap).give_container(&mut out);
+                    }
                 }
+                pending.retain(|_, (_, records)| !records.is_empty());
                 // Times before every event still to come or waiting need no history: let the table
                 // merge them.
                 let mut lower = Antichain::new();
-                for t in event_frontier.frontier().iter().chain(pending.keys()) {
+                for t in event_frontier.frontier().iter().chain(lowest.as_ref()) {
                     lower.insert(*t);
                 }
                 if lower != compaction && timely::PartialOrder::less_equal(&compaction, &lower) {

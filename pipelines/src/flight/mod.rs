@@ -184,9 +184,9 @@ fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference
 }
 
 /// Splits cases by the lookup they need next: [decided, connection, alternatives, following].
-fn route<'s>(cases: Stream<'s, Case>) -> [Stream<'s, Case>; 4] {
+fn route<'s>(cases: Stream<'s, Box<Case>>) -> [Stream<'s, Box<Case>>; 4] {
     let parts = cases.partition(4, |c| (c.next as u64, c));
-    match <[Stream<'s, Case>; 4]>::try_from(parts) {
+    match <[Stream<'s, Box<Case>>; 4]>::try_from(parts) {
         Ok(parts) => parts,
         Err(_) => unreachable!("partition(4) makes four streams"),
     }
@@ -209,7 +209,7 @@ pub fn flight<'s>(
     llm: Option<&Arc<LlmService>>,
 ) -> Stream<'s, Decision> {
     let mut parts = inputs.partition(2, |s: Sourced<FlightInput>| match s.event {
-        FlightInput::Status(e) => (0, Split::Status(Case::start(e, s.pos, s.ingest_ns).map(Box::new))),
+        FlightInput::Status(e) => (0, Split::Status(Case::start(e, s.pos, s.ingest_ns))),
         FlightInput::Change { time, change } => (1, Split::Change(time, change)),
     });
     let changes = parts.pop().map(|p| {
@@ -220,26 +220,28 @@ pub fn flight<'s>(
     });
     let cases = parts.pop().map(|p| {
         p.flat_map(|s| match s {
-            Split::Status(case) => case.map(|c| *c),
+            Split::Status(case) => case,
             Split::Change(..) => None,
         })
     });
     let (Some(changes), Some(cases)) = (changes, cases) else { unreachable!("partition(2) makes two streams") };
     let t = tables(scope, changes, reference);
-    let flight_key = |c: Case| (c.event.flight_id.clone(), c);
+    let flight_key = |c: Box<Case>| (c.event.flight_id.clone(), c);
+    #[allow(clippy::borrowed_box)] // the lookup's records are the boxes themselves
+    let time = |c: &Box<Case>| c.time();
     let with_booking = cases
         .map(flight_key)
-        .lookup(&t.flights, "FlightOfStatus", Case::time, rules::with_flight)
+        .lookup(&t.flights, "FlightOfStatus", time, rules::with_flight)
         .map(flight_key)
-        .lookup(&t.legs, "BookingsOfFlight", Case::time, rules::per_booking)
-        .lookup(&t.bookings, "Booking", Case::time, rules::with_booking);
+        .lookup(&t.legs, "BookingsOfFlight", time, rules::per_booking)
+        .lookup(&t.bookings, "Booking", time, rules::with_booking);
     let [decided_3, connection, alternatives_3, _] = route(with_booking);
     let mct = config.mct.clone();
     let [decided_4, _, alternatives_4, _] =
         route(connection.map(|c| (c.leg_id(1).cloned().unwrap_or_default(), c)).lookup(
             &t.flights,
             "Connection",
-            Case::time,
+            time,
             move |c, f, out| rules::with_connection(c, f, &mct, out),
         ));
     let [decided_5, _, _, following] = route(
@@ -249,17 +251,17 @@ pub fn flight<'s>(
                 let route = c.broken.as_ref().map(|b| (b.flight.origin.clone(), b.flight.destination.clone()));
                 (route.unwrap_or_default(), c)
             })
-            .lookup(&t.routes, "Alternatives", Case::time, rules::with_alternatives),
+            .lookup(&t.routes, "Alternatives", time, rules::with_alternatives),
     );
     let mct = config.mct.clone();
     let decided_6 = following.map(|c| (c.following_id().cloned().unwrap_or_default(), c)).lookup(
         &t.flights,
         "Following",
-        Case::time,
+        time,
         move |c, f, out| rules::with_following(c, f, &mct, out),
     );
     let (mct, emit) = (config.mct.clone(), config.emit);
-    let decisions = scope.concatenate([decided_3, decided_4, decided_5, decided_6]).flat_map(move |case: Case| {
+    let decisions = scope.concatenate([decided_3, decided_4, decided_5, decided_6]).flat_map(move |case: Box<Case>| {
         let quiet = emit == Emit::Changes && case.outcome == Some(Outcome::Unaffected);
         (!quiet).then(|| rules::explain(&case, &mct, &source))
     });

@@ -41,6 +41,15 @@ pub struct FlightGenConfig {
     pub start: Millis,
 }
 
+impl FlightGenConfig {
+    /// A day's network sized to `bookings` (30 airports, about 25 bookings a flight, at least 6
+    /// flights a route), as an airline's would be: few bookings per flight keeps the fan-out of a
+    /// delay to its bookings realistic.
+    pub fn sized_for(bookings: usize) -> Self {
+        FlightGenConfig { bookings, airports: 30, flights_per_route: (bookings / 2_500).max(6), ..Self::default() }
+    }
+}
+
 impl Default for FlightGenConfig {
     fn default() -> Self {
         FlightGenConfig {
