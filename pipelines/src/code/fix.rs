@@ -5,7 +5,7 @@
 //! parsing and diffing use tree-sitter and `similar`.
 
 use serde::{Deserialize, Serialize};
-use tree_sitter::{Node, Parser, Tree};
+use tree_sitter::{InputEdit, Node, Parser, Point, Tree};
 
 /// A language the parser knows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,13 +29,31 @@ impl Language {
     }
 
     fn parse(self, code: &str) -> Option<Tree> {
-        let mut parser = Parser::new();
-        let language = match self {
-            Language::Python => tree_sitter_python::LANGUAGE,
-            Language::Javascript => tree_sitter_javascript::LANGUAGE,
-        };
-        parser.set_language(&language.into()).ok()?;
-        parser.parse(code, None)
+        self.reparse(code, None)
+    }
+
+    /// Parses `code`; with `old`, the tree of a text `code` was edited from (already told about
+    /// the edit), tree-sitter reuses what the edit did not touch.
+    fn reparse(self, code: &str, old: Option<&Tree>) -> Option<Tree> {
+        thread_local! {
+            // A parser per thread and language: building one costs more than parsing a snippet,
+            // and the fixers parse every candidate.
+            static PARSERS: std::cell::RefCell<[Option<Parser>; 2]> = const { std::cell::RefCell::new([None, None]) };
+        }
+        PARSERS.with(|parsers| {
+            let mut parsers = parsers.borrow_mut();
+            let slot = &mut parsers[self as usize];
+            if slot.is_none() {
+                let language = match self {
+                    Language::Python => tree_sitter_python::LANGUAGE,
+                    Language::Javascript => tree_sitter_javascript::LANGUAGE,
+                };
+                let mut parser = Parser::new();
+                parser.set_language(&language.into()).ok()?;
+                *slot = Some(parser);
+            }
+            slot.as_mut()?.parse(code, old)
+        })
     }
 }
 
@@ -79,7 +97,10 @@ pub struct Fix {
 
 /// Syntax errors in `code`, in source order (empty if it parses).
 pub fn findings(language: Language, code: &str) -> Vec<Finding> {
-    let Some(tree) = language.parse(code) else { return Vec::new() };
+    language.parse(code).map(|tree| findings_in(language, &tree)).unwrap_or_default()
+}
+
+fn findings_in(language: Language, tree: &Tree) -> Vec<Finding> {
     let mut out = Vec::new();
     collect(tree.root_node(), &mut out);
     if language == Language::Python {
@@ -161,7 +182,11 @@ fn collect(node: Node<'_>, out: &mut Vec<Finding>) {
 
 /// Does `code` parse without an error (for Python: and with valid indentation)?
 pub fn parses(language: Language, code: &str) -> bool {
-    let Some(tree) = language.parse(code) else { return false };
+    language.parse(code).is_some_and(|tree| clean(language, &tree))
+}
+
+/// A tree without syntax errors (for Python: and with valid indentation).
+fn clean(language: Language, tree: &Tree) -> bool {
     if tree.root_node().has_error() {
         return false;
     }
@@ -183,27 +208,55 @@ pub fn diff(name: &str, before: &str, after: &str) -> String {
 /// The first rule-based fix that makes `code` parse, trying the reported error line first, then
 /// where the parser found errors, then their neighbours. None if no rule helps (or it parses).
 pub fn propose(language: Language, code: &str, error_line: Option<usize>) -> Option<Fix> {
-    if parses(language, code) {
-        return None;
+    analyse(language, code, error_line).1
+}
+
+/// [`findings`] and [`propose`] from one parse of `code`.
+pub fn analyse(language: Language, code: &str, error_line: Option<usize>) -> (Vec<Finding>, Option<Fix>) {
+    let Some(tree) = language.parse(code) else { return (Vec::new(), None) };
+    let found = findings_in(language, &tree);
+    if found.is_empty() {
+        return (found, None);
     }
+    let fix = fix_in(language, code, &tree, &found, error_line);
+    (found, fix)
+}
+
+fn fix_in(language: Language, code: &str, tree: &Tree, found: &[Finding], error_line: Option<usize>) -> Option<Fix> {
     let lines: Vec<&str> = code.split('\n').collect();
+    let mut starts = Vec::with_capacity(lines.len());
+    let mut at = 0;
+    for line in &lines {
+        starts.push(at);
+        at += line.len() + 1;
+    }
     let mut candidates: Vec<usize> = Vec::new();
-    let found: Vec<usize> = findings(language, code).iter().map(|f| f.line).collect();
-    for line in error_line.into_iter().chain(found.iter().copied()) {
+    for line in error_line.into_iter().chain(found.iter().map(|f| f.line)) {
         for l in [line, line.saturating_sub(1), line + 1] {
             if (1..=lines.len()).contains(&l) && !candidates.contains(&l) {
                 candidates.push(l);
             }
         }
     }
-    for kind in [FixKind::MissingColon, FixKind::UnclosedString, FixKind::UnbalancedBracket, FixKind::Indentation] {
-        for &line in &candidates {
-            for edit in edits(language, kind, &lines, line - 1) {
-                let mut fixed: Vec<&str> = lines.clone();
-                fixed[line - 1] = &edit;
-                let code = fixed.join("\n");
-                if parses(language, &code) {
-                    return Some(Fix { kind, line, code });
+    // The reported line first, with every fixer, then the lines the parser points at: most errors
+    // are where they are reported, and each failed candidate costs a parse with error recovery.
+    for &line in &candidates {
+        for kind in [FixKind::MissingColon, FixKind::UnclosedString, FixKind::UnbalancedBracket, FixKind::Indentation] {
+            let i = line - 1;
+            for edit in edits(language, kind, &lines, i) {
+                let fixed = format!("{}{edit}{}", &code[..starts[i]], &code[starts[i] + lines[i].len()..]);
+                // Re-parse only around the edited line.
+                let mut old = tree.clone();
+                old.edit(&InputEdit {
+                    start_byte: starts[i],
+                    old_end_byte: starts[i] + lines[i].len(),
+                    new_end_byte: starts[i] + edit.len(),
+                    start_position: Point::new(i, 0),
+                    old_end_position: Point::new(i, lines[i].len()),
+                    new_end_position: Point::new(i, edit.len()),
+                });
+                if language.reparse(&fixed, Some(&old)).is_some_and(|t| clean(language, &t)) {
+                    return Some(Fix { kind, line, code: fixed });
                 }
             }
         }

@@ -15,7 +15,7 @@ mod rules;
 pub mod synthetic;
 
 pub use event::{CodeEvent, ErrorContext, MAX_CODE};
-pub use fix::{Finding, Fix, FixKind, Language, diff, findings, parses, propose};
+pub use fix::{Finding, Fix, FixKind, Language, analyse, diff, findings, parses, propose};
 pub use rules::{CodeCheck, CodeEvidence, decide};
 
 use inflight_engine::{SourceName, Sourced, Stream, key_hash};

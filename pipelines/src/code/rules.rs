@@ -4,7 +4,7 @@
 //! findings, and if it still does not parse it leaves as SUGGEST with low confidence — never FIX.
 
 use super::event::{CodeEvent, MAX_CODE};
-use super::fix::{Finding, FixKind, Language, diff, findings, parses, propose};
+use super::fix::{Finding, FixKind, Language, analyse, diff, findings, parses};
 use inflight_engine::time::{format_rfc3339, wall_millis};
 use inflight_engine::{Position, SourceName, SourceRef};
 use inflight_operators::{Action, DecidedBy, Decision, Evidence, LlmVerdict, ReplyCheck};
@@ -54,9 +54,8 @@ pub struct CodeEvidence {
 pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceName) -> Decision {
     let key = event.key();
     let name = event.file.clone().unwrap_or_else(|| "code".to_owned());
-    let found = findings(event.lang, &event.code);
     let error_line = event.error_context.error_line;
-    let fix = propose(event.lang, &event.code, error_line);
+    let (found, fix) = analyse(event.lang, &event.code, error_line);
     let (action, confidence, reason) = match &fix {
         Some(f) => {
             let mut confidence: f64 = match f.kind {
