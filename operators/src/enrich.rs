@@ -50,8 +50,8 @@ pub fn multi_table<'scope, K: TableKey, V: TableData>(
     updates.arrange_by_key_named(name)
 }
 
-/// Records waiting for the table, by the time they came at.
-type Pending<K, D> = BTreeMap<Millis, (Capability<Millis>, Vec<(K, D)>)>;
+/// Records waiting for the table, by event time, with the time they came at.
+type Waiting<K, D> = BTreeMap<Millis, Vec<(Millis, K, D)>>;
 
 /// The lookup operator.
 pub trait LookupExt<'scope, K: TableKey, D> {
@@ -89,76 +89,88 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
         // Same hash and the same worker as the table's own exchange, so the key's values are here.
         let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
         self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |_cap, _info| {
-            let mut pending: Pending<K, D> = BTreeMap::new();
-            let mut ready: Vec<(Millis, K, D)> = Vec::new();
+            // Records keep the time they came at (no later than their event time): holding a
+            // capability per event time would cost more than the lookup itself. `held` keeps one
+            // capability per arrival time with the count of records still out under it; records
+            // waiting for the table are ordered by event time, so a moving frontier pops them.
+            let mut held: BTreeMap<Millis, (Capability<Millis>, usize)> = BTreeMap::new();
+            let mut waiting: Waiting<K, D> = BTreeMap::new();
+            let mut ready: Vec<(Millis, Millis, K, D)> = Vec::new();
             let mut values: Vec<V> = Vec::new();
             let mut out: Vec<D2> = Vec::new();
             let mut compaction = Antichain::from_elem(0);
             move |(events, event_frontier), (batches, table_frontier), output| {
                 // The batches are in the trace already; their stream only tells how far it is.
                 batches.for_each(|_cap, _data| {});
-                // Records keep the time they came at (no later than their event time): holding a
-                // capability per event time would cost more than the lookup itself.
                 events.for_each_stamp(|cap, data| {
-                    let Some(held) = cap.retain_least(output.output_index()) else { return };
-                    let slot = &mut pending.entry(*held.time()).or_insert_with(|| (held, Vec::new())).1;
-                    for batch in data {
-                        slot.append(batch);
-                    }
-                });
-                let mut lowest: Option<Millis> = None;
-                let mut reader = None;
-                for (cap, records) in pending.values_mut() {
-                    let mut waiting = Vec::new();
-                    for (key, record) in records.drain(..) {
+                    let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                    let at = *cap.time();
+                    let slot = &mut held.entry(at).or_insert_with(|| (cap, 0)).1;
+                    for (key, record) in data.flat_map(|batch| batch.drain(..)) {
+                        *slot += 1;
                         let time = time_of(&record);
                         if table_frontier.less_equal(&time) {
-                            lowest = Some(lowest.map_or(time, |l| l.min(time)));
-                            waiting.push((key, record));
+                            waiting.entry(time).or_default().push((at, key, record));
                         } else {
-                            ready.push((time, key, record));
+                            ready.push((at, time, key, record));
                         }
                     }
-                    *records = waiting;
-                    if ready.is_empty() {
-                        continue;
+                });
+                while let Some(entry) = waiting.first_entry() {
+                    if table_frontier.less_equal(entry.key()) {
+                        break;
                     }
-                    let (cursor, storage) = reader.get_or_insert_with(|| {
-                        cursor_list(trace.batches_through(Antichain::new().borrow()).unwrap_or_default())
-                    });
-                    // In key order the cursor only moves forward.
-                    ready.sort_by(|a, b| a.1.cmp(&b.1));
-                    cursor.rewind_keys(storage);
-                    let mut at: Option<K> = None;
-                    for (time, key, record) in ready.drain(..) {
-                        if at.as_ref() == Some(&key) {
-                            cursor.rewind_vals(storage);
-                        } else {
-                            cursor.seek_key(storage, &key);
-                            at = Some(key.clone());
-                        }
-                        values.clear();
-                        if cursor.get_key(storage) == Some(&key) {
-                            while let Some(value) = cursor.get_val(storage) {
-                                let mut count = 0isize;
-                                cursor.map_times(storage, |t, diff| {
-                                    if *t <= time {
-                                        count += *diff;
+                    let time = *entry.key();
+                    ready.extend(entry.remove().into_iter().map(|(at, key, record)| (at, time, key, record)));
+                }
+                if !ready.is_empty() {
+                    let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
+                    let (mut cursor, storage) = cursor_list(batches);
+                    // By arrival time, then key: within a run the cursor only moves forward.
+                    ready.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+                    let mut records = ready.drain(..).peekable();
+                    while let Some(&(at, ..)) = records.peek() {
+                        cursor.rewind_keys(&storage);
+                        let (mut at_key, mut done): (Option<K>, usize) = (None, 0);
+                        while let Some((_, time, key, record)) = records.next_if(|r| r.0 == at) {
+                            done += 1;
+                            if at_key.as_ref() == Some(&key) {
+                                cursor.rewind_vals(&storage);
+                            } else {
+                                cursor.seek_key(&storage, &key);
+                                at_key = Some(key.clone());
+                            }
+                            values.clear();
+                            if cursor.get_key(&storage) == Some(&key) {
+                                while let Some(value) = cursor.get_val(&storage) {
+                                    let mut count = 0isize;
+                                    cursor.map_times(&storage, |t, diff| {
+                                        if *t <= time {
+                                            count += *diff;
+                                        }
+                                    });
+                                    if count > 0 {
+                                        values.push(value.clone());
                                     }
-                                });
-                                if count > 0 {
-                                    values.push(value.clone());
+                                    cursor.step_val(&storage);
                                 }
-                                cursor.step_val(storage);
+                            }
+                            logic(record, &values, &mut out);
+                        }
+                        // Results leave at their records' arrival time; its capability goes when
+                        // the last record that came at it is done.
+                        if let Some((cap, left)) = held.get_mut(&at) {
+                            if !out.is_empty() {
+                                output.session(cap).give_container(&mut out);
+                            }
+                            *left -= done;
+                            if *left == 0 {
+                                held.remove(&at);
                             }
                         }
-                        logic(record, &values, &mut out);
-                    }
-                    if !out.is_empty() {
-                        output.session(cap).give_container(&mut out);
                     }
                 }
-                pending.retain(|_, (_, records)| !records.is_empty());
+                let lowest = waiting.first_key_value().map(|(t, _)| *t);
                 // Times before every event still to come or waiting need no history: let the table
                 // merge them.
                 let mut lower = Antichain::new();
