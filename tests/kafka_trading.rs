@@ -3,67 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
+#[path = "support/broker.rs"]
+mod broker;
+
+use broker::{Broker, free_port, unique};
 use serde_json::Value;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inflight");
-
-/// A broker for one test: tansu on 127.0.0.1:<free port>, stopped on drop.
-struct Broker {
-    addr: String,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        if let Ok(addr) = std::env::var("KAFKA_BROKERS") {
-            return Broker { addr, child: None };
-        }
-        Broker::tansu(format!("127.0.0.1:{}", free_port()))
-    }
-
-    /// tansu with in-memory storage, listening on (and advertising) `addr`.
-    fn tansu(addr: String) -> Broker {
-        let url = format!("tcp://{addr}");
-        let tansu = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        let child = Command::new(&tansu)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {tansu:?} ({e}); install it: cargo install tansu --locked --features dynostore")
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { addr, child: Some(child) }
-    }
-
-    /// Stops the broker process (the address stays, for a restart).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Writes synthetic market data (`inflight gen market` with `args`) to `dir/name`.
 fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
@@ -71,11 +20,6 @@ fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let out = Command::new(BIN).args(["gen", "market", "-o", path.to_str().unwrap()]).args(args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     path
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
 }
 
 fn inflight(broker: &Broker, args: &[&str]) -> Output {

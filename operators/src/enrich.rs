@@ -50,8 +50,47 @@ pub fn multi_table<'scope, K: TableKey, V: TableData>(
     updates.arrange_by_key_named(name)
 }
 
-/// Records waiting for the table, by event time, with the time they came at.
-type Waiting<K, D> = BTreeMap<Millis, Vec<(Millis, K, D)>>;
+/// Records waiting for the table, by event time, each time with its capability.
+type Waiting<K, D> = BTreeMap<Millis, (Capability<Millis>, Vec<(K, D)>)>;
+
+/// Looks up every `(event time, key, record)` of `ready` (emptied) and runs `logic` on each.
+fn look_up<K: TableKey, V: TableData, D, D2>(
+    trace: &mut TraceAgent<ValSpine<K, V, Millis, isize>>,
+    ready: &mut Vec<(Millis, K, D)>,
+    values: &mut Vec<V>,
+    logic: &mut impl FnMut(D, &[V], &mut Vec<D2>),
+    out: &mut Vec<D2>,
+) {
+    let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
+    let (mut cursor, storage) = cursor_list(batches);
+    // In key order the cursor only moves forward.
+    ready.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut at_key: Option<K> = None;
+    for (time, key, record) in ready.drain(..) {
+        if at_key.as_ref() == Some(&key) {
+            cursor.rewind_vals(&storage);
+        } else {
+            cursor.seek_key(&storage, &key);
+            at_key = Some(key.clone());
+        }
+        values.clear();
+        if cursor.get_key(&storage) == Some(&key) {
+            while let Some(value) = cursor.get_val(&storage) {
+                let mut count = 0isize;
+                cursor.map_times(&storage, |t, diff| {
+                    if *t <= time {
+                        count += *diff;
+                    }
+                });
+                if count > 0 {
+                    values.push(value.clone());
+                }
+                cursor.step_val(&storage);
+            }
+        }
+        logic(record, values, out);
+    }
+}
 
 /// The lookup operator.
 pub trait LookupExt<'scope, K: TableKey, D> {
@@ -89,13 +128,12 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
         // Same hash and the same worker as the table's own exchange, so the key's values are here.
         let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
         self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |_cap, _info| {
-            // Records keep the time they came at (no later than their event time): holding a
-            // capability per event time would cost more than the lookup itself. `held` keeps one
-            // capability per arrival time with the count of records still out under it; records
-            // waiting for the table are ordered by event time, so a moving frontier pops them.
-            let mut held: BTreeMap<Millis, (Capability<Millis>, usize)> = BTreeMap::new();
+            // A record the table is already complete for is looked up at once and its results
+            // leave at the time it came at; one that must wait is held at its own event time, so
+            // the outputs' frontier never lags behind a wait (a source pausing for lagging
+            // outputs would otherwise wait on the lookup, and the lookup on the source).
             let mut waiting: Waiting<K, D> = BTreeMap::new();
-            let mut ready: Vec<(Millis, Millis, K, D)> = Vec::new();
+            let mut ready: Vec<(Millis, K, D)> = Vec::new();
             let mut values: Vec<V> = Vec::new();
             let mut out: Vec<D2> = Vec::new();
             let mut compaction = Antichain::from_elem(0);
@@ -104,16 +142,18 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                 batches.for_each(|_cap, _data| {});
                 events.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else { return };
-                    let at = *cap.time();
-                    let slot = &mut held.entry(at).or_insert_with(|| (cap, 0)).1;
                     for (key, record) in data.flat_map(|batch| batch.drain(..)) {
-                        *slot += 1;
                         let time = time_of(&record);
                         if table_frontier.less_equal(&time) {
-                            waiting.entry(time).or_default().push((at, key, record));
+                            let at = time.max(*cap.time());
+                            waiting.entry(at).or_insert_with(|| (cap.delayed(&at), Vec::new())).1.push((key, record));
                         } else {
-                            ready.push((at, time, key, record));
+                            ready.push((time, key, record));
                         }
+                    }
+                    if !ready.is_empty() {
+                        look_up(&mut trace, &mut ready, &mut values, &mut logic, &mut out);
+                        output.session(&cap).give_container(&mut out);
                     }
                 });
                 while let Some(entry) = waiting.first_entry() {
@@ -121,54 +161,10 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                         break;
                     }
                     let time = *entry.key();
-                    ready.extend(entry.remove().into_iter().map(|(at, key, record)| (at, time, key, record)));
-                }
-                if !ready.is_empty() {
-                    let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
-                    let (mut cursor, storage) = cursor_list(batches);
-                    // By arrival time, then key: within a run the cursor only moves forward.
-                    ready.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
-                    let mut records = ready.drain(..).peekable();
-                    while let Some(&(at, ..)) = records.peek() {
-                        cursor.rewind_keys(&storage);
-                        let (mut at_key, mut done): (Option<K>, usize) = (None, 0);
-                        while let Some((_, time, key, record)) = records.next_if(|r| r.0 == at) {
-                            done += 1;
-                            if at_key.as_ref() == Some(&key) {
-                                cursor.rewind_vals(&storage);
-                            } else {
-                                cursor.seek_key(&storage, &key);
-                                at_key = Some(key.clone());
-                            }
-                            values.clear();
-                            if cursor.get_key(&storage) == Some(&key) {
-                                while let Some(value) = cursor.get_val(&storage) {
-                                    let mut count = 0isize;
-                                    cursor.map_times(&storage, |t, diff| {
-                                        if *t <= time {
-                                            count += *diff;
-                                        }
-                                    });
-                                    if count > 0 {
-                                        values.push(value.clone());
-                                    }
-                                    cursor.step_val(&storage);
-                                }
-                            }
-                            logic(record, &values, &mut out);
-                        }
-                        // Results leave at their records' arrival time; its capability goes when
-                        // the last record that came at it is done.
-                        if let Some((cap, left)) = held.get_mut(&at) {
-                            if !out.is_empty() {
-                                output.session(cap).give_container(&mut out);
-                            }
-                            *left -= done;
-                            if *left == 0 {
-                                held.remove(&at);
-                            }
-                        }
-                    }
+                    let (cap, records) = entry.remove();
+                    ready.extend(records.into_iter().map(|(key, record)| (time, key, record)));
+                    look_up(&mut trace, &mut ready, &mut values, &mut logic, &mut out);
+                    output.session(&cap).give_container(&mut out);
                 }
                 let lowest = waiting.first_key_value().map(|(t, _)| *t);
                 // Times before every event still to come or waiting need no history: let the table
