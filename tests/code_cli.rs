@@ -144,3 +144,15 @@ fn bad_flags_exit_non_zero_with_one_line() {
         assert_refused(args, want);
     }
 }
+
+#[test]
+fn the_example_config_file_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = root.join("data/code-sample.jsonl");
+    let config = root.join("data/code.toml");
+    let (plain, _) = run_code(dir.path(), "plain", sample.to_str().unwrap(), &[]);
+    let (configured, _) =
+        run_code(dir.path(), "config", sample.to_str().unwrap(), &["--config", config.to_str().unwrap()]);
+    assert_eq!(plain, configured);
+}

@@ -222,3 +222,20 @@ fn bad_reference_data_and_flags_exit_non_zero_with_one_line() {
         assert_refused(args, want);
     }
 }
+
+#[test]
+fn the_example_config_file_is_accepted_and_its_airport_mct_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // AC1236 lands 14:15 + 20 min at YYZ; AC403 leaves at 15:30. 45 min holds, data/flight.toml's 60 min at YYZ does not.
+    std::fs::write(
+        &input,
+        r#"{"flight_id":"AC1236","status":"DELAYED","timestamp":"2024-01-07T10:25:00Z","delay_minutes":20}"#,
+    )
+    .unwrap();
+    let (default, ..) = run_flight(dir.path(), "default", input.to_str().unwrap(), &[]);
+    assert!(default.is_empty());
+    let (configured, ..) =
+        run_flight(dir.path(), "config", input.to_str().unwrap(), &["--config", &data("flight.toml")]);
+    assert_eq!(summary(&configured), vec![row("B104", "10:25", "REBOOK", "AC405")]);
+}
