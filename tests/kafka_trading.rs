@@ -5,14 +5,15 @@
 
 #[path = "support/broker.rs"]
 mod broker;
+#[path = "support/cli.rs"]
+mod cli;
 
-use broker::{Broker, free_port, unique};
+use broker::{Broker, unique};
+use cli::{BIN, free_port};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_inflight");
 
 /// Writes synthetic market data (`inflight gen market` with `args`) to `dir/name`.
 fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {

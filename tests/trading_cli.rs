@@ -3,31 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::{BIN, assert_same, inflight, json_lines, ok, sorted_strings, two_processes};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_inflight");
-
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn inflight(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("inflight runs")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "inflight failed: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn json_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("output written")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
-        .collect()
 }
 
 /// Decisions without their wall-clock field, in file order.
@@ -50,21 +35,6 @@ fn without_source(decisions: Vec<Value>) -> Vec<Value> {
             d
         })
         .collect()
-}
-
-/// Asserts two decision lists are equal, reporting only the first difference.
-#[track_caller]
-fn assert_same(what: &str, a: &[Value], b: &[Value]) {
-    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
-        panic!("{what}: first difference at decision {i}:\n  {}\n  {}", a[i], b[i]);
-    }
-    assert_eq!(a.len(), b.len(), "{what}: decision counts differ");
-}
-
-fn sorted_strings(values: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = values.iter().map(Value::to_string).collect();
-    v.sort();
-    v
 }
 
 fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
@@ -233,10 +203,6 @@ fn malformed_lines_are_dead_lettered_with_position_and_no_good_line_is_lost() {
     assert_same("dirty vs clean", &without_source(decisions(&out)), &without_source(decisions(&out2)));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn one_four_workers_and_two_processes_give_the_same_decisions() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,19 +228,11 @@ fn one_four_workers_and_two_processes_give_the_same_decisions() {
     assert_same("-w 1 vs -w 4", &one.0, &four.0);
     assert_eq!(one.1, four.1);
 
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let (out, dead) = (dir.path().join("n2.jsonl"), dir.path().join("n2.dead"));
-    let spawn = |p: &str| {
-        let mut args = vec!["run", "trading", "--input", input.to_str().unwrap()];
-        args.extend_from_slice(&["--output", out.to_str().unwrap(), "--dead-letter", dead.to_str().unwrap()]);
-        args.extend_from_slice(&common);
-        args.extend_from_slice(&["-w", "1", "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()]);
-        Command::new(BIN).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
-    };
-    let (p0, p1) = (spawn("0"), spawn("1"));
-    ok(p1.wait_with_output().unwrap());
-    ok(p0.wait_with_output().unwrap());
+    let mut args = vec!["run", "trading", "--input", input.to_str().unwrap()];
+    args.extend_from_slice(&["--output", out.to_str().unwrap(), "--dead-letter", dead.to_str().unwrap()]);
+    args.extend_from_slice(&common);
+    two_processes(dir.path(), &args);
     assert_same("-w 1 vs -n 2", &one.0, &decisions(&out));
     assert_eq!(one.1, sorted_strings(&json_lines(&dead)));
 }

@@ -1,9 +1,10 @@
 //! A Kafka-protocol broker for a test: tansu on 127.0.0.1 with a random free port and memory
 //! storage, started by the test and stopped on drop; or the brokers in `KAFKA_BROKERS` (e.g.
-//! Apache Kafka from docker-compose.yml).
+//! Apache Kafka from docker-compose.yml). Needs `support/cli.rs` included as `mod cli` next to it.
 
 #![allow(dead_code)] // each test file uses its own part
 
+use super::cli::free_port;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,11 +60,6 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A free TCP port on the loopback interface.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A topic or group name no other test (or earlier run on the same broker) uses.
