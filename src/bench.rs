@@ -7,7 +7,7 @@ use inflight::engine::job::{JobConfig, JobReport};
 use inflight::engine::kafka::{KafkaConfig, send_when_room};
 use inflight::engine::runtime::{Cluster, RunContext};
 use inflight::engine::sink::{KafkaOutput, Output};
-use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
+use inflight::engine::source::{FILE_MAX_LAG, Input, KafkaInput, SourceConfig, StartFrom};
 use inflight::engine::stats::latency_histogram;
 use inflight::engine::time::wall_millis;
 use inflight::operators::Emit;
@@ -109,7 +109,7 @@ fn file_runs(
     let job = JobConfig {
         input: Input::File(path.clone()),
         side_inputs: Vec::new(),
-        source: SourceConfig::default(),
+        source: SourceConfig { max_lag: FILE_MAX_LAG, ..SourceConfig::default() },
         output: Output::Discard,
         dead_letter: Output::Discard,
         cluster,

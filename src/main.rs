@@ -11,9 +11,10 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use inflight::engine::job::{JobConfig, JobReport};
 use inflight::engine::kafka::{KafkaConfig, consume_to, produce_lines};
+use inflight::engine::metrics::MetricsServer;
 use inflight::engine::runtime::{Cluster, RunContext, Stop};
 use inflight::engine::sink::{KafkaOutput, Output};
-use inflight::engine::source::{Input, KafkaInput, SourceConfig, StartFrom};
+use inflight::engine::source::{FILE_MAX_LAG, Input, KafkaInput, SourceConfig, StartFrom};
 use inflight::engine::time::{parse_duration, parse_rfc3339};
 use inflight::operators::{Emit, LlmConfig, LlmService, ReplyCheck};
 use inflight::pipelines::code::CodeConfig;
@@ -33,6 +34,18 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr (the level comes from RUST_LOG, default warn).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +198,10 @@ enum EmitArg {
 
 #[derive(Args)]
 struct RunArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics and a JSON health report at /health while
+    /// the run goes on (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR", env = "INFLIGHT_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Input JSONL file, or `-` for stdin [default: the pipeline's sample in data/].
     #[arg(short, long, env = "INFLIGHT_INPUT")]
     input: Option<String>,
@@ -235,7 +252,7 @@ struct RunArgs {
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     idle_timeout: u64,
     /// Pause reading while outputs lag this far (event time) behind the input [default: 60s for
-    /// Kafka inputs, off for files]; 0 turns it off.
+    /// Kafka inputs, 5s for files]; 0 turns it off.
     #[arg(long, value_parser = parse_duration)]
     max_lag: Option<u64>,
     #[command(flatten)]
@@ -435,10 +452,12 @@ struct GenArgs {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     if let Err(e) = dispatch(cli) {
         eprintln!("inflight: error: {e:#}");
         std::process::exit(1);
@@ -699,7 +718,7 @@ fn job_config(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs, settle:
         (None, None) => Output::Stderr,
     };
     let live = matches!(input, Input::Kafka(_)) || side_inputs.iter().any(|i| matches!(i, Input::Kafka(_)));
-    let max_lag = args.max_lag.unwrap_or(if live { 60_000 } else { 0 });
+    let max_lag = args.max_lag.unwrap_or(if live { 60_000 } else { FILE_MAX_LAG });
     Ok(JobConfig {
         input,
         side_inputs,
@@ -740,11 +759,23 @@ fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Re
         stop.request();
     })
     .context("installing the Ctrl-C handler")?;
+    let metrics = args.metrics_addr.map(|addr| MetricsServer::start(addr, &ctx)).transpose()?;
+    if let Some(m) = &metrics {
+        eprintln!("inflight: metrics at http://{}/metrics, health at http://{}/health", m.addr, m.addr);
+    }
+    // The LLM stage's counters join the scrape once the stage exists.
+    let with_llm = |llm: &Option<Arc<LlmService>>| {
+        if let (Some(m), Some(service)) = (&metrics, llm) {
+            let stats = Arc::clone(&service.stats);
+            m.collect(Box::new(move || stats.record_metrics()));
+        }
+    };
     let (report, llm) = match pipeline {
         Pipeline::Trading => {
             let config = trading_config(args)?;
             let job = job_config(pipeline, args, cluster, config.window_ms)?;
             let llm = start_llm(&config.llm_config(), None, &ctx)?;
+            with_llm(&llm);
             let progress = Progress::start(&ctx);
             let report = inflight::run_trading_with(&job, &config, &ctx, llm.clone());
             progress.stop();
@@ -766,6 +797,7 @@ fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Re
                 );
             }
             let llm = start_llm(&config.llm_config(), None, &ctx)?;
+            with_llm(&llm);
             let progress = Progress::start(&ctx);
             let report = inflight::run_flight_with(&job, &config, Arc::new(reference), &ctx, llm.clone());
             progress.stop();
@@ -775,6 +807,7 @@ fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Re
             let config = code_config(args)?;
             let job = job_config(pipeline, args, cluster, 1)?;
             let llm = start_llm(&config.llm_config(), Some(CodeConfig::check()), &ctx)?;
+            with_llm(&llm);
             let progress = Progress::start(&ctx);
             let report = inflight::run_code_with(&job, &ctx, llm.clone());
             progress.stop();

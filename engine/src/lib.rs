@@ -8,6 +8,7 @@ pub mod event;
 pub mod job;
 pub mod kafka;
 pub mod key;
+pub mod metrics;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -132,6 +132,11 @@ impl Failures {
         }
     }
 
+    /// The errors reported so far, left in place.
+    pub fn peek(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// All errors reported so far.
     pub fn take(&self) -> Vec<String> {
         self.0.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
@@ -151,6 +156,22 @@ impl Stop {
 
     /// Whether a stop was asked for.
     pub fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A flag set once (the dataflow runs), read from other threads (`/health`).
+#[derive(Clone, Debug, Default)]
+pub struct Flag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Flag {
+    /// Sets the flag.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it is set.
+    pub fn get(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -199,6 +220,12 @@ impl FrontierClock {
             }
             moves.push_back((to, wall_ns));
         }
+    }
+
+    /// The event time every source of this process has reached (None before each has moved).
+    pub fn low(&self) -> Option<crate::Millis> {
+        let all = self.0.lock().ok()?;
+        all.iter().map(|moves| moves.back().map(|(t, _)| *t)).min().flatten()
     }
 
     /// The wall time at which every source had passed `time` (None if one has not, or is unknown).
@@ -252,6 +279,8 @@ pub struct RunContext {
     pub clock: FrontierClock,
     /// Buffers over their bounds: sources pause while any is.
     pub pressure: Pressure,
+    /// Set once this process's dataflow is built and running.
+    pub ready: Flag,
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Event time: milliseconds since the Unix epoch, parsed from and formatted as RFC 3339, and the
 //! duration strings the CLI accepts ("1s", "250ms", "2m").
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 
 /// Event time and durations in milliseconds; timely's timestamp type for every inflight dataflow.
 pub type Millis = u64;
@@ -15,33 +15,76 @@ pub fn parse_rfc3339(text: &str) -> Result<Millis, String> {
 
 /// Formats milliseconds since the epoch as RFC 3339 in UTC with millisecond precision.
 pub fn format_rfc3339(ms: Millis) -> String {
-    thread_local! {
-        // The second's text, without "Z": chrono's formatter was a third of a decision's cost,
-        // and the decisions of a window (and the lines of a batch) share their second.
-        static SECOND: std::cell::RefCell<Option<(Millis, String)>> = const { std::cell::RefCell::new(None) };
+    Stamp(ms).to_string()
+}
+
+/// A time that displays and serializes as RFC 3339 text without allocating: decisions carry
+/// several (event time, departures, arrivals, decided_at), and formatting them was a large part
+/// of a decision's cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp(pub Millis);
+
+impl Stamp {
+    /// The text, or None after year 9999 (RFC 3339 has four-digit years).
+    ///
+    /// Hand-written: chrono's formatter cost a third of a decision, and the several times of a
+    /// decision fall on different days, so no cache helps. The date is Howard Hinnant's
+    /// `civil_from_days`; tests check the text against chrono.
+    fn bytes(self) -> Option<[u8; 24]> {
+        const DAY_MS: Millis = 86_400_000;
+        let (days, of_day) = (self.0 / DAY_MS, self.0 % DAY_MS);
+        let (year, month, day) = civil_from_days(days);
+        if year > 9999 {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut n: Millis| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, of_day / 3_600_000);
+        put(14, 2, of_day / 60_000 % 60);
+        put(17, 2, of_day / 1000 % 60);
+        put(20, 3, of_day % 1000);
+        Some(out)
     }
-    let second = ms / 1000;
-    SECOND
-        .with_borrow_mut(|cached| {
-            if cached.as_ref().is_none_or(|(s, _)| *s != second) {
-                let text = i64::try_from(second * 1000)
-                    .ok()
-                    .and_then(DateTime::<Utc>::from_timestamp_millis)
-                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))?;
-                *cached = Some((second, text.trim_end_matches('Z').to_owned()));
-            }
-            let (_, prefix) = cached.as_ref()?;
-            let frac = ms % 1000;
-            let mut out = String::with_capacity(prefix.len() + 5);
-            out.push_str(prefix);
-            out.push('.');
-            for digit in [frac / 100, frac / 10 % 10, frac % 10] {
-                out.push(char::from(b'0' + digit as u8));
-            }
-            out.push('Z');
-            Some(out)
-        })
-        .unwrap_or_else(|| format!("{ms}ms"))
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.bytes() {
+            Some(b) => f.write_str(std::str::from_utf8(&b).map_err(|_| std::fmt::Error)?),
+            None => write!(f, "{}ms", self.0),
+        }
+    }
+}
+
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.bytes() {
+            Some(b) => s.serialize_str(std::str::from_utf8(&b).map_err(serde::ser::Error::custom)?),
+            None => s.collect_str(self),
+        }
+    }
+}
+
+/// (year, month, day) of the day `days` after 1970-01-01 in the proleptic Gregorian calendar.
+fn civil_from_days(days: Millis) -> (Millis, Millis, Millis) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + Millis::from(month <= 2);
+    (year, month, day)
 }
 
 /// Parses a duration such as "1s", "250ms", "1m 30s" or "0" into milliseconds.
@@ -68,12 +111,12 @@ pub fn wall_millis() -> Millis {
 
 /// Serde adapter between RFC 3339 text and milliseconds: `#[serde(with = "rfc3339")]`.
 pub mod rfc3339 {
-    use super::{Millis, format_rfc3339, parse_rfc3339};
+    use super::{Millis, parse_rfc3339};
     use serde::{Deserializer, Serializer, de};
 
     /// Writes the time as RFC 3339 text.
     pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_rfc3339(*ms))
+        serde::Serialize::serialize(&super::Stamp(*ms), s)
     }
 
     /// Reads RFC 3339 text.
@@ -99,7 +142,7 @@ pub mod rfc3339 {
         /// Writes the time as RFC 3339 text, or null.
         pub fn serialize<S: Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
             match ms {
-                Some(ms) => s.serialize_some(&super::super::format_rfc3339(*ms)),
+                Some(ms) => s.serialize_some(&super::super::Stamp(*ms)),
                 None => s.serialize_none(),
             }
         }
@@ -116,6 +159,7 @@ pub mod rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{SecondsFormat, Utc};
 
     #[test]
     fn parses_utc_offsets_and_fractions() {
@@ -140,9 +184,12 @@ mod tests {
 
     #[test]
     fn formats_like_chrono_across_seconds_and_days() {
-        // The cached second must never leak into the next one: check against chrono itself.
+        // The cached day must never leak into another one: check against chrono itself, around a
+        // day boundary, over years (leap days included), alternating between far-apart times.
         let start = 1_704_671_999_000; // 2024-01-07T23:59:59Z, a day boundary a second later
-        for ms in (start..start + 3_000).step_by(7).chain([0, 999, 1000, 59_999, 253_402_300_799_999]) {
+        let years = (0..20_000u64).flat_map(|i| [start + i * 3_600_007, start - i * 2_700_013]);
+        let edges = [0, 999, 1000, 59_999, 951_782_400_000, 253_402_300_799_999];
+        for ms in (start..start + 3_000).step_by(7).chain(years).chain(edges) {
             let want = DateTime::<Utc>::from_timestamp_millis(ms as i64)
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
             assert_eq!(Some(format_rfc3339(ms)), want, "at {ms}");

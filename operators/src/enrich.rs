@@ -15,9 +15,10 @@ use inflight_engine::{Millis, Stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::progress::Antichain;
 
 /// Data that can live in a table: ordered, cloneable and sendable between processes.
@@ -53,19 +54,21 @@ pub fn multi_table<'scope, K: TableKey, V: TableData>(
 /// Records waiting for the table, by event time, each time with its capability.
 type Waiting<K, D> = BTreeMap<Millis, (Capability<Millis>, Vec<(K, D)>)>;
 
-/// Looks up every `(event time, key, record)` of `ready` (emptied) and runs `logic` on each.
+/// Looks up every `(event time, key, record)` of `ready` (emptied) and runs `logic` on each, with
+/// references into the table: a stage clones only the rows it keeps.
 fn look_up<K: TableKey, V: TableData, D, D2>(
     trace: &mut TraceAgent<ValSpine<K, V, Millis, isize>>,
     ready: &mut Vec<(Millis, K, D)>,
-    values: &mut Vec<V>,
-    logic: &mut impl FnMut(D, &[V], &mut Vec<D2>),
-    out: &mut Vec<D2>,
+    logic: &mut impl FnMut(D, &[&V], &mut Vec<D2>),
+    scratch: &mut Vec<D2>,
+    out: &mut Vec<(Millis, D2)>,
 ) {
     let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
     let (mut cursor, storage) = cursor_list(batches);
     // In key order the cursor only moves forward.
     ready.sort_by(|a, b| a.1.cmp(&b.1));
     let mut at_key: Option<K> = None;
+    let mut values: Vec<&V> = Vec::new();
     for (time, key, record) in ready.drain(..) {
         if at_key.as_ref() == Some(&key) {
             cursor.rewind_vals(&storage);
@@ -83,12 +86,32 @@ fn look_up<K: TableKey, V: TableData, D, D2>(
                     }
                 });
                 if count > 0 {
-                    values.push(value.clone());
+                    values.push(value);
                 }
                 cursor.step_val(&storage);
             }
         }
-        logic(record, values, out);
+        logic(record, &values, scratch);
+        out.extend(scratch.drain(..).map(|result| (time, result)));
+    }
+}
+
+/// Sends `out` (emptied), each result at its time or at `cap`'s, whichever is later.
+fn give_at_times<D2: 'static>(
+    output: &mut OutputBuilderSession<'_, Millis, CapacityContainerBuilder<Vec<D2>>>,
+    cap: &Capability<Millis>,
+    out: &mut Vec<(Millis, D2)>,
+) {
+    out.sort_by_key(|(time, _)| *time);
+    let mut results = out.drain(..).peekable();
+    while let Some((time, first)) = results.next() {
+        let at = time.max(*cap.time());
+        let held = cap.delayed(&at);
+        let mut session = output.session(&held);
+        session.give(first);
+        while let Some((_, more)) = results.next_if(|(t, _)| (*t).max(*cap.time()) == at) {
+            session.give(more);
+        }
     }
 }
 
@@ -96,8 +119,8 @@ fn look_up<K: TableKey, V: TableData, D, D2>(
 pub trait LookupExt<'scope, K: TableKey, D> {
     /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
     /// `table` at the record's event time `time_of(record)` (sorted, possibly none), once the table
-    /// is complete up to it. Results leave at the record's own (timely) time, which a source keeps
-    /// at or before its event time.
+    /// is complete up to it. Results leave at the record's event time (or its timely time, if that
+    /// is later), so they come out in the same order whatever the parallelism and timing.
     fn lookup<V, D2, F>(
         self,
         table: &Table<'scope, K, V>,
@@ -108,7 +131,7 @@ pub trait LookupExt<'scope, K: TableKey, D> {
     where
         V: TableData,
         D2: 'static,
-        F: FnMut(D, &[V], &mut Vec<D2>) + 'static;
+        F: FnMut(D, &[&V], &mut Vec<D2>) + 'static;
 }
 
 impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scope, (K, D)> {
@@ -122,20 +145,20 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
     where
         V: TableData,
         D2: 'static,
-        F: FnMut(D, &[V], &mut Vec<D2>) + 'static,
+        F: FnMut(D, &[&V], &mut Vec<D2>) + 'static,
     {
         let mut trace = table.trace.clone();
         // Same hash and the same worker as the table's own exchange, so the key's values are here.
         let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
         self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |_cap, _info| {
-            // A record the table is already complete for is looked up at once and its results
-            // leave at the time it came at; one that must wait is held at its own event time, so
-            // the outputs' frontier never lags behind a wait (a source pausing for lagging
-            // outputs would otherwise wait on the lookup, and the lookup on the source).
+            // A record the table is already complete for is looked up at once; one that must wait
+            // is held at its own event time, so the outputs' frontier never lags behind a wait (a
+            // source pausing for lagging outputs would otherwise wait on the lookup, and the
+            // lookup on the source). Either way results leave at their event time.
             let mut waiting: Waiting<K, D> = BTreeMap::new();
             let mut ready: Vec<(Millis, K, D)> = Vec::new();
-            let mut values: Vec<V> = Vec::new();
-            let mut out: Vec<D2> = Vec::new();
+            let mut scratch: Vec<D2> = Vec::new();
+            let mut out: Vec<(Millis, D2)> = Vec::new();
             let mut compaction = Antichain::from_elem(0);
             move |(events, event_frontier), (batches, table_frontier), output| {
                 // The batches are in the trace already; their stream only tells how far it is.
@@ -152,8 +175,8 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                         }
                     }
                     if !ready.is_empty() {
-                        look_up(&mut trace, &mut ready, &mut values, &mut logic, &mut out);
-                        output.session(&cap).give_container(&mut out);
+                        look_up(&mut trace, &mut ready, &mut logic, &mut scratch, &mut out);
+                        give_at_times(output, &cap, &mut out);
                     }
                 });
                 while let Some(entry) = waiting.first_entry() {
@@ -163,8 +186,8 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                     let time = *entry.key();
                     let (cap, records) = entry.remove();
                     ready.extend(records.into_iter().map(|(key, record)| (time, key, record)));
-                    look_up(&mut trace, &mut ready, &mut values, &mut logic, &mut out);
-                    output.session(&cap).give_container(&mut out);
+                    look_up(&mut trace, &mut ready, &mut logic, &mut scratch, &mut out);
+                    give_at_times(output, &cap, &mut out);
                 }
                 let lowest = waiting.first_key_value().map(|(t, _)| *t);
                 // Times before every event still to come or waiting need no history: let the table
@@ -237,7 +260,7 @@ mod tests {
                             &table,
                             "Lookup",
                             |(t, _)| *t,
-                            |(t, k), values: &[u32], out| out.push((t, k, values.to_vec())),
+                            |(t, k), values: &[&u32], out| out.push((t, k, values.iter().map(|v| **v).collect())),
                         )
                         .inspect(move |r| sink.lock().unwrap().push(r.clone()));
                 });

@@ -51,7 +51,8 @@ impl Output {
             Output::Stderr => Some(Box::new(std::io::stderr())),
             Output::Discard | Output::Kafka(_) => Some(Box::new(std::io::sink())),
         };
-        Ok(OpenOutput { name: self.describe(), writer: Arc::new(Mutex::new(writer)) })
+        let discard = matches!(self, Output::Discard);
+        Ok(OpenOutput { name: self.describe(), discard, writer: Arc::new(Mutex::new(writer)) })
     }
 
     fn describe(&self) -> String {
@@ -69,6 +70,8 @@ impl Output {
 #[derive(Clone)]
 pub struct OpenOutput {
     name: String,
+    /// Nothing is written: lines need not travel to worker 0 or be put in order.
+    discard: bool,
     writer: Arc<Mutex<Option<Box<dyn Write + Send>>>>,
 }
 

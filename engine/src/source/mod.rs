@@ -114,6 +114,12 @@ pub struct SourceConfig {
     pub settle: Millis,
 }
 
+/// The flow-control default for file inputs: workers read their file chunks in step, within this
+/// much event time. Without it, a worker whose records wait on a table (a lookup of a later time)
+/// reads ahead ever faster, and the other worker ends up doing most of the work while memory and
+/// latency grow (flight at -w 2: p95 latency 7.7 s and 101k events/s without, 37 ms and 122k with).
+pub const FILE_MAX_LAG: Millis = 5_000;
+
 impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig { lateness: 0, chunk_size: 4 << 20, batch_bytes: 256 << 10, max_lag: 0, settle: 1_000 }

@@ -111,6 +111,7 @@ pub fn source<'scope, E: Event>(
     let ctx = ctx.clone();
     let (outputs, max_lag) = (outputs.clone(), config.max_lag);
 
+    let events_in = metrics::counter!(crate::metrics::names::EVENTS_IN);
     builder.build(move |caps| {
         let mut caps = Some(caps);
         let mut batch = Batch::new();
@@ -136,6 +137,9 @@ pub fn source<'scope, E: Event>(
                 dead_out.activate().session(&held[1]).give_container(&mut batch.dead);
             }
             ctx.progress.add(batch.stats.records());
+            if batch.stats.events > 0 {
+                events_in.increment(batch.stats.events);
+            }
             totals.add(&batch.stats);
             batch.stats = SourceStats::default();
             if let Some(message) = feed.as_mut().and_then(|f| f.failure()) {

@@ -92,6 +92,38 @@ impl LlmStats {
         Some((ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()), h.len()))
     }
 
+    /// Copies the counters into the metrics recorder (called before each scrape of `/metrics`).
+    pub fn record_metrics(&self) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counters = [
+            ("cases", &self.cases),
+            ("gate_passed", &self.passed),
+            ("attempts", &self.attempts),
+            ("retries", &self.retries),
+            ("repairs", &self.repairs),
+            ("decided", &self.decided),
+            ("fallbacks", &self.fallbacks),
+            ("cache_hits", &self.cache_hits),
+            ("shared", &self.shared),
+            ("replayed", &self.replayed),
+            ("breaker_opened", &self.breaker_opened),
+            ("prompt_tokens", &self.prompt_tokens),
+            ("completion_tokens", &self.completion_tokens),
+        ];
+        for (what, counter) in counters {
+            metrics::counter!(format!("inflight_llm_{what}_total")).absolute(get(counter));
+        }
+        metrics::gauge!("inflight_llm_in_flight").set(get(&self.in_flight) as f64);
+        for (kind, n) in self.failures() {
+            metrics::counter!("inflight_llm_failures_total", "kind" => kind).absolute(n);
+        }
+        if let Some((p50, p99, max, _)) = self.latency_ms() {
+            for (quantile, ms) in [("0.5", p50), ("0.99", p99), ("1", max)] {
+                metrics::gauge!("inflight_llm_latency_seconds", "quantile" => quantile).set(ms / 1000.0);
+            }
+        }
+    }
+
     /// The summary lines of a run.
     pub fn summary(&self, breaker: &str) -> Vec<String> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

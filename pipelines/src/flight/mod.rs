@@ -5,7 +5,7 @@
 //! unknown, ESCALATE when there is no alternative, NONE when the connection holds.
 //!
 //! ```text
-//! inputs ─┬─ status ─lookup(flights)─lookup(legs)─lookup(bookings)─┬─ decided ──────────────┐
+//! inputs ─┬─ status ─lookup(flights)─lookup(legs: the bookings)───────┬─ decided ──────────────┐
 //!         │                                   lookup(flights: connection)─┤                    │
 //!         │                                          lookup(routes: alternatives)─┬─ decided ──┤
 //!         │                                                    lookup(flights: following leg)─┤
@@ -142,9 +142,8 @@ fn read_rows<T: serde::de::DeserializeOwned>(
 /// The reference tables of a worker.
 struct Tables<'s> {
     flights: Table<'s, Key, ScheduledFlight>,
-    bookings: Table<'s, Key, Booking>,
     routes: Table<'s, (Key, Key), ScheduledFlight>,
-    legs: Table<'s, Key, Key>,
+    legs: Table<'s, Key, Booking>,
 }
 
 fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference: &Reference) -> Tables<'s> {
@@ -176,11 +175,13 @@ fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference
         flights.clone().as_collection(|_, f| ((f.origin.clone(), f.destination.clone()), f.clone())),
         "Routes",
     );
+    // The bookings by each flight of their itinerary, whole: the cases of a status need no
+    // second lookup per booking.
     let legs = multi_table(
-        bookings.clone().flat_map_ref(|id, b| b.legs.iter().map(|leg| (leg.clone(), id.clone())).collect::<Vec<_>>()),
+        bookings.flat_map_ref(|_, b| b.legs.iter().map(|leg| (leg.clone(), b.clone())).collect::<Vec<_>>()),
         "Legs",
     );
-    Tables { flights, bookings, routes, legs }
+    Tables { flights, routes, legs }
 }
 
 /// Splits cases by the lookup they need next: [decided, connection, alternatives, following].
@@ -233,8 +234,7 @@ pub fn flight<'s>(
         .map(flight_key)
         .lookup(&t.flights, "FlightOfStatus", time, rules::with_flight)
         .map(flight_key)
-        .lookup(&t.legs, "BookingsOfFlight", time, rules::per_booking)
-        .lookup(&t.bookings, "Booking", time, rules::with_booking);
+        .lookup(&t.legs, "BookingsOfFlight", time, rules::per_booking);
     let [decided_3, connection, alternatives_3, _] = route(with_booking);
     let mct = config.mct.clone();
     let [decided_4, _, alternatives_4, _] =

@@ -9,7 +9,7 @@
 #![allow(clippy::vec_box)]
 
 use super::event::{Booking, FlightEvent, FlightStatus, ScheduledFlight};
-use inflight_engine::time::format_rfc3339;
+use inflight_engine::time::{Stamp, format_rfc3339};
 use inflight_engine::{Key, Millis, Position, SourceName, SourceRef};
 use inflight_operators::{Action, DecidedBy, Decision, Evidence};
 use serde::{Deserialize, Serialize};
@@ -170,41 +170,39 @@ impl Case {
 
 /// Stage 1: the status event's flight in the schedule (a status for a flight the schedule does not
 /// know affects no booking we could find).
-pub fn with_flight(mut case: Box<Case>, flights: &[ScheduledFlight], out: &mut Vec<Box<Case>>) {
+pub fn with_flight(mut case: Box<Case>, flights: &[&ScheduledFlight], out: &mut Vec<Box<Case>>) {
     if let Some(flight) = flights.first() {
-        case.flight = Some(flight.clone());
+        case.flight = Some((*flight).clone());
         out.push(case);
     }
 }
 
-/// Stage 2: one case per booking whose itinerary contains the flight.
-pub fn per_booking(case: Box<Case>, bookings: &[Key], out: &mut Vec<(Key, Box<Case>)>) {
-    for id in bookings {
-        out.push((id.clone(), case.clone()));
+/// Stage 2: one case per booking whose itinerary contains the flight (the legs table holds the
+/// bookings themselves, so this needs no lookup of its own); decides diversions and last legs and
+/// sends the rest on.
+pub fn per_booking(case: Box<Case>, bookings: &[&Booking], out: &mut Vec<Box<Case>>) {
+    let Some(flight) = case.flight.as_ref() else { return };
+    for booking in bookings {
+        let Some(leg) = booking.legs.iter().position(|l| *l == case.event.flight_id) else { continue };
+        let mut case = case.clone();
+        case.booking = Some((*booking).clone());
+        case.leg = leg;
+        out.push(match case.event.status {
+            FlightStatus::Diverted => case.end(Outcome::Diverted),
+            FlightStatus::Cancelled => {
+                let (flight, ready) = (flight.clone(), flight.departure);
+                case.broken = Some(Broken { flight, leg, ready, protect: false });
+                case.then(Next::Alternatives)
+            }
+            _ if case.leg_id(1).is_none() => case.end(Outcome::Unaffected),
+            _ => case.then(Next::Connection),
+        });
     }
 }
 
-/// Stage 3: the booking; decides diversions and last legs, sends the rest on.
-pub fn with_booking(mut case: Box<Case>, bookings: &[Booking], out: &mut Vec<Box<Case>>) {
-    let (Some(booking), Some(flight)) = (bookings.first(), case.flight.clone()) else { return };
-    let Some(leg) = booking.legs.iter().position(|l| *l == case.event.flight_id) else { return };
-    case.booking = Some(booking.clone());
-    case.leg = leg;
-    out.push(match case.event.status {
-        FlightStatus::Diverted => case.end(Outcome::Diverted),
-        FlightStatus::Cancelled => {
-            let ready = flight.departure;
-            case.broken = Some(Broken { flight, leg, ready, protect: false });
-            case.then(Next::Alternatives)
-        }
-        _ if case.leg_id(1).is_none() => case.end(Outcome::Unaffected),
-        _ => case.then(Next::Connection),
-    });
-}
-
 /// Stage 4 (delays): does the passenger still make the connecting flight?
-pub fn with_connection(mut case: Box<Case>, flights: &[ScheduledFlight], mct: &Mct, out: &mut Vec<Box<Case>>) {
-    let (Some(connection), Some(flight)) = (flights.first().cloned(), case.flight.clone()) else {
+pub fn with_connection(mut case: Box<Case>, flights: &[&ScheduledFlight], mct: &Mct, out: &mut Vec<Box<Case>>) {
+    let (Some(connection), Some(flight)) = (flights.first().map(|f| (*f).clone()), case.flight.as_ref()) else {
         let id = case.leg_id(1).cloned().unwrap_or_default();
         out.push(case.end(Outcome::Missing(format!("connecting flight {id} is not in the schedule"))));
         return;
@@ -230,10 +228,11 @@ pub fn with_connection(mut case: Box<Case>, flights: &[ScheduledFlight], mct: &M
 }
 
 /// Stage 5: the earliest later flight on the broken leg's route with seats for everyone.
-pub fn with_alternatives(mut case: Box<Case>, route: &[ScheduledFlight], out: &mut Vec<Box<Case>>) {
-    let (Some(broken), Some(booking)) = (case.broken.clone(), case.booking.as_ref()) else { return };
+pub fn with_alternatives(mut case: Box<Case>, route: &[&ScheduledFlight], out: &mut Vec<Box<Case>>) {
+    let (Some(broken), Some(booking)) = (case.broken.as_ref(), case.booking.as_ref()) else { return };
     let alternative = route
         .iter()
+        .copied()
         .filter(|f| f.flight_id != broken.flight.flight_id && f.flight_id != case.event.flight_id)
         .filter(|f| f.departure >= broken.ready && f.seats_free >= booking.passengers)
         .min_by(|a, b| (a.departure, &a.flight_id).cmp(&(b.departure, &b.flight_id)))
@@ -242,9 +241,9 @@ pub fn with_alternatives(mut case: Box<Case>, route: &[ScheduledFlight], out: &m
         out.push(case.end(Outcome::NoAlternative));
         return;
     };
-    let has_following = booking.legs.get(broken.leg + 1).is_some();
+    let (has_following, protect) = (booking.legs.get(broken.leg + 1).is_some(), broken.protect);
     case.alternative = Some(alternative);
-    out.push(match (has_following, broken.protect) {
+    out.push(match (has_following, protect) {
         (true, _) => case.then(Next::Following),
         (false, true) => case.end(Outcome::Protect),
         (false, false) => case.end(Outcome::Rebook),
@@ -252,16 +251,17 @@ pub fn with_alternatives(mut case: Box<Case>, route: &[ScheduledFlight], out: &m
 }
 
 /// Stage 6: does the alternative still make the leg after the broken one?
-pub fn with_following(mut case: Box<Case>, flights: &[ScheduledFlight], mct: &Mct, out: &mut Vec<Box<Case>>) {
-    let (Some(alternative), Some(broken)) = (case.alternative.clone(), case.broken.clone()) else { return };
-    let Some(following) = flights.first().cloned() else {
+pub fn with_following(mut case: Box<Case>, flights: &[&ScheduledFlight], mct: &Mct, out: &mut Vec<Box<Case>>) {
+    let (Some(alternative), Some(broken)) = (case.alternative.as_ref(), case.broken.as_ref()) else { return };
+    let Some(following) = flights.first().map(|f| (*f).clone()) else {
         let id = case.following_id().cloned().unwrap_or_default();
         out.push(case.end(Outcome::Missing(format!("flight {id} of the itinerary is not in the schedule"))));
         return;
     };
     let connects = alternative.arrival + mct.at(&alternative.destination) <= following.departure;
+    let protect = broken.protect;
     case.following = Some(following);
-    out.push(match (connects, broken.protect) {
+    out.push(match (connects, protect) {
         (false, _) => case.end(Outcome::RebookBreaksNext),
         (true, true) => case.end(Outcome::Protect),
         (true, false) => case.end(Outcome::Rebook),
@@ -276,14 +276,43 @@ impl Case {
     }
 }
 
+/// What a decision shows of the status event: what it says, without its timestamp (the decision's
+/// `event_time`) and without the fields it leaves out (decisions are most of a run's output).
+#[derive(Serialize)]
+struct StatusView<'a> {
+    flight_id: &'a str,
+    status: FlightStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_minutes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_departure: Option<Stamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gate: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl<'a> From<&'a FlightEvent> for StatusView<'a> {
+    fn from(e: &'a FlightEvent) -> Self {
+        StatusView {
+            flight_id: &e.flight_id,
+            status: e.status,
+            delay_minutes: e.delay_minutes,
+            new_departure: e.new_departure.map(Stamp),
+            gate: e.gate.as_deref(),
+            reason: e.reason.as_deref(),
+        }
+    }
+}
+
 /// What a decision shows of a flight.
 #[derive(Serialize)]
 struct FlightView<'a> {
     flight_id: &'a str,
     origin: &'a str,
     destination: &'a str,
-    departure: String,
-    arrival: String,
+    departure: Stamp,
+    arrival: Stamp,
     seats_free: u32,
 }
 
@@ -293,8 +322,8 @@ impl<'a> From<&'a ScheduledFlight> for FlightView<'a> {
             flight_id: &f.flight_id,
             origin: &f.origin,
             destination: &f.destination,
-            departure: format_rfc3339(f.departure),
-            arrival: format_rfc3339(f.arrival),
+            departure: Stamp(f.departure),
+            arrival: Stamp(f.arrival),
             seats_free: f.seats_free,
         }
     }
@@ -303,7 +332,7 @@ impl<'a> From<&'a ScheduledFlight> for FlightView<'a> {
 /// The evidence of a flight decision.
 #[derive(Serialize)]
 struct FlightEvidence<'a> {
-    status: &'a FlightEvent,
+    status: StatusView<'a>,
     flight: Option<FlightView<'a>>,
     booking: Option<&'a Booking>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -311,7 +340,7 @@ struct FlightEvidence<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     connection: Option<FlightView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    ready_at: Option<String>,
+    ready_at: Option<Stamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     broken_leg: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,7 +356,7 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
     let pax = case.booking.as_ref().map_or(0, |b| b.passengers);
     let alt = case.alternative.as_ref();
     let alt_text = |f: Option<&ScheduledFlight>| {
-        f.map(|f| format!("{} leaving {}", f.flight_id, format_rfc3339(f.departure))).unwrap_or_default()
+        f.map(|f| format!("{} leaving {}", f.flight_id, Stamp(f.departure))).unwrap_or_default()
     };
     let broken = case.broken.as_ref();
     let broken_id = broken.map(|b| b.flight.flight_id.as_str()).unwrap_or_default();
@@ -386,11 +415,11 @@ pub fn explain(case: &Case, mct: &Mct, source: &SourceName) -> Decision {
     let (action, confidence, reason) = verdict(case, mct);
     let booking_id = case.booking.as_ref().map(|b| b.booking_id.clone()).unwrap_or_default();
     let ready_at = match (&case.broken, case.outcome.as_ref()) {
-        (Some(b), Some(_)) if !b.protect => Some(format_rfc3339(b.ready)),
+        (Some(b), Some(_)) if !b.protect => Some(Stamp(b.ready)),
         _ => None,
     };
     let evidence = FlightEvidence {
-        status: &case.event,
+        status: StatusView::from(&case.event),
         flight: case.flight.as_ref().map(FlightView::from),
         booking: case.booking.as_ref(),
         delay_minutes: case.delay().map(|d| d / MINUTE),
@@ -459,14 +488,14 @@ mod tests {
     }
 
     fn run_with(mct: &Mct, event: FlightEvent, schedule: &[ScheduledFlight], b: &Booking) -> Box<Case> {
-        let by_id = |id: Option<&Key>| -> Vec<ScheduledFlight> {
-            schedule.iter().filter(|f| Some(&f.flight_id) == id).cloned().collect()
+        let by_id = |id: Option<&Key>| -> Vec<&ScheduledFlight> {
+            schedule.iter().filter(|f| Some(&f.flight_id) == id).collect()
         };
         let mut case = Case::start(event, Position::default(), 0).unwrap();
         let mut out = Vec::new();
         with_flight(case.clone(), &by_id(Some(&case.event.flight_id)), &mut out);
         case = out.pop().unwrap();
-        with_booking(case, std::slice::from_ref(b), &mut out);
+        per_booking(case, &[b], &mut out);
         case = out.pop().unwrap();
         loop {
             match case.next {
@@ -477,7 +506,6 @@ mod tests {
                     let route: Vec<_> = schedule
                         .iter()
                         .filter(|f| (&f.origin, &f.destination) == (&broken.origin, &broken.destination))
-                        .cloned()
                         .collect();
                     with_alternatives(case.clone(), &route, &mut out);
                 }
