@@ -84,7 +84,9 @@ fn code(c: &mut Criterion) {
     let language = Language::from_name(first["language"].as_str().unwrap_or("python")).unwrap();
     let mut group = c.benchmark_group("code_fixer");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("analyse_one_snippet", |b| b.iter(|| analyse(language, black_box(&code), line).1.is_some()));
+    group.bench_function("analyse_one_snippet", |b| {
+        b.iter(|| analyse(language, black_box(&code), line, None).1.is_some())
+    });
     group.finish();
 }
 

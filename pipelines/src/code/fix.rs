@@ -104,7 +104,7 @@ fn findings_in(language: Language, tree: &Tree) -> Vec<Finding> {
     let mut out = Vec::new();
     collect(tree.root_node(), &mut out);
     if language == Language::Python {
-        indentation_findings(tree.root_node(), &mut out);
+        indentation_findings(tree, &mut out);
         out.sort_by_key(|f| (f.line, f.column));
     }
     out
@@ -114,46 +114,96 @@ fn findings_in(language: Language, tree: &Tree) -> Vec<Finding> {
 /// stray indent or a dedent to no enclosing level): the statements of a block start in one column,
 /// deeper than the statement that owns the block, and module-level statements in column 0.
 /// Hand-written because no crate checks Python indentation; comments are exempt, as in Python.
-fn indentation_findings(node: Node<'_>, out: &mut Vec<Finding>) {
-    let mut cursor = node.walk();
-    let kind = node.kind();
-    if kind == "block" || kind == "module" {
-        let owner = node.parent().map(|p| p.start_position());
-        let mut column: Option<usize> = None;
-        let mut last_row = None;
-        for child in node.named_children(&mut cursor) {
-            let start = child.start_position();
-            if child.kind() == "comment" || last_row == Some(start.row) {
-                last_row = Some(start.row);
-                continue;
-            }
-            last_row = Some(start.row);
-            let problem = match (kind, column, owner) {
-                ("module", _, _) if start.column != 0 => Some("unexpected indent"),
-                (_, Some(c), _) if start.column != c => Some("indentation does not match the block"),
-                (_, None, Some(o)) if o.row != start.row && start.column <= o.column => {
-                    Some("expected an indented block")
-                }
-                _ => None,
-            };
-            if let Some(problem) = problem {
-                out.push(Finding {
-                    line: start.row + 1,
-                    column: start.column,
-                    problem: problem.to_owned(),
-                    construct: Some(child.kind().to_owned()),
-                });
-            }
-            column.get_or_insert(start.column);
+/// One cursor walks the whole tree (a cursor per node and `Node::parent`, which searches from the
+/// root, made this walk cost a third of a parse; it runs on every candidate fix).
+fn indentation_findings(tree: &Tree, out: &mut Vec<Finding>) {
+    /// A block (or the module) being walked: its direct named children are its statements.
+    struct Frame<'t> {
+        depth: usize,
+        block: bool,
+        owner: Option<Node<'t>>,
+        column: Option<usize>,
+        last_row: Option<usize>,
+    }
+    let mut cursor = tree.walk();
+    let mut frames: Vec<Frame<'_>> = Vec::new();
+    // The nodes above the cursor (a block's owner is the top one when the block is reached).
+    let mut above: Vec<Node<'_>> = Vec::new();
+    loop {
+        let node = cursor.node();
+        let depth = above.len();
+        if let Some(frame) = frames.last_mut().filter(|f| f.depth + 1 == depth && node.is_named()) {
+            statement(
+                frame.block,
+                frame.owner.map(|o| o.start_position()),
+                &mut frame.column,
+                &mut frame.last_row,
+                node,
+                out,
+            );
         }
-        if let (None, "block", Some(o)) = (column, kind, owner) {
-            let problem = "expected an indented block".to_owned();
-            let construct = node.parent().map(|p| p.kind().to_owned());
-            out.push(Finding { line: o.row + 2, column: o.column, problem, construct });
+        let kind = node.kind();
+        if kind == "block" || kind == "module" {
+            let owner = above.last().copied();
+            frames.push(Frame { depth, block: kind == "block", owner, column: None, last_row: None });
+        }
+        if cursor.goto_first_child() {
+            above.push(node);
+            continue;
+        }
+        // Leave finished nodes until one has a next sibling.
+        loop {
+            let depth = above.len();
+            if frames.last().is_some_and(|f| f.depth == depth) {
+                if let Some(frame) = frames.pop() {
+                    empty_block(&frame.block, frame.column, frame.owner, out);
+                }
+            }
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            if !cursor.goto_parent() {
+                return;
+            }
+            above.pop();
         }
     }
-    for child in node.children(&mut cursor) {
-        indentation_findings(child, out);
+}
+
+/// Checks one statement of a block against the block's column (the first statement's).
+fn statement(
+    block: bool,
+    owner: Option<Point>,
+    column: &mut Option<usize>,
+    last_row: &mut Option<usize>,
+    child: Node<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let start = child.start_position();
+    if child.kind() == "comment" || *last_row == Some(start.row) {
+        *last_row = Some(start.row);
+        return;
+    }
+    *last_row = Some(start.row);
+    let problem = match (block, *column, owner) {
+        (false, _, _) if start.column != 0 => Some("unexpected indent"),
+        (_, Some(c), _) if start.column != c => Some("indentation does not match the block"),
+        (_, None, Some(o)) if o.row != start.row && start.column <= o.column => Some("expected an indented block"),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        let construct = Some(child.kind().to_owned());
+        out.push(Finding { line: start.row + 1, column: start.column, problem: problem.to_owned(), construct });
+    }
+    column.get_or_insert(start.column);
+}
+
+/// A block without any statement: its owner expected an indented block on the next line.
+fn empty_block(block: &bool, column: Option<usize>, owner: Option<Node<'_>>, out: &mut Vec<Finding>) {
+    if let (None, true, Some(o)) = (column, *block, owner) {
+        let at = o.start_position();
+        let problem = "expected an indented block".to_owned();
+        out.push(Finding { line: at.row + 2, column: at.column, problem, construct: Some(o.kind().to_owned()) });
     }
 }
 
@@ -192,7 +242,7 @@ fn clean(language: Language, tree: &Tree) -> bool {
     }
     let mut indentation = Vec::new();
     if language == Language::Python {
-        indentation_findings(tree.root_node(), &mut indentation);
+        indentation_findings(tree, &mut indentation);
     }
     indentation.is_empty()
 }
@@ -208,21 +258,60 @@ pub fn diff(name: &str, before: &str, after: &str) -> String {
 /// The first rule-based fix that makes `code` parse, trying the reported error line first, then
 /// where the parser found errors, then their neighbours. None if no rule helps (or it parses).
 pub fn propose(language: Language, code: &str, error_line: Option<usize>) -> Option<Fix> {
-    analyse(language, code, error_line).1
+    analyse(language, code, error_line, None).1
 }
 
-/// [`findings`] and [`propose`] from one parse of `code`.
-pub fn analyse(language: Language, code: &str, error_line: Option<usize>) -> (Vec<Finding>, Option<Fix>) {
+impl FixKind {
+    /// The fix an error message points at, as CPython and V8 word them ("expected ':'",
+    /// "unterminated string literal", "'(' was never closed", "unexpected indent", …).
+    pub fn hinted_by(error_type: &str, message: &str) -> Option<FixKind> {
+        let m = message.to_ascii_lowercase();
+        if error_type == "IndentationError" || error_type == "TabError" || m.contains("indent") {
+            Some(FixKind::Indentation)
+        } else if m.contains("expected ':'") {
+            Some(FixKind::MissingColon)
+        } else if m.contains("unterminated string")
+            || m.contains("eol while scanning")
+            || m.contains("invalid or unexpected token")
+        {
+            Some(FixKind::UnclosedString)
+        } else if ["never closed", "unmatched", "does not match", "missing )", "missing ]", "missing }", "end of input"]
+            .iter()
+            .any(|p| m.contains(p))
+        {
+            Some(FixKind::UnbalancedBracket)
+        } else {
+            None
+        }
+    }
+}
+
+/// [`findings`] and [`propose`] from one parse of `code`; `hint` (see [`FixKind::hinted_by`]) is
+/// the fixer tried first on the reported line — it only orders the attempts, every fix is still
+/// validated by parsing.
+pub fn analyse(
+    language: Language,
+    code: &str,
+    error_line: Option<usize>,
+    hint: Option<FixKind>,
+) -> (Vec<Finding>, Option<Fix>) {
     let Some(tree) = language.parse(code) else { return (Vec::new(), None) };
     let found = findings_in(language, &tree);
     if found.is_empty() {
         return (found, None);
     }
-    let fix = fix_in(language, code, &tree, &found, error_line);
+    let fix = fix_in(language, code, &tree, &found, error_line, hint);
     (found, fix)
 }
 
-fn fix_in(language: Language, code: &str, tree: &Tree, found: &[Finding], error_line: Option<usize>) -> Option<Fix> {
+fn fix_in(
+    language: Language,
+    code: &str,
+    tree: &Tree,
+    found: &[Finding],
+    error_line: Option<usize>,
+    hint: Option<FixKind>,
+) -> Option<Fix> {
     let lines: Vec<&str> = code.split('\n').collect();
     let mut starts = Vec::with_capacity(lines.len());
     let mut at = 0;
@@ -240,10 +329,23 @@ fn fix_in(language: Language, code: &str, tree: &Tree, found: &[Finding], error_
     }
     // The reported line first, with every fixer, then the lines the parser points at: most errors
     // are where they are reported, and each failed candidate costs a parse with error recovery.
+    let mut kinds =
+        vec![FixKind::MissingColon, FixKind::UnclosedString, FixKind::UnbalancedBracket, FixKind::Indentation];
+    if let Some(first) = hint {
+        kinds.retain(|k| *k != first);
+        kinds.insert(0, first);
+    }
+    let mut attempts = 0;
     for &line in &candidates {
-        for kind in [FixKind::MissingColon, FixKind::UnclosedString, FixKind::UnbalancedBracket, FixKind::Indentation] {
+        for &kind in &kinds {
             let i = line - 1;
             for edit in edits(language, kind, &lines, i) {
+                // Each candidate costs a parse: bound the search (what the rules cannot fix in
+                // this many tries goes to the LLM, if configured).
+                attempts += 1;
+                if attempts > MAX_ATTEMPTS {
+                    return None;
+                }
                 let fixed = format!("{}{edit}{}", &code[..starts[i]], &code[starts[i] + lines[i].len()..]);
                 // Re-parse only around the edited line.
                 let mut old = tree.clone();
@@ -263,6 +365,9 @@ fn fix_in(language: Language, code: &str, tree: &Tree, found: &[Finding], error_
     }
     None
 }
+
+/// Candidate edits tried per event at most.
+const MAX_ATTEMPTS: usize = 16;
 
 /// Candidate replacements for line `i` by the fixer of `kind`.
 fn edits(language: Language, kind: FixKind, lines: &[&str], i: usize) -> Vec<String> {
@@ -373,9 +478,10 @@ fn insertions(line: &str, text: char, positions: Vec<usize>) -> impl Iterator<It
 fn unclosed_string(line: &str) -> Vec<String> {
     let Some(q) = open_quote(line) else { return Vec::new() };
     let body = line.trim_end();
-    let closers = body.trim_end_matches([')', ']', '}', ':', ';', ',']);
-    // Close it before the trailing closers (`print("hi)` → `print("hi")`), or at the end.
-    let mut out = vec![format!("{closers}{q}{}", &line[closers.len()..]), format!("{body}{q}{}", &line[body.len()..])];
+    let head = body.trim_end_matches([')', ']', '}', ':', ';', ',']);
+    // Close it before the trailing closers (`print("hi)` → `print("hi")`), before each of them in
+    // turn (`print(f'{err})` → `print(f'{err}')`), or at the end.
+    let mut out: Vec<String> = (head.len()..=body.len()).map(|p| format!("{}{q}{}", &line[..p], &line[p..])).collect();
     // Or right after a word inside it (`'items: x` → `'items': x`), first word first.
     let opened = line.rfind(q).unwrap_or(0);
     out.extend(insertions(line, q, word_ends(line, opened)));
@@ -392,6 +498,8 @@ fn unbalanced_bracket(line: &str) -> Vec<String> {
                 Some(&(_, o)) if closer(o) == c => {
                     stack.pop();
                 }
+                // A closer opening the line closes a block of an earlier line (`} catch (e {`).
+                _ if stack.is_empty() && line[..i].trim().is_empty() => {}
                 // A closer nothing opened: drop it.
                 _ => return vec![format!("{}{}", &line[..i], &line[i + 1..])],
             },

@@ -55,7 +55,8 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
     let key = event.key();
     let name = event.file.clone().unwrap_or_else(|| "code".to_owned());
     let error_line = event.error_context.error_line;
-    let (found, fix) = analyse(event.lang, &event.code, error_line);
+    let hint = FixKind::hinted_by(&event.error_context.error_type, &event.error_context.error_message);
+    let (found, fix) = analyse(event.lang, &event.code, error_line, hint);
     let (action, confidence, reason) = match &fix {
         Some(f) => {
             let mut confidence: f64 = match f.kind {
