@@ -3,6 +3,7 @@
 //! (file, stdout), routes bad records to the dead-letter output and counts what went through.
 //! Pipelines never touch files or threads; they get typed streams from here and hand decisions back.
 
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod event;
 pub mod job;
