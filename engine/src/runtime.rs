@@ -146,21 +146,22 @@ impl Failures {
 /// A request to stop (SIGINT/SIGTERM): sources finish as if their input ended, so windows close,
 /// sinks flush and offsets are committed.
 #[derive(Clone, Debug, Default)]
-pub struct Stop(Arc<std::sync::atomic::AtomicBool>);
+pub struct Stop(Flag);
 
 impl Stop {
     /// Asks every source of the process to finish.
     pub fn request(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.set();
     }
 
     /// Whether a stop was asked for.
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// A flag set once (the dataflow runs), read from other threads (`/health`).
+/// A flag set once and read from other threads (a stop request; the dataflow running, for
+/// `/health`).
 #[derive(Clone, Debug, Default)]
 pub struct Flag(Arc<std::sync::atomic::AtomicBool>);
 

@@ -117,14 +117,6 @@ fn findings_in(language: Language, tree: &Tree) -> Vec<Finding> {
 /// One cursor walks the whole tree (a cursor per node and `Node::parent`, which searches from the
 /// root, made this walk cost a third of a parse; it runs on every candidate fix).
 fn indentation_findings(tree: &Tree, out: &mut Vec<Finding>) {
-    /// A block (or the module) being walked: its direct named children are its statements.
-    struct Frame<'t> {
-        depth: usize,
-        block: bool,
-        owner: Option<Node<'t>>,
-        column: Option<usize>,
-        last_row: Option<usize>,
-    }
     let mut cursor = tree.walk();
     let mut frames: Vec<Frame<'_>> = Vec::new();
     // The nodes above the cursor (a block's owner is the top one when the block is reached).
@@ -133,14 +125,7 @@ fn indentation_findings(tree: &Tree, out: &mut Vec<Finding>) {
         let node = cursor.node();
         let depth = above.len();
         if let Some(frame) = frames.last_mut().filter(|f| f.depth + 1 == depth && node.is_named()) {
-            statement(
-                frame.block,
-                frame.owner.map(|o| o.start_position()),
-                &mut frame.column,
-                &mut frame.last_row,
-                node,
-                out,
-            );
+            frame.statement(node, out);
         }
         let kind = node.kind();
         if kind == "block" || kind == "module" {
@@ -153,11 +138,8 @@ fn indentation_findings(tree: &Tree, out: &mut Vec<Finding>) {
         }
         // Leave finished nodes until one has a next sibling.
         loop {
-            let depth = above.len();
-            if frames.last().is_some_and(|f| f.depth == depth) {
-                if let Some(frame) = frames.pop() {
-                    empty_block(&frame.block, frame.column, frame.owner, out);
-                }
+            if frames.last().is_some_and(|f| f.depth == above.len()) {
+                frames.pop().into_iter().for_each(|f| f.finish(out));
             }
             if cursor.goto_next_sibling() {
                 break;
@@ -170,40 +152,51 @@ fn indentation_findings(tree: &Tree, out: &mut Vec<Finding>) {
     }
 }
 
-/// Checks one statement of a block against the block's column (the first statement's).
-fn statement(
+/// A block (or the module) being walked: its direct named children are its statements.
+struct Frame<'t> {
+    /// The block node's depth in the tree.
+    depth: usize,
+    /// A block (false: the module).
     block: bool,
-    owner: Option<Point>,
-    column: &mut Option<usize>,
-    last_row: &mut Option<usize>,
-    child: Node<'_>,
-    out: &mut Vec<Finding>,
-) {
-    let start = child.start_position();
-    if child.kind() == "comment" || *last_row == Some(start.row) {
-        *last_row = Some(start.row);
-        return;
-    }
-    *last_row = Some(start.row);
-    let problem = match (block, *column, owner) {
-        (false, _, _) if start.column != 0 => Some("unexpected indent"),
-        (_, Some(c), _) if start.column != c => Some("indentation does not match the block"),
-        (_, None, Some(o)) if o.row != start.row && start.column <= o.column => Some("expected an indented block"),
-        _ => None,
-    };
-    if let Some(problem) = problem {
-        let construct = Some(child.kind().to_owned());
-        out.push(Finding { line: start.row + 1, column: start.column, problem: problem.to_owned(), construct });
-    }
-    column.get_or_insert(start.column);
+    /// The statement that owns the block.
+    owner: Option<Node<'t>>,
+    /// The column of its first statement.
+    column: Option<usize>,
+    /// The row of the last child seen (later children on that row are not statements of their own).
+    last_row: Option<usize>,
 }
 
-/// A block without any statement: its owner expected an indented block on the next line.
-fn empty_block(block: &bool, column: Option<usize>, owner: Option<Node<'_>>, out: &mut Vec<Finding>) {
-    if let (None, true, Some(o)) = (column, *block, owner) {
-        let at = o.start_position();
-        let problem = "expected an indented block".to_owned();
-        out.push(Finding { line: at.row + 2, column: at.column, problem, construct: Some(o.kind().to_owned()) });
+impl Frame<'_> {
+    /// Checks one statement against the block's column (the first statement's).
+    fn statement(&mut self, child: Node<'_>, out: &mut Vec<Finding>) {
+        let start = child.start_position();
+        let first_on_row = self.last_row != Some(start.row);
+        self.last_row = Some(start.row);
+        if child.kind() == "comment" || !first_on_row {
+            return;
+        }
+        let owner = self.owner.map(|o| o.start_position());
+        let problem = match (self.block, self.column, owner) {
+            (false, _, _) if start.column != 0 => Some("unexpected indent"),
+            (_, Some(c), _) if start.column != c => Some("indentation does not match the block"),
+            (_, None, Some(o)) if o.row != start.row && start.column <= o.column => Some("expected an indented block"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            let construct = Some(child.kind().to_owned());
+            out.push(Finding { line: start.row + 1, column: start.column, problem: problem.to_owned(), construct });
+        }
+        self.column.get_or_insert(start.column);
+    }
+
+    /// At the block's end: a block without any statement means its owner expected an indented
+    /// block on the next line.
+    fn finish(self, out: &mut Vec<Finding>) {
+        if let (None, true, Some(o)) = (self.column, self.block, self.owner) {
+            let at = o.start_position();
+            let problem = "expected an indented block".to_owned();
+            out.push(Finding { line: at.row + 2, column: at.column, problem, construct: Some(o.kind().to_owned()) });
+        }
     }
 }
 
