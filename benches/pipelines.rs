@@ -26,6 +26,7 @@ fn job(path: &Path, workers: usize) -> JobConfig {
         output: Output::Discard,
         dead_letter: Output::Discard,
         cluster: Cluster { workers, ..Cluster::default() },
+        checkpoint: None,
     }
 }
 

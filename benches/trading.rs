@@ -38,6 +38,7 @@ fn trading(c: &mut Criterion) {
             output: Output::Discard,
             dead_letter: Output::Discard,
             cluster: Cluster { workers, ..Cluster::default() },
+            checkpoint: None,
         };
         group.bench_function(format!("w{workers}"), |b| {
             b.iter(|| {

@@ -113,6 +113,7 @@ fn file_runs(
         output: Output::Discard,
         dead_letter: Output::Discard,
         cluster,
+        checkpoint: None,
     };
     eprintln!(
         "bench {name}: {} ({:.1} MB), {workers} worker(s) x {processes} process(es), {runs} run(s)",
@@ -192,6 +193,7 @@ pub fn trading_kafka(b: &KafkaBench) -> Result<()> {
         output: Output::Kafka(KafkaOutput { kafka: b.kafka.clone(), topic: output.clone(), partitions: b.partitions }),
         dead_letter: Output::Discard,
         cluster: b.cluster.clone(),
+        checkpoint: None,
     };
     eprintln!(
         "bench kafka: {} events, {} assets, {} partitions, {} worker(s) x {} process(es), brokers {}",

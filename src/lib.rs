@@ -19,6 +19,7 @@
 //!     output: Output::Stdout,
 //!     dead_letter: Output::Stderr,
 //!     cluster: Cluster { workers: 2, ..Cluster::default() },
+//!     checkpoint: None,
 //! };
 //! let config = TradingConfig::default();
 //! let source = job.input.name();

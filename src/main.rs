@@ -12,6 +12,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use inflight::engine::job::{JobConfig, JobReport};
 use inflight::engine::kafka::{KafkaConfig, consume_to, produce_lines};
 use inflight::engine::metrics::MetricsServer;
+use inflight::engine::recovery::CheckpointConfig;
 use inflight::engine::runtime::{Cluster, RunContext, Stop};
 use inflight::engine::sink::{KafkaOutput, Output};
 use inflight::engine::source::{FILE_MAX_LAG, Input, KafkaInput, SourceConfig, StartFrom};
@@ -255,6 +256,16 @@ struct RunArgs {
     /// Kafka inputs, 5s for files]; 0 turns it off.
     #[arg(long, value_parser = parse_duration)]
     max_lag: Option<u64>,
+    /// Take checkpoints in this directory (local or shared by all processes), and restore from
+    /// the newest whole one found there at start.
+    #[arg(long, value_name = "DIR", env = "INFLIGHT_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Event time between checkpoints.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", env = "INFLIGHT_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: u64,
+    /// Complete checkpoints to keep.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_keep: u64,
     #[command(flatten)]
     flight: FlightArgs,
     #[command(flatten)]
@@ -732,7 +743,28 @@ fn job_config(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs, settle:
         output,
         dead_letter,
         cluster: cluster.cluster(),
+        checkpoint: checkpoint_config(pipeline, args)?,
     })
+}
+
+/// `--checkpoint-*`: checkpoints are opt-in.
+fn checkpoint_config(pipeline: Pipeline, args: &RunArgs) -> Result<Option<CheckpointConfig>> {
+    let Some(dir) = &args.checkpoint_dir else { return Ok(None) };
+    if args.checkpoint_interval == 0 {
+        bail!("--checkpoint-interval must be longer than 0");
+    }
+    if args.input.as_deref() == Some("-") {
+        bail!("--checkpoint-dir needs an input that can be read again (a file or --input-topic), not stdin");
+    }
+    if args.flight.updates.as_deref() == Some("-") {
+        bail!("--checkpoint-dir needs --updates from a file or --updates-topic, not stdin");
+    }
+    Ok(Some(CheckpointConfig {
+        pipeline: pipeline.name().to_owned(),
+        dir: dir.clone(),
+        interval: args.checkpoint_interval,
+        keep: usize::try_from(args.checkpoint_keep).unwrap_or(usize::MAX),
+    }))
 }
 
 fn start_llm(
@@ -751,11 +783,16 @@ fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Re
     check_flags(pipeline, args)?;
     let ctx = RunContext::default();
     let stop = ctx.stop.clone();
+    let checkpoints = args.checkpoint_dir.is_some();
     ctrlc::set_handler(move || {
         if stop.requested() {
             std::process::exit(130);
         }
-        eprintln!("inflight: stopping (closing windows, flushing outputs; Ctrl-C again to abort)");
+        if checkpoints {
+            eprintln!("inflight: stopping at the next checkpoint (Ctrl-C again to abort)");
+        } else {
+            eprintln!("inflight: stopping (closing windows, flushing outputs; Ctrl-C again to abort)");
+        }
         stop.request();
     })
     .context("installing the Ctrl-C handler")?;
@@ -827,6 +864,21 @@ fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Re
 
 fn print_summary(pipeline: &str, r: &JobReport) {
     let s = &r.source;
+    if let Some(t) = r.restored_from {
+        eprintln!("inflight: restored from the checkpoint at {}", inflight::engine::time::Stamp(t));
+    }
+    if r.skipped > 0 {
+        eprintln!("inflight: {} records were already in the output topics and not sent again", r.skipped);
+    }
+    if let Some(t) = r.stopped_at {
+        eprintln!(
+            "inflight: {pipeline} stopped at the checkpoint at {} (a restart continues from there)",
+            inflight::engine::time::Stamp(t)
+        );
+        eprintln!("  decisions out  {:>12}", r.outputs);
+        eprintln!("  elapsed        {:>12.3} s", r.elapsed.as_secs_f64());
+        return;
+    }
     eprintln!("inflight: {pipeline} finished");
     eprintln!("  events in      {:>12}", s.records());
     eprintln!("  decisions out  {:>12}", r.outputs);

@@ -63,6 +63,7 @@ fn source_pauses_while_outputs_lag_and_resumes_when_they_catch_up() {
         output: Output::Discard,
         dead_letter: Output::Discard,
         cluster: Cluster::default(),
+        checkpoint: None,
     };
     let ctx = RunContext::default();
     let released = Arc::new(AtomicBool::new(false));

@@ -46,6 +46,7 @@ fn file_decisions(dir: &Path) -> BTreeMap<String, (Value, Value)> {
         output: Output::File(out.clone()),
         dead_letter: Output::Discard,
         cluster: Cluster::default(),
+        checkpoint: None,
     };
     inflight::run_trading(&job, &config(), &RunContext::default()).unwrap();
     by_id(&std::fs::read_to_string(out).unwrap())
@@ -98,6 +99,7 @@ fn decisions_survive_request_errors_a_slow_broker_and_a_broker_outage() {
         output: Output::Kafka(KafkaOutput { kafka: kafka.clone(), topic: "decisions".into(), partitions: 4 }),
         dead_letter: Output::Discard,
         cluster: Cluster { workers: 2, ..Cluster::default() },
+        checkpoint: None,
     };
     let ctx = RunContext::default();
     let outage = std::thread::scope(|s| {

@@ -167,7 +167,7 @@ fn read_part(dir: &Path, info: &PartInfo) -> Result<Vec<u8>, CheckpointError> {
 }
 
 /// Checkpoint directories under `root`, newest first, with their times.
-fn listed(root: &Path) -> Result<Vec<(crate::Millis, PathBuf)>, CheckpointError> {
+pub(crate) fn listed(root: &Path) -> Result<Vec<(crate::Millis, PathBuf)>, CheckpointError> {
     let entries = match fs::read_dir(root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -223,13 +223,15 @@ pub fn latest(root: &Path, pipeline: &str) -> Result<Option<Found>, CheckpointEr
     Ok(None)
 }
 
-/// Removes all but the newest `keep` complete checkpoints, and every incomplete one older than the
-/// newest complete one (newer incomplete ones may still be being written). Returns what it removed.
+/// Removes all but the newest `keep` committed checkpoints, and every unfinished one older than
+/// the newest committed one (newer unfinished ones may still be being written). Committed here
+/// means the manifest is there: reading every part back at each commit would cost more than the
+/// checkpoint; [`latest`] still checks every part before a restore. Returns what it removed.
 pub fn prune(root: &Path, keep: usize) -> Result<Vec<PathBuf>, CheckpointError> {
     let mut complete = 0;
     let mut removed = Vec::new();
-    for (time, dir) in listed(root)? {
-        let whole = check(&dir, time).is_ok();
+    for (_, dir) in listed(root)? {
+        let whole = dir.join(MANIFEST).is_file();
         let remove = if whole {
             complete += 1;
             complete > keep.max(1)
@@ -237,6 +239,19 @@ pub fn prune(root: &Path, keep: usize) -> Result<Vec<PathBuf>, CheckpointError> 
             complete > 0
         };
         if remove {
+            fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            removed.push(dir);
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes every checkpoint directory newer than `time`: a restore from `time` continues from
+/// there, and parts of the stopped run must not mix with the new run's.
+pub fn remove_after(root: &Path, time: crate::Millis) -> Result<Vec<PathBuf>, CheckpointError> {
+    let mut removed = Vec::new();
+    for (t, dir) in listed(root)? {
+        if t > time {
             fs::remove_dir_all(&dir).map_err(io(&dir))?;
             removed.push(dir);
         }

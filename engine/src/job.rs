@@ -2,10 +2,12 @@
 //! shape, builds source → pipeline → sinks in every worker, runs to the end of input, and returns
 //! the totals. A pipeline only supplies the function from events to results.
 
+use crate::checkpoint::CheckpointError;
 use crate::dead_letter::DeadLetter;
 use crate::event::{Event, Sourced};
 use crate::kafka::{Committer, KafkaError};
 use crate::metrics::names;
+use crate::recovery::{self, CheckpointConfig, Checkpoints, Coordinator};
 use crate::runtime::{Cluster, ClusterError, RunContext};
 use crate::sink::{KafkaOutput, KafkaRecord, LineSink, OpenOutput, Output, SinkError, produce, write_lines};
 use crate::source::{Input, KafkaInput, OpenInput, SourceConfig, SourceError, SourceStats, source};
@@ -17,7 +19,10 @@ use hdrhistogram::Histogram;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::vec::Map;
@@ -41,6 +46,10 @@ pub trait Emitted: Serialize + 'static {
     fn headers(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// A deterministic id: after a restore, records already in an output topic are not sent again.
+    fn id(&self) -> Option<String> {
+        None
+    }
     /// Why the record is a dead letter (None for results).
     fn dead_reason(&self) -> Option<&'static str> {
         None
@@ -48,6 +57,12 @@ pub trait Emitted: Serialize + 'static {
 }
 
 impl Emitted for DeadLetter {
+    fn id(&self) -> Option<String> {
+        let s = &self.source;
+        let name = s.file.as_deref().or(s.topic.as_deref()).unwrap_or_default();
+        Some(format!("dead/{name}/{}/{}", s.partition.unwrap_or(0), s.offset))
+    }
+
     fn headers(&self) -> Vec<(&'static str, String)> {
         vec![("reason", self.reason.as_str().to_owned())]
     }
@@ -64,15 +79,27 @@ enum Prepared {
 }
 
 impl Prepared {
-    fn new(output: &Output, process: usize) -> Result<Self, JobError> {
+    fn new(output: &Output, process: usize, checkpoints: Option<&Arc<Checkpoints>>) -> Result<Self, JobError> {
         Ok(match output {
             Output::Kafka(k) => {
                 if process == 0 {
                     k.kafka.ensure_topic(&k.topic, k.partitions)?;
                 }
+                if let (Some(c), 0) = (checkpoints, process) {
+                    c.add_output_topic(&k.kafka, &k.topic);
+                }
                 Prepared::Kafka(k.clone())
             }
-            other => Prepared::Lines(other.open(process)?),
+            other => {
+                let resume = checkpoints.is_some_and(|c| c.restored().is_some());
+                if checkpoints.is_some() && matches!(other, Output::Stdout | Output::Stderr) {
+                    tracing::warn!(
+                        output = ?other,
+                        "this output cannot be rewound: after a restore, lines written after the checkpoint repeat"
+                    );
+                }
+                Prepared::Lines(other.open(process, resume)?)
+            }
         })
     }
 }
@@ -93,6 +120,8 @@ pub struct JobConfig {
     pub dead_letter: Output,
     /// Workers and processes.
     pub cluster: Cluster,
+    /// Checkpoints (None: the run takes none and restores from none).
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// What a finished run reports (totals are for the whole cluster on process 0).
@@ -115,6 +144,12 @@ pub struct JobReport {
     /// Event time to result: wall clock when a result left minus its event time, in microseconds.
     /// For live data (event time ≈ now) this is how long after its window ended a decision came.
     pub lag: Histogram<u64>,
+    /// The checkpoint the run restored from, and the one a stop request ended it at.
+    pub restored_from: Option<Millis>,
+    /// The checkpoint a stop request ended the run at (the run did not drain).
+    pub stopped_at: Option<Millis>,
+    /// Records not sent because the output topic already had them (after a restore).
+    pub skipped: u64,
 }
 
 impl JobReport {
@@ -142,6 +177,12 @@ pub enum JobError {
     /// Timely could not start (e.g. peers unreachable).
     #[error("starting workers failed: {0}")]
     Start(String),
+    /// Checkpoints cannot be used.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A setting that does not work with another.
+    #[error("{0}")]
+    Config(String),
     /// An operator reported a fatal error.
     #[error("{0}")]
     Failed(String),
@@ -174,19 +215,77 @@ where
             k.kafka.ensure_topic(&k.topic, 1)?;
         }
     }
-    let output = Prepared::new(&config.output, process)?;
-    let dead_output = Prepared::new(&config.dead_letter, process)?;
+    let checkpoints = match &config.checkpoint {
+        Some(c) => {
+            if all_inputs.iter().any(|i| matches!(i, Input::Stdin)) {
+                return Err(JobError::Config(
+                    "checkpoints need an input that can be read again (a file or a Kafka topic), not stdin".into(),
+                ));
+            }
+            let opened = Checkpoints::open(c.clone(), config.cluster.workers, config.cluster.processes, process)?;
+            let shared = Arc::new(opened);
+            let _ = ctx.checkpoints.set(shared.clone());
+            Some(shared)
+        }
+        None => None,
+    };
+    let output = Prepared::new(&config.output, process, checkpoints.as_ref())?;
+    let dead_output = Prepared::new(&config.dead_letter, process, checkpoints.as_ref())?;
+    // After a restore, what the output topics got after the checkpoint is not sent again.
+    let skip = Arc::new(match &checkpoints {
+        Some(c) => {
+            let offsets = c.restored_output_offsets()?;
+            let mut ids = HashSet::new();
+            for output in [&config.output, &config.dead_letter] {
+                if let Output::Kafka(k) = output {
+                    let own: Vec<_> = offsets.iter().filter(|(t, _, _)| *t == k.topic).cloned().collect();
+                    ids.extend(crate::sink::written_ids(&k.kafka, &own)?);
+                }
+            }
+            if !ids.is_empty() {
+                tracing::info!(
+                    records = ids.len(),
+                    "records already in the output topics after the checkpoint: not sent again"
+                );
+            }
+            ids
+        }
+        None => HashSet::new(),
+    });
+    let skipped = Arc::new(AtomicU64::new(0));
     let source_config = config.source.clone();
     let worker_ctx = ctx.clone();
     let started = Instant::now();
+    let (worker_skip, worker_skipped) = (skip.clone(), skipped.clone());
 
     let guards = timely::execute(timely_config, move |worker| {
         let ctx = &worker_ctx;
-        let (totals, outputs, dead, latency) = worker.dataflow::<crate::Millis, _, _>(|scope| {
-            build(scope, &inputs, &source_config, &output, &dead_output, ctx, &pipeline)
-        });
+        let shared = ctx.checkpoints.get().cloned();
+        let index = worker.index();
+        let sinks = Sinks { output: &output, dead: &dead_output, skip: &worker_skip, skipped: &worker_skipped };
+        let ((totals, outputs, dead, latency), names) =
+            recovery::building(shared.as_ref(), index, &ctx.failures, || {
+                worker.dataflow::<crate::Millis, _, _>(|scope| {
+                    build(scope, &inputs, &source_config, &sinks, ctx, &pipeline)
+                })
+            });
         ctx.ready.set();
-        while worker.step_or_park(None) {}
+        match &shared {
+            None => while worker.step_or_park(None) {},
+            Some(shared) => {
+                let mut coordinator =
+                    (index == 0).then(|| Coordinator::new(shared.clone(), &names, ctx.failures.clone()));
+                while worker.step_or_park(Some(Duration::from_millis(1))) {
+                    if let Some(c) = coordinator.as_mut() {
+                        c.poll();
+                    }
+                    // A stop request ended the run at a checkpoint: leave without draining.
+                    if shared.ended().is_some() {
+                        break;
+                    }
+                }
+            }
+        }
         let source = (worker.index() == 0).then(|| *totals.borrow());
         let (latency, lag, engine) =
             (latency.0.borrow().clone(), latency.1.borrow().clone(), latency.2.borrow().clone());
@@ -202,6 +301,9 @@ where
         latency: latency_histogram(),
         lag: latency_histogram(),
         engine: latency_histogram(),
+        restored_from: checkpoints.as_ref().and_then(|c| c.restored().map(|r| r.time)),
+        stopped_at: checkpoints.as_ref().and_then(|c| c.ended()),
+        skipped: 0,
     };
     for result in guards.join() {
         let r = result.map_err(|e| JobError::Failed(format!("a worker stopped: {e}")))?;
@@ -227,6 +329,7 @@ where
             commit(k, &own)?;
         }
     }
+    report.skipped = skipped.load(Ordering::Relaxed);
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -236,12 +339,20 @@ type Timing = (Rc<RefCell<Histogram<u64>>>, Rc<RefCell<Histogram<u64>>>, Rc<RefC
 
 type Built = (Rc<RefCell<SourceStats>>, crate::sink::LineSink, crate::sink::LineSink, Timing);
 
+/// The outputs as every worker sees them.
+struct Sinks<'a> {
+    output: &'a Prepared,
+    dead: &'a Prepared,
+    /// Ids already in the output topics (after a restore).
+    skip: &'a Arc<HashSet<String>>,
+    skipped: &'a Arc<AtomicU64>,
+}
+
 fn build<'s, E, D, F>(
     scope: Scope<'s>,
     inputs: &[OpenInput],
     source_config: &SourceConfig,
-    output: &Prepared,
-    dead_output: &Prepared,
+    sinks: &Sinks<'_>,
     ctx: &RunContext,
     pipeline: &F,
 ) -> Built
@@ -263,8 +374,8 @@ where
     let results = pipeline(scope, merged(scope, events));
     let histogram = || Rc::new(RefCell::new(latency_histogram()));
     let latency = (histogram(), histogram(), histogram());
-    let outputs = emit(results, output, ctx, Some(latency.clone()), &probe);
-    let dead = emit(merged(scope, dead), dead_output, ctx, None, &probe);
+    let outputs = emit(results, sinks.output, sinks, ctx, Some(latency.clone()), &probe);
+    let dead = emit(merged(scope, dead), sinks.dead, sinks, ctx, None, &probe);
     let totals = gather_stats(merged(scope, stats));
     (totals, outputs, dead, latency)
 }
@@ -283,6 +394,7 @@ fn merged<'s, D: 'static>(scope: Scope<'s>, mut streams: Vec<Stream<'s, D>>) -> 
 fn emit<D: Emitted>(
     stream: Stream<'_, D>,
     output: &Prepared,
+    sinks: &Sinks<'_>,
     ctx: &RunContext,
     latency: Option<Timing>,
     probe: &ProbeHandle<Millis>,
@@ -322,8 +434,19 @@ fn emit<D: Emitted>(
             write_lines(lines, open, ctx)
         }
         Prepared::Kafka(k) => {
+            let (skip, skipped) = (sinks.skip.clone(), sinks.skipped.clone());
             let records = stream.flat_map(move |r: D| {
-                format(&r).map(|payload| KafkaRecord { key: r.key().map(str::to_owned), payload, headers: r.headers() })
+                let id = r.id();
+                if id.as_ref().is_some_and(|id| skip.contains(id)) {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                format(&r).map(|payload| KafkaRecord {
+                    key: r.key().map(str::to_owned),
+                    payload,
+                    headers: r.headers(),
+                    id,
+                })
             });
             let (sink, durable) = produce(records, k, ctx);
             durable.probe_with(probe);

@@ -10,6 +10,7 @@ pub mod job;
 pub mod kafka;
 pub mod key;
 pub mod metrics;
+pub mod recovery;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -29,6 +29,14 @@ pub mod names {
     pub const FRONTIER: &str = "inflight_frontier_ms";
     /// 1 once the dataflow runs.
     pub const READY: &str = "inflight_ready";
+    /// Checkpoints committed.
+    pub const CHECKPOINTS: &str = "inflight_checkpoints_total";
+    /// From a checkpoint's first part to its manifest, seconds.
+    pub const CHECKPOINT_DURATION: &str = "inflight_checkpoint_duration_seconds";
+    /// Size of the last checkpoint's parts, bytes.
+    pub const CHECKPOINT_BYTES: &str = "inflight_checkpoint_bytes";
+    /// Event time of the last checkpoint, ms since the epoch.
+    pub const CHECKPOINT_TIME: &str = "inflight_checkpoint_time_ms";
 }
 
 /// Copies a value kept elsewhere into the recorder before a scrape.
@@ -80,6 +88,14 @@ fn describe() {
     describe_gauge!(names::FRONTIER_LAG, metrics::Unit::Seconds, "Wall clock minus the slowest source's event time");
     describe_gauge!(names::FRONTIER, "Event time the slowest source has reached, ms since the epoch");
     describe_gauge!(names::READY, "1 once the dataflow runs");
+    describe_counter!(names::CHECKPOINTS, "Checkpoints committed");
+    describe_histogram!(
+        names::CHECKPOINT_DURATION,
+        metrics::Unit::Seconds,
+        "From a checkpoint's first part to its manifest"
+    );
+    describe_gauge!(names::CHECKPOINT_BYTES, metrics::Unit::Bytes, "Size of the last checkpoint");
+    describe_gauge!(names::CHECKPOINT_TIME, "Event time of the last checkpoint, ms since the epoch");
 }
 
 #[derive(Clone)]
@@ -161,7 +177,13 @@ async fn health(State(shared): State<Shared>) -> axum::Json<serde_json::Value> {
         "records_read": ctx.progress.get(),
         "frontier": frontier.map(|f| Stamp(f).to_string()),
         "lag_seconds": frontier.map(|f| wall_millis().saturating_sub(f) as f64 / 1000.0),
-        "last_checkpoint": serde_json::Value::Null,
+        "last_checkpoint": ctx.checkpoints.get().and_then(|c| c.last()).map(|c| serde_json::json!({
+            "time": Stamp(c.time).to_string(),
+            "time_ms": c.time,
+            "bytes": c.bytes,
+            "duration_ms": c.duration_ms,
+            "written_at_ms": c.written_at,
+        })),
         "failures": ctx.failures.peek(),
     }))
 }

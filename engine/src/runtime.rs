@@ -282,6 +282,8 @@ pub struct RunContext {
     pub pressure: Pressure,
     /// Set once this process's dataflow is built and running.
     pub ready: Flag,
+    /// The run's checkpoints, once the job has opened them (for `/health`).
+    pub checkpoints: Arc<std::sync::OnceLock<Arc<crate::recovery::Checkpoints>>>,
 }
 
 #[cfg(test)]

@@ -93,6 +93,10 @@ pub struct Decision {
 }
 
 impl inflight_engine::job::Emitted for Decision {
+    fn id(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
+
     fn ingest_ns(&self) -> u64 {
         self.ingest_ns
     }

@@ -11,6 +11,8 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use inflight_engine::checkpoint::{decode, encode};
+use inflight_engine::recovery::participant;
 use inflight_engine::{Millis, Stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,12 +152,30 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
         let mut trace = table.trace.clone();
         // Same hash and the same worker as the table's own exchange, so the key's values are here.
         let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
-        self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |_cap, _info| {
+        // With checkpoints, the records waiting for the table are this operator's state.
+        let mut part = participant(name);
+        let (index, peers) = (self.scope().index(), self.scope().peers());
+        self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |cap, _info| {
             // A record the table is already complete for is looked up at once; one that must wait
             // is held at its own event time, so the outputs' frontier never lags behind a wait (a
             // source pausing for lagging outputs would otherwise wait on the lookup, and the
             // lookup on the source). Either way results leave at their event time.
             let mut waiting: Waiting<K, D> = BTreeMap::new();
+            for (_, bytes) in part.as_ref().map_or(&[][..], |p| p.restored()) {
+                match decode::<Vec<(Millis, Vec<(K, D)>)>>(bytes) {
+                    Ok(saved) => {
+                        for (at, records) in saved {
+                            let mine =
+                                records.into_iter().filter(|(k, _)| (k.hashed() % peers as u64) as usize == index);
+                            waiting.entry(at).or_insert_with(|| (cap.delayed(&at), Vec::new())).1.extend(mine);
+                        }
+                    }
+                    Err(e) => part
+                        .iter()
+                        .for_each(|p| p.report(format!("a checkpoint part cannot be read by this build: {e}"))),
+                }
+            }
+            waiting.retain(|_, (_, records)| !records.is_empty());
             let mut ready: Vec<(Millis, K, D)> = Vec::new();
             let mut scratch: Vec<D2> = Vec::new();
             let mut out: Vec<(Millis, D2)> = Vec::new();
@@ -164,6 +184,9 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                 // The batches are in the trace already; their stream only tells how far it is.
                 batches.for_each(|_cap, _data| {});
                 events.for_each_stamp(|cap, data| {
+                    if let (Some(p), Some(t)) = (part.as_mut(), cap.least()) {
+                        p.applied(*t);
+                    }
                     let Some(cap) = cap.retain_least(output.output_index()) else { return };
                     for (key, record) in data.flat_map(|batch| batch.drain(..)) {
                         let time = time_of(&record);
@@ -200,6 +223,19 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                     trace.set_logical_compaction(lower.borrow());
                     trace.set_physical_compaction(lower.borrow());
                     compaction = lower;
+                }
+                if let Some(p) = part.as_mut() {
+                    // Complete once both inputs passed: records waiting before then leave first.
+                    let (e, t) =
+                        (event_frontier.frontier().first().copied(), table_frontier.frontier().first().copied());
+                    let frontier = match (e, t) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    p.offer(frontier, |_| {
+                        let saved: Vec<(Millis, &Vec<(K, D)>)> = waiting.iter().map(|(t, (_, r))| (*t, r)).collect();
+                        encode(&saved)
+                    });
                 }
             }
         })

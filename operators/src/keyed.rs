@@ -4,10 +4,16 @@
 //! time by time, to the key's state ([`Order::Frontier`]), or the input is known to arrive in time
 //! order per key already and is applied at once ([`Order::Arrival`]): every frontier wait costs a
 //! round of progress messages between workers, which is most of the engine's latency.
-//! The state lives in a plain map of serde structs so it can be saved.
+//! The state lives in a plain map of serde structs so it can be saved: with checkpoints on, the
+//! map is a checkpoint part, and a restore keeps the keys this worker owns (`key_hash % peers`, the
+//! routing of the exchange that partitioned the stream).
 
-use inflight_engine::{Key, Millis, Stream};
+use inflight_engine::checkpoint::{decode, encode};
+use inflight_engine::recovery::{Participant, participant};
+use inflight_engine::{Key, Millis, Stream, key_hash};
 use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -35,7 +41,7 @@ pub trait KeyedStateExt<'scope, D> {
     /// Applies `logic(state_of_key, record, output)` to each record, in time order per key.
     fn keyed_state<S, D2, F>(self, name: &str, order: Order, logic: F) -> Stream<'scope, D2>
     where
-        S: Default + 'static,
+        S: Default + Serialize + DeserializeOwned + 'static,
         D2: 'static,
         F: FnMut(&mut S, D, &mut Vec<D2>) + 'static;
 }
@@ -43,13 +49,15 @@ pub trait KeyedStateExt<'scope, D> {
 impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> {
     fn keyed_state<S, D2, F>(self, name: &str, order: Order, mut logic: F) -> Stream<'scope, D2>
     where
-        S: Default + 'static,
+        S: Default + Serialize + DeserializeOwned + 'static,
         D2: 'static,
         F: FnMut(&mut S, D, &mut Vec<D2>) + 'static,
     {
+        let mut part = participant(name);
+        let (index, peers) = (self.scope().index(), self.scope().peers());
         self.unary_frontier(Pipeline, name, move |_cap, _info| {
             let mut pending: BTreeMap<Millis, (Capability<Millis>, Vec<D>)> = BTreeMap::new();
-            let mut states: FxHashMap<Key, S> = FxHashMap::default();
+            let mut states: FxHashMap<Key, S> = restore(part.as_ref(), index, peers);
             let mut out = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
@@ -60,6 +68,9 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                         return;
                     };
                     if order == Order::Arrival {
+                        if let Some(p) = part.as_mut() {
+                            p.applied(time);
+                        }
                         for record in data.flat_map(|batch| batch.drain(..)) {
                             apply(&mut states, &mut logic, record, &mut out);
                         }
@@ -78,6 +89,9 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                         break;
                     }
                     let (cap, records) = entry.remove();
+                    if let Some(p) = part.as_mut() {
+                        p.applied(*cap.time());
+                    }
                     for record in records {
                         apply(&mut states, &mut logic, record, &mut out);
                     }
@@ -85,9 +99,36 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                         output.session(&cap).give_container(&mut out);
                     }
                 }
+                if let Some(p) = part.as_mut() {
+                    p.offer(frontier.frontier().first().copied(), |_| encode(&states));
+                }
             }
         })
     }
+}
+
+/// The states of the keys worker `index` of `peers` owns, from every part of a checkpoint.
+pub(crate) fn restore<S: DeserializeOwned>(
+    part: Option<&Participant>,
+    index: usize,
+    peers: usize,
+) -> FxHashMap<Key, S> {
+    let mut states = FxHashMap::default();
+    for (_, bytes) in part.map_or(&[][..], Participant::restored) {
+        match decode::<FxHashMap<Key, S>>(bytes) {
+            Ok(saved) => states.extend(saved.into_iter().filter(|(k, _)| owns(k, index, peers))),
+            // A part that passed its checksum but does not decode is another build's: the run fails.
+            Err(e) => {
+                part.iter().for_each(|p| p.report(format!("a checkpoint part cannot be read by this build: {e}")))
+            }
+        }
+    }
+    states
+}
+
+/// Whether worker `index` of `peers` owns `key` (timely's exchange sends hash % peers).
+pub(crate) fn owns(key: &Key, index: usize, peers: usize) -> bool {
+    (key_hash(key) % peers as u64) as usize == index
 }
 
 /// Feeds one record to its key's state.

@@ -4,6 +4,8 @@
 //! (event time, source position), so ties break the same way at any parallelism.
 
 use crate::exact_sum::ExactSum;
+use inflight_engine::checkpoint::{decode, encode};
+use inflight_engine::recovery::participant;
 use inflight_engine::{Key, Millis, Position, Stream, key_hash};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -127,10 +129,36 @@ where
     fn bars(self, width: Millis) -> Stream<'scope, Bar<C>> {
         let width = width.max(1);
         let by_key = Exchange::new(|t: &Tick<C>| key_hash(&t.key));
-        self.unary_frontier(by_key, "Bars", move |_cap, _info| {
+        let mut part = participant("Bars");
+        let (index, peers) = (self.scope().index(), self.scope().peers());
+        self.unary_frontier(by_key, "Bars", move |cap, _info| {
+            // Restored open windows (of the keys this worker owns), each under a capability for its
+            // last millisecond, as if their ticks had just arrived.
             let mut open: BTreeMap<Millis, OpenWindow<C>> = BTreeMap::new();
+            for (_, bytes) in part.as_ref().map_or(&[][..], |p| p.restored()) {
+                match decode::<Vec<(Millis, Vec<Bar<C>>)>>(bytes) {
+                    Ok(windows) => {
+                        for (end, bars) in windows {
+                            let (_, slot) =
+                                open.entry(end).or_insert_with(|| (cap.delayed(&(end - 1)), FxHashMap::default()));
+                            slot.extend(
+                                bars.into_iter()
+                                    .filter(|b| crate::keyed::owns(&b.key, index, peers))
+                                    .map(|b| (b.key.clone(), b)),
+                            );
+                        }
+                    }
+                    Err(e) => part
+                        .iter()
+                        .for_each(|p| p.report(format!("a checkpoint part cannot be read by this build: {e}"))),
+                }
+            }
+            open.retain(|_, (_, bars)| !bars.is_empty());
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
+                    if let (Some(p), Some(t)) = (part.as_mut(), cap.least()) {
+                        p.applied(*t);
+                    }
                     for batch in data {
                         for tick in batch.drain(..) {
                             let start = tick.time - tick.time % width;
@@ -152,6 +180,13 @@ where
                     }
                     let (cap, bars) = window.remove();
                     output.session(&cap).give_iterator(bars.into_values());
+                }
+                if let Some(p) = part.as_mut() {
+                    p.offer(frontier.frontier().first().copied(), |_| {
+                        let windows: Vec<(Millis, Vec<&Bar<C>>)> =
+                            open.iter().map(|(end, (_, bars))| (*end, bars.values().collect())).collect();
+                        encode(&windows)
+                    });
                 }
             }
         })

@@ -38,11 +38,32 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
         });
         return sink;
     }
-    let mut writer = if lines.scope().index() == 0 { output.take() } else { None };
+    let mut part = crate::recovery::participant("lines");
+    // After a restore: the length the output had at the checkpoint (written by worker 0).
+    let restored = part.as_ref().and_then(|p| p.restored().iter().find(|(w, _)| *w == 0).map(|(_, b)| b.clone()));
+    let mut bytes: u64 = match restored.map(|b| crate::checkpoint::decode::<u64>(&b)).transpose() {
+        Ok(len) => len.unwrap_or(0),
+        Err(e) => {
+            ctx.failures.report(format!("restoring output {}: {e}", output.name));
+            0
+        }
+    };
+    let mut failed = false;
+    let mut writer = if lines.scope().index() != 0 {
+        None
+    } else {
+        match output.resume_at(bytes) {
+            Ok(w) => w,
+            Err(e) => {
+                ctx.failures.report(e);
+                failed = true;
+                None
+            }
+        }
+    };
     let name = output.name.clone();
     let failures = ctx.failures.clone();
     let mut pending: BTreeMap<Millis, Vec<String>> = BTreeMap::new();
-    let mut failed = false;
     lines.sink(Exchange::new(|_: &String| 0), "WriteLines", move |(input, frontier)| {
         input.for_each_stamp(|cap, data| {
             if let Some(time) = cap.least() {
@@ -57,6 +78,7 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
             if frontier.less_equal(entry.key()) {
                 break;
             }
+            let time = *entry.key();
             let mut lines = entry.remove();
             lines.sort_unstable();
             if let (Some(w), false) = (writer.as_mut(), failed) {
@@ -66,7 +88,11 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
                         failed = true;
                         break;
                     }
+                    bytes += line.len() as u64 + 1;
                 }
+            }
+            if let Some(p) = part.as_mut() {
+                p.applied(time);
             }
             written.set(written.get() + lines.len() as u64);
             wrote = true;
@@ -84,6 +110,10 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
         }
         if done {
             writer = None;
+        }
+        // Everything before the frontier is written and flushed: the output's length is its state.
+        if let (Some(p), false) = (part.as_mut(), failed) {
+            p.offer(frontier.frontier().first().copied(), |_| crate::checkpoint::encode(&bytes));
         }
     });
     sink

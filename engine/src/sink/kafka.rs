@@ -54,6 +54,8 @@ pub struct KafkaRecord {
     pub payload: String,
     /// Headers.
     pub headers: Vec<(&'static str, String)>,
+    /// Deterministic id, sent as the `id` header (a restore reads it back to skip what is there).
+    pub id: Option<String>,
 }
 
 /// Delivery reports as the producer's callbacks hand them over: (time of the record, success),
@@ -175,9 +177,12 @@ pub fn produce<'s>(
 
 /// Hands one record to the producer; false if it could not even be queued (counted as failed).
 fn send(p: &BaseProducer<Context>, topic: &str, r: &KafkaRecord, time: Millis) -> bool {
-    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 1);
     for (k, v) in &r.headers {
         headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+    }
+    if let Some(id) = &r.id {
+        headers = headers.insert(Header { key: ID_HEADER, value: Some(id.as_bytes()) });
     }
     let mut record = BaseRecord::with_opaque_to(topic, time as usize).payload(r.payload.as_bytes()).headers(headers);
     if let Some(k) = &r.key {
@@ -191,4 +196,69 @@ fn send(p: &BaseProducer<Context>, topic: &str, r: &KafkaRecord, time: Millis) -
             false
         }
     }
+}
+
+/// The header that carries a record's id.
+pub const ID_HEADER: &str = "id";
+
+/// How long reading back an output topic waits for more once it reached the end offsets (tansu
+/// under-reports them, see the Kafka source).
+const READ_BACK_QUIET: Duration = Duration::from_millis(500);
+
+/// The ids of the records in `from`'s partitions from the given offsets to their end: what a run
+/// stopped after a checkpoint already wrote. The deterministic engine produces the same records
+/// again on restore, and these are not sent twice.
+pub fn written_ids(
+    kafka: &KafkaConfig,
+    from: &[(String, i32, i64)],
+) -> Result<std::collections::HashSet<String>, crate::kafka::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let mut ids = std::collections::HashSet::new();
+    if from.is_empty() {
+        return Ok(ids);
+    }
+    let consumer: BaseConsumer = kafka
+        .client_config(&[("group.id", "inflight-read-back"), ("enable.auto.commit", "false")])
+        .create()
+        .map_err(|e| kafka.error(format!("cannot create a consumer: {e}")))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for (topic, partition, offset) in from {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+            .map_err(|e| kafka.error(format!("reading end offsets of {topic}/{partition}: {e}")))?;
+        if high > *offset {
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+                .map_err(|e| kafka.error(e.to_string()))?;
+            ends.insert(*partition, high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(ids);
+    }
+    consumer.assign(&tpl).map_err(|e| kafka.error(format!("assigning partitions: {e}")))?;
+    let mut reached = std::collections::HashSet::new();
+    let mut last = std::time::Instant::now();
+    let deadline = last + Duration::from_secs(60);
+    while (reached.len() < ends.len() || last.elapsed() < READ_BACK_QUIET) && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                last = std::time::Instant::now();
+                if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                    reached.insert(m.partition());
+                }
+                let id = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value));
+                if let Some(id) = id.and_then(|v| std::str::from_utf8(v).ok()) {
+                    ids.insert(id.to_owned());
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "reading back the output topic"),
+            None => {}
+        }
+    }
+    if reached.len() < ends.len() {
+        return Err(kafka.error("reading back the output topic after a restore did not reach its end within 60 s"));
+    }
+    Ok(ids)
 }

@@ -6,7 +6,7 @@ mod file;
 mod kafka;
 
 pub use file::{LineSink, write_lines};
-pub use kafka::{KafkaOutput, KafkaRecord, produce};
+pub use kafka::{KafkaOutput, KafkaRecord, produce, written_ids};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,10 +34,15 @@ impl Output {
     }
 
     /// Opens the output in the process that writes it (process 0); other processes get a handle
-    /// that writes nothing, since their lines travel to worker 0.
-    pub fn open(&self, process: usize) -> Result<OpenOutput, SinkError> {
+    /// that writes nothing, since their lines travel to worker 0. With `resume` (a restore), a
+    /// file is not truncated here: the sink cuts it back to the length the checkpoint recorded.
+    pub fn open(&self, process: usize, resume: bool) -> Result<OpenOutput, SinkError> {
+        let path = match self {
+            Output::File(p) if resume => Some(p.clone()),
+            _ => None,
+        };
         let writer: Option<Box<dyn Write + Send>> = match self {
-            _ if process != 0 => None,
+            _ if process != 0 || path.is_some() => None,
             Output::File(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
@@ -52,7 +57,8 @@ impl Output {
             Output::Discard | Output::Kafka(_) => Some(Box::new(std::io::sink())),
         };
         let discard = matches!(self, Output::Discard);
-        Ok(OpenOutput { name: self.describe(), discard, writer: Arc::new(Mutex::new(writer)) })
+        let resume = path.filter(|_| process == 0);
+        Ok(OpenOutput { name: self.describe(), discard, writer: Arc::new(Mutex::new(writer)), resume })
     }
 
     fn describe(&self) -> String {
@@ -73,12 +79,41 @@ pub struct OpenOutput {
     /// Nothing is written: lines need not travel to worker 0 or be put in order.
     discard: bool,
     writer: Arc<Mutex<Option<Box<dyn Write + Send>>>>,
+    /// A file to continue after a restore (process 0).
+    resume: Option<PathBuf>,
 }
 
 impl OpenOutput {
     /// Takes the writer (worker 0 does, once).
     fn take(&self) -> Option<Box<dyn Write + Send>> {
         self.writer.lock().ok().and_then(|mut w| w.take())
+    }
+
+    /// Opens the file to continue after a restore: cut back to `len` bytes, the length it had at
+    /// the checkpoint, and appended to from there.
+    fn resume_at(&self, len: u64) -> Result<Option<Box<dyn Write + Send>>, String> {
+        let Some(path) = &self.resume else { return Ok(self.take()) };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| format!("cannot reopen output {path:?}: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("cannot read output {path:?}: {e}"))?;
+        if !meta.is_file() {
+            // A device or pipe (e.g. /dev/null): nothing to cut back.
+            return Ok(Some(Box::new(std::io::BufWriter::with_capacity(1 << 20, file))));
+        }
+        let now = meta.len();
+        if now < len {
+            return Err(format!(
+                "output {path:?} has {now} bytes but had {len} at the checkpoint: it was changed, cannot continue it"
+            ));
+        }
+        file.set_len(len).map_err(|e| format!("cannot cut output {path:?} back to {len} bytes: {e}"))?;
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(|e| format!("output {path:?}: {e}"))?;
+        Ok(Some(Box::new(std::io::BufWriter::with_capacity(1 << 20, file))))
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::lines::{Batch, first_event_time, parse_lines};
 use super::operator::{Feed, FeedState};
+use super::{Restart, SplitState};
 use crate::dead_letter::{Position, SourceName};
 use crate::event::Event;
 use crate::time::{Millis, wall_nanos};
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 /// One chunk of the file owned by this worker.
 struct Chunk {
+    /// Its index in the file (the same whatever the number of workers).
+    id: usize,
     /// End of the chunk's byte range (at a line start).
     end: usize,
     /// Where the next unread line starts.
@@ -46,7 +49,8 @@ fn line_start(bytes: &[u8], at: usize) -> usize {
 }
 
 impl<E: Event> FileFeed<E> {
-    /// The chunks of `map` for worker `index` of `peers`.
+    /// The chunks of `map` for worker `index` of `peers`, continuing where `restart` says.
+    #[allow(clippy::too_many_arguments)] // one per reading setting; a struct would only rename them
     pub fn new(
         map: Arc<Mmap>,
         name: SourceName,
@@ -55,6 +59,7 @@ impl<E: Event> FileFeed<E> {
         chunk_size: u64,
         lateness: Millis,
         batch_bytes: usize,
+        restart: Option<&Restart>,
     ) -> Self {
         let bytes: &[u8] = &map;
         let size = usize::try_from(chunk_size.max(1)).unwrap_or(usize::MAX);
@@ -72,14 +77,21 @@ impl<E: Event> FileFeed<E> {
             lines_before += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count() as u64;
             counted_to = start;
             let first = first_event_time::<E>(&bytes[start..end]).unwrap_or(Millis::MAX);
-            let next = Position { partition: 0, offset: start as u64, line: lines_before + 1 };
-            chunks.push(Chunk { end, next, wm: Watermark::new(lateness, first) });
+            let mut next = Position { partition: 0, offset: start as u64, line: lines_before + 1 };
+            let mut wm = Watermark::new(lateness, first);
+            if let Some(saved) = restart.and_then(|r| r.get(&(k as u64))) {
+                next = Position { partition: 0, offset: saved.offset, line: saved.line };
+                wm = saved.wm;
+            }
+            chunks.push(Chunk { id: k, end, next, wm });
         }
+        // Chunks read to their end before a restart are done.
+        let current = chunks.iter().position(|c| (c.next.offset as usize) < c.end).unwrap_or(chunks.len());
         let mut unstarted_low = vec![Millis::MAX; chunks.len() + 1];
         for i in (0..chunks.len()).rev() {
             unstarted_low[i] = unstarted_low[i + 1].min(chunks[i].wm.current());
         }
-        FileFeed { map, name, chunks, unstarted_low, current: 0, batch_bytes, _event: PhantomData }
+        FileFeed { map, name, chunks, unstarted_low, current, batch_bytes, _event: PhantomData }
     }
 }
 
@@ -101,6 +113,11 @@ impl<E: Event> Feed<E> for FileFeed<E> {
     fn low_watermark(&self) -> Option<Millis> {
         let chunk = self.chunks.get(self.current)?;
         Some(chunk.wm.current().min(self.unstarted_low[self.current + 1]))
+    }
+
+    fn splits(&self) -> Vec<SplitState> {
+        let split = |c: &Chunk| SplitState { id: c.id as u64, offset: c.next.offset, line: c.next.line, wm: c.wm };
+        self.chunks.iter().map(split).collect()
     }
 }
 

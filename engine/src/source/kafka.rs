@@ -5,9 +5,9 @@
 //! stops holding windows back. A bounded source reads up to the end offsets found at start and
 //! then finishes like a file.
 
-use super::SourceConfig;
 use super::lines::{Batch, accept};
 use super::operator::{Feed, FeedState};
+use super::{Restart, SourceConfig, SplitState};
 use crate::dead_letter::{Position, SourceName};
 use crate::event::Event;
 use crate::kafka::Committer;
@@ -129,6 +129,7 @@ impl<E: Event> KafkaFeed<E> {
         peers: usize,
         config: &SourceConfig,
         outputs: ProbeHandle<Millis>,
+        restart: Option<&Restart>,
     ) -> Result<Self, KafkaError> {
         let lateness = config.lateness;
         let k = &input.kafka;
@@ -185,6 +186,7 @@ impl<E: Event> KafkaFeed<E> {
                     _ => None,
                 })
             };
+            let saved = restart.and_then(|r| r.get(&(p as u64)));
             let start = match input.from {
                 StartFrom::Earliest => low,
                 StartFrom::Latest => high,
@@ -194,10 +196,18 @@ impl<E: Event> KafkaFeed<E> {
             // Not clamped to `high`: tansu 0.6 under-reports it (see `fill`), and a committed
             // offset past it is real. Offsets below the log start are gone; start at the start.
             .max(low);
+            // A checkpoint's replay point wins over `--from`.
+            let start = saved.map_or(start, |s| s.offset as i64);
+            if saved.is_some_and(|s| (s.offset as i64) < low) {
+                return Err(k.error(format!(
+                    "the checkpoint continues {}/{p} at offset {start}, but the log now starts at {low} (records were deleted)",
+                    input.topic
+                )));
+            }
             tpl.add_partition_offset(&input.topic, p, Offset::Offset(start)).map_err(|e| k.error(e.to_string()))?;
             parts.push(Partition {
                 id: p,
-                wm: Watermark::new(lateness, 0),
+                wm: saved.map_or(Watermark::new(lateness, 0), |s| s.wm),
                 next: start,
                 end: input.bounded.then_some(high),
                 last_seen: Instant::now(),
@@ -372,5 +382,9 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
 
     fn positions(&self) -> Vec<(i32, i64)> {
         self.parts.iter().map(|p| (p.id, p.next)).collect()
+    }
+
+    fn splits(&self) -> Vec<SplitState> {
+        self.parts.iter().map(|p| SplitState { id: p.id as u64, offset: p.next as u64, line: 0, wm: p.wm }).collect()
     }
 }

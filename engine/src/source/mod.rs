@@ -154,6 +154,23 @@ impl SourceStats {
     }
 }
 
+/// Where one split of a source (a file chunk, a Kafka partition) continues: its replay point and
+/// its watermark, saved in checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SplitState {
+    /// The chunk index or partition number.
+    pub id: u64,
+    /// Byte offset of the next line, or the next Kafka offset.
+    pub offset: u64,
+    /// Its 1-based line number (files).
+    pub line: u64,
+    /// The split's watermark.
+    pub wm: crate::watermark::Watermark,
+}
+
+/// Split states by id, from every part of a restored source.
+pub(crate) type Restart = std::collections::HashMap<u64, SplitState>;
+
 /// A source that cannot start or cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -6,7 +6,7 @@ use super::file::FileFeed;
 use super::kafka::KafkaFeed;
 use super::lines::Batch;
 use super::stdin::StdinFeed;
-use super::{OpenInput, SourceConfig, SourceStats};
+use super::{OpenInput, Restart, SourceConfig, SourceStats, SplitState};
 use crate::dead_letter::DeadLetter;
 use crate::event::{Event, Sourced};
 use crate::runtime::RunContext;
@@ -19,6 +19,9 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 /// How long an idle source waits before polling again.
 const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// How often a source stopped at a checkpoint time looks whether the checkpoint is committed.
+const BARRIER_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// What a feed can say after a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +52,24 @@ pub(crate) trait Feed<E> {
     fn positions(&self) -> Vec<(i32, i64)> {
         Vec::new()
     }
+    /// Where each split owned continues (None: the feed cannot be replayed, e.g. stdin).
+    fn splits(&self) -> Vec<SplitState> {
+        Vec::new()
+    }
+}
+
+/// The split states saved by every worker of a source in the checkpoint restored from.
+fn restart(part: Option<&crate::recovery::Participant>, ctx: &RunContext) -> Option<Restart> {
+    let part = part?;
+    part.shared().restored()?;
+    let mut all = Restart::new();
+    for (_, bytes) in part.restored() {
+        match crate::checkpoint::decode::<Vec<SplitState>>(bytes) {
+            Ok(splits) => all.extend(splits.into_iter().map(|s| (s.id, s))),
+            Err(e) => ctx.failures.report(format!("restoring a source: {e}")),
+        }
+    }
+    Some(all)
 }
 
 /// The streams a source produces.
@@ -80,6 +101,8 @@ pub fn source<'scope, E: Event>(
     let mut stats_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(stats_out);
 
     let (index, peers) = (scope.index(), scope.peers());
+    let mut part = crate::recovery::participant("source");
+    let restart = restart(part.as_ref(), ctx);
     let mut feed: Option<Box<dyn Feed<E>>> = match input {
         OpenInput::File { map: Some(map), name } => Some(Box::new(FileFeed::<E>::new(
             map.clone(),
@@ -89,12 +112,13 @@ pub fn source<'scope, E: Event>(
             config.chunk_size,
             config.lateness,
             config.batch_bytes,
+            restart.as_ref(),
         ))),
         OpenInput::Stdin if index == 0 => {
             let activator = scope.worker().sync_activator_for(address.to_vec());
             Some(Box::new(StdinFeed::<E>::start(activator, config.lateness)))
         }
-        OpenInput::Kafka(k) => match KafkaFeed::<E>::new(k, index, peers, config, outputs.clone()) {
+        OpenInput::Kafka(k) => match KafkaFeed::<E>::new(k, index, peers, config, outputs.clone(), restart.as_ref()) {
             Ok(feed) => Some(Box::new(feed)),
             Err(e) => {
                 ctx.failures.report(e.to_string());
@@ -112,24 +136,70 @@ pub fn source<'scope, E: Event>(
     let (outputs, max_lag) = (outputs.clone(), config.max_lag);
 
     let events_in = metrics::counter!(crate::metrics::names::EVENTS_IN);
-    builder.build(move |caps| {
+    let ckpt = part.as_ref().map(|p| p.shared().clone());
+    let restored_at = ckpt.as_ref().map(|c| c.restored_time()).filter(|t| *t > 0);
+    builder.build(move |mut caps| {
+        // A restored source continues at the checkpoint's time: nothing before it is sent again.
+        if let Some(t) = restored_at {
+            caps.iter_mut().for_each(|c| c.downgrade(&t));
+        }
         let mut caps = Some(caps);
         let mut batch = Batch::new();
         let mut totals = SourceStats::default();
+        // The checkpoint time this source stopped at, until that checkpoint is committed.
+        let mut holding: Option<Millis> = None;
+        // A run that failed cannot complete a checkpoint: its sources end instead of waiting.
+        let mut failed = false;
+        let splits = |feed: &Option<Box<dyn Feed<E>>>| {
+            let splits = feed.as_ref().map(|f| f.splits()).unwrap_or_default();
+            crate::checkpoint::encode(&splits)
+        };
         move |_frontiers| {
             let Some(held) = caps.as_mut() else { return };
+            if let (Some(m), Some(c)) = (holding, &ckpt) {
+                holding = None;
+                if c.is_committed(m) {
+                    if c.ending_at() == Some(m) {
+                        // The run ends at this checkpoint (a stop request): read nothing more.
+                        return;
+                    }
+                } else if ctx.failures.peek().is_empty() {
+                    holding = Some(m);
+                    activator.activate_after(BARRIER_POLL);
+                    return;
+                } else {
+                    failed = true;
+                }
+            }
             let floor = *held[0].time();
+            // A stop request with checkpoints ends the run at the next checkpoint instead of
+            // draining: windows still open are not forced out, a restart continues them.
+            if let (true, false, Some(c), Some(p)) = (ctx.stop.requested(), failed, &ckpt, part.as_mut()) {
+                let m = c.end_at(c.next_after(floor));
+                if m > floor {
+                    held.iter_mut().for_each(|cap| cap.downgrade(&m));
+                    p.offer(Some(m), |_| splits(&feed));
+                }
+                holding = Some(m);
+                activator.activate();
+                return;
+            }
             let polled = crate::time::wall_nanos();
             // Flow control: while the outputs lag more than `max_lag` behind, or a buffer downstream
             // is full, read nothing.
             let lagging = (max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag))) || ctx.pressure.engaged();
-            let state = if ctx.stop.requested() {
+            let state = if ctx.stop.requested() || failed {
                 FeedState::Done
             } else if lagging {
                 FeedState::Idle
             } else {
                 feed.as_mut().map_or(FeedState::Done, |f| f.fill(floor, &mut batch))
             };
+            if !batch.events.is_empty() || !batch.dead.is_empty() {
+                if let Some(p) = part.as_mut() {
+                    p.applied(floor);
+                }
+            }
             if !batch.events.is_empty() {
                 events_out.activate().session(&held[0]).give_container(&mut batch.events);
             }
@@ -147,15 +217,25 @@ pub fn source<'scope, E: Event>(
             }
             match feed.as_ref().and_then(|f| f.low_watermark()) {
                 Some(low) if state != FeedState::Done => {
-                    if low > floor {
-                        ctx.clock.advanced(index, low, polled);
+                    let mut to = low.max(floor);
+                    // Never past a checkpoint time in one step: stop there until it is committed.
+                    let barrier = ckpt.as_ref().and_then(|c| c.multiple_in(floor, to));
+                    if let (Some(m), Some(p)) = (barrier, part.as_mut()) {
+                        to = m;
+                        p.offer(Some(m), |_| splits(&feed));
+                        holding = Some(m);
+                    }
+                    if to > floor {
+                        ctx.clock.advanced(index, to, polled);
                     }
                     for cap in held.iter_mut() {
-                        let to = low.max(*cap.time());
                         cap.downgrade(&to);
                     }
                 }
                 _ => {
+                    if let Some(p) = part.as_mut() {
+                        p.offer(None, |_| splits(&feed));
+                    }
                     if let Some(f) = feed.as_mut() {
                         f.finish();
                         if let Some(topic) = &topic {
@@ -167,10 +247,11 @@ pub fn source<'scope, E: Event>(
                     return;
                 }
             }
-            match state {
-                FeedState::More => activator.activate(),
-                FeedState::Idle => activator.activate_after(IDLE_POLL),
-                FeedState::Waiting | FeedState::Done => {}
+            match (holding, state) {
+                (Some(_), _) => activator.activate_after(BARRIER_POLL),
+                (None, FeedState::More) => activator.activate(),
+                (None, FeedState::Idle) => activator.activate_after(IDLE_POLL),
+                (None, FeedState::Waiting | FeedState::Done) => {}
             }
         }
     });

@@ -20,13 +20,19 @@ pub mod synthetic;
 pub use event::{Booking, Change, FlightEvent, FlightInput, FlightStatus, ScheduledFlight};
 pub use rules::{Case, Mct, Next, Outcome};
 
+use inflight_engine::checkpoint::{decode, encode};
+use inflight_engine::recovery::{Participant, participant};
 use inflight_engine::{Key, Millis, Scope, SourceName, Sourced, Stream};
 use inflight_operators::{
     Action, Decision, Emit, LlmConfig, LlmExt, LlmService, LookupExt, Table, multi_table, upsert_table,
 };
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concatenate, ToStream};
 
@@ -147,8 +153,50 @@ struct Tables<'s> {
 }
 
 fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference: &Reference) -> Tables<'s> {
-    let initial = reference.share(scope.index(), scope.peers()).into_iter().map(|c| (0, c)).to_stream(scope);
-    let mut parts = scope.concatenate([initial, changes]).partition(2, |(time, change)| match change {
+    let mut log = participant("ChangeLog");
+    // After a restore the checkpoint's change log is the reference data (it holds the files' rows
+    // too); otherwise the files are, at time 0.
+    let initial = match log.as_ref().filter(|l| l.shared().restored().is_some()) {
+        Some(l) => restored_changes(l, scope.index(), scope.peers()),
+        None => reference.share(scope.index(), scope.peers()).into_iter().map(|c| (0, c)).collect(),
+    };
+    let initial = initial.to_stream(scope);
+    let all = scope.concatenate([initial, changes]);
+    // With checkpoints, every change passes a log. A part for checkpoint M keeps, per row, the
+    // changes of its latest time before M and every change from M on: all that lookups at M or
+    // later can see, so restoring them at their own times rebuilds the tables (the upsert
+    // arrangements take the time from the record).
+    let all = match log.take() {
+        None => all,
+        Some(mut log) => all.unary_frontier(Pipeline, "ChangeLog", move |_, _| {
+            let mut rows: FxHashMap<(bool, Key), BTreeMap<Millis, Vec<Change>>> = FxHashMap::default();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(t) = cap.least() {
+                        log.applied(*t);
+                    }
+                    let mut session = output.session(&cap);
+                    for batch in data {
+                        for (time, change) in batch.drain(..) {
+                            rows.entry(row_of(&change)).or_default().entry(time).or_default().push(change.clone());
+                            session.give((time, change));
+                        }
+                    }
+                });
+                log.offer(frontier.frontier().first().copied(), |m| {
+                    let mut flat: Vec<(Millis, &Change)> = Vec::new();
+                    for changes in rows.values_mut() {
+                        if let Some(last_before) = changes.range(..m).next_back().map(|(t, _)| *t) {
+                            *changes = changes.split_off(&last_before);
+                        }
+                        flat.extend(changes.iter().flat_map(|(t, cs)| cs.iter().map(move |c| (*t, c))));
+                    }
+                    encode(&flat)
+                });
+            }
+        }),
+    };
+    let mut parts = all.partition(2, |(time, change)| match change {
         Change::Flight(_) | Change::DeleteFlight(_) => (0, (time, change)),
         Change::Booking(_) | Change::DeleteBooking(_) => (1, (time, change)),
     });
@@ -185,6 +233,32 @@ fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference
 }
 
 /// Splits cases by the lookup they need next: [decided, connection, alternatives, following].
+/// The row a change is about: (is a booking, id).
+fn row_of(change: &Change) -> (bool, Key) {
+    match change {
+        Change::Flight(f) => (false, f.flight_id.clone()),
+        Change::DeleteFlight(id) => (false, id.clone()),
+        Change::Booking(b) => (true, b.booking_id.clone()),
+        Change::DeleteBooking(id) => (true, id.clone()),
+    }
+}
+
+/// This worker's share of the change log restored from (the parts of old workers `w` with
+/// `w % peers == index`; the tables exchange rows by key themselves).
+fn restored_changes(log: &Participant, index: usize, peers: usize) -> Vec<(Millis, Change)> {
+    let mut out = Vec::new();
+    for (worker, bytes) in log.restored() {
+        if worker % peers != index {
+            continue;
+        }
+        match decode::<Vec<(Millis, Change)>>(bytes) {
+            Ok(changes) => out.extend(changes),
+            Err(e) => log.report(format!("a checkpoint part cannot be read by this build: {e}")),
+        }
+    }
+    out
+}
+
 fn route<'s>(cases: Stream<'s, Box<Case>>) -> [Stream<'s, Box<Case>>; 4] {
     let parts = cases.partition(4, |c| (c.next as u64, c));
     match <[Stream<'s, Box<Case>>; 4]>::try_from(parts) {

@@ -1,0 +1,559 @@
+//! Taking checkpoints while a job runs, and restoring from one (storage is [`crate::checkpoint`]).
+//!
+//! Checkpoint times are the multiples of `--checkpoint-interval` in event time. A source never
+//! moves its time past a multiple `M` in one step: it stops at `M`, writes its replay points and
+//! waits until checkpoint `M` is committed. So no record at a time >= `M` exists anywhere until
+//! checkpoint `M` is whole, and every stateful operator sees its input frontier reach `M` holding
+//! exactly the state of the times < `M`: that is when it writes its part.
+//!
+//! A part says which checkpoint times it is valid for: `(lo, hi]`, where `hi` is the largest
+//! multiple at or below the writer's frontier and `lo` the larger of its previous part's `hi` and
+//! the latest time it applied. A source whose time jumps over several multiples (a gap in the
+//! data, the start of a run) or an operator whose input ended (`hi` = ∞) is valid for all of them
+//! with one part. Worker 0 of process 0 commits `M` once every participant of every worker has a
+//! part valid for `M`: it links the parts into `ckpt-M`, records the output topics' end offsets,
+//! and writes the manifest last.
+//!
+//! Operators reach their [`Participant`] through [`participant`], which works while the engine
+//! builds a worker's dataflow (a thread-local registry, so pipelines need no extra plumbing).
+
+use crate::checkpoint::{self, CheckpointError, Found, Manifest, PartInfo};
+use crate::kafka::KafkaConfig;
+use crate::runtime::Failures;
+use crate::time::Millis;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `--checkpoint-dir`, `--checkpoint-interval`, `--checkpoint-keep`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// The pipeline's name (a checkpoint of another pipeline is refused).
+    pub pipeline: String,
+    /// Where checkpoints live (local, or shared by all processes).
+    pub dir: PathBuf,
+    /// Event time between checkpoints, ms.
+    pub interval: Millis,
+    /// Complete checkpoints kept.
+    pub keep: usize,
+}
+
+/// Separates a part's participant, worker and `lo` in its file name.
+const SEP: char = '~';
+/// `hi` of a part written when the writer's input ended: valid for every later checkpoint.
+const END: Millis = Millis::MAX;
+/// The part that records the output topics' end offsets at commit time.
+pub const KAFKA_OUT: &str = "kafka-out";
+
+/// The last committed checkpoint, for `/health` and the run's log.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LastCheckpoint {
+    /// Its event time T.
+    pub time: Millis,
+    /// Total size of its parts in bytes.
+    pub bytes: u64,
+    /// From the first part seen to the manifest, ms.
+    pub duration_ms: u64,
+    /// Wall-clock ms when it was committed.
+    pub written_at: u64,
+}
+
+/// What a run restores from.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The checkpoint's time T.
+    pub time: Millis,
+    /// Parts by participant: (worker that wrote it, bytes).
+    parts: HashMap<String, Vec<(usize, Vec<u8>)>>,
+}
+
+/// A process's view of checkpointing, shared by its workers.
+#[derive(Debug)]
+pub struct Checkpoints {
+    config: CheckpointConfig,
+    pipeline: String,
+    workers: usize,
+    processes: usize,
+    /// Newest checkpoint time known to be committed (0: none).
+    committed: AtomicU64,
+    /// The checkpoint a stop request ends the run at (0: none yet).
+    final_at: AtomicU64,
+    restored: Option<Restored>,
+    last: Mutex<Option<LastCheckpoint>>,
+    /// Output topics whose end offsets each checkpoint records (the sink skips what is there).
+    outputs: Mutex<Vec<(KafkaConfig, String)>>,
+}
+
+impl Checkpoints {
+    /// Opens `config.dir` for `pipeline`: finds the newest whole checkpoint to restore from and
+    /// (process 0) removes everything newer, left by the run that stopped.
+    pub fn open(
+        config: CheckpointConfig,
+        workers: usize,
+        processes: usize,
+        process: usize,
+    ) -> Result<Self, CheckpointError> {
+        if config.interval == 0 {
+            return Err(CheckpointError::Invalid {
+                path: config.dir.display().to_string(),
+                reason: "the checkpoint interval must be longer than 0".into(),
+            });
+        }
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|error| CheckpointError::Io { path: config.dir.display().to_string(), error })?;
+        let found = checkpoint::latest(&config.dir, &config.pipeline)?;
+        if process == 0 {
+            let after = found.as_ref().map_or(0, |f| f.manifest.time);
+            for removed in checkpoint::remove_after(&config.dir, after)? {
+                tracing::info!(dir = %removed.display(), "removed an unfinished checkpoint of the previous run");
+            }
+        }
+        let restored = found.map(load).transpose()?;
+        if let Some(r) = &restored {
+            tracing::info!(time = r.time, dir = %config.dir.display(), "restoring from checkpoint");
+        }
+        let committed = restored.as_ref().map_or(0, |r| r.time);
+        Ok(Checkpoints {
+            pipeline: config.pipeline.clone(),
+            config,
+            workers,
+            processes,
+            committed: AtomicU64::new(committed),
+            final_at: AtomicU64::new(0),
+            restored,
+            last: Mutex::new(None),
+            outputs: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The checkpoint being restored from, if any.
+    pub fn restored(&self) -> Option<&Restored> {
+        self.restored.as_ref()
+    }
+
+    /// The time restored from (0 on a fresh start).
+    pub fn restored_time(&self) -> Millis {
+        self.restored.as_ref().map_or(0, |r| r.time)
+    }
+
+    /// The checkpoint interval, ms.
+    pub fn interval(&self) -> Millis {
+        self.config.interval
+    }
+
+    /// The largest checkpoint time in `(from, to]`, if there is one.
+    pub fn multiple_in(&self, from: Millis, to: Millis) -> Option<Millis> {
+        let m = to - to % self.config.interval;
+        (m > from).then_some(m)
+    }
+
+    /// The first checkpoint time after `time`.
+    pub fn next_after(&self, time: Millis) -> Millis {
+        (time / self.config.interval).saturating_add(1).saturating_mul(self.config.interval)
+    }
+
+    /// Whether checkpoint `time` is committed (in another process: its manifest exists).
+    pub fn is_committed(&self, time: Millis) -> bool {
+        if self.committed.load(Ordering::Acquire) >= time {
+            return true;
+        }
+        if self.processes > 1 && checkpoint::dir_of(&self.config.dir, time).join(checkpoint::MANIFEST).exists() {
+            self.committed.fetch_max(time, Ordering::AcqRel);
+            return true;
+        }
+        false
+    }
+
+    /// Asks the run to end at checkpoint `time` (a stop request); the first asked wins, and the
+    /// time the run ends at is returned.
+    pub fn end_at(&self, time: Millis) -> Millis {
+        match self.final_at.compare_exchange(0, time, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => time,
+            Err(first) => first,
+        }
+    }
+
+    /// The checkpoint a stop request ends the run at, once it is committed.
+    pub fn ended(&self) -> Option<Millis> {
+        let at = self.final_at.load(Ordering::Acquire);
+        (at > 0 && self.is_committed(at)).then_some(at)
+    }
+
+    /// The stop checkpoint asked for, committed or not.
+    pub fn ending_at(&self) -> Option<Millis> {
+        let at = self.final_at.load(Ordering::Acquire);
+        (at > 0).then_some(at)
+    }
+
+    /// The last committed checkpoint of this run.
+    pub fn last(&self) -> Option<LastCheckpoint> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Registers an output topic whose end offsets every checkpoint records.
+    pub fn add_output_topic(&self, kafka: &KafkaConfig, topic: &str) {
+        if let Ok(mut o) = self.outputs.lock() {
+            o.push((kafka.clone(), topic.to_owned()));
+        }
+    }
+
+    /// The output topic offsets recorded by the checkpoint restored from: (topic, partition, end).
+    pub fn restored_output_offsets(&self) -> Result<Vec<(String, i32, i64)>, CheckpointError> {
+        match self.restored.as_ref().and_then(|r| r.parts.get(KAFKA_OUT)).and_then(|p| p.first()) {
+            Some((_, bytes)) => checkpoint::decode(bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+fn load(found: Found) -> Result<Restored, CheckpointError> {
+    let mut parts: HashMap<String, Vec<(usize, Vec<u8>)>> = HashMap::new();
+    for (name, bytes) in found.parts()? {
+        let (participant, worker, _) = parse_part(&name).ok_or_else(|| CheckpointError::Invalid {
+            path: found.dir.join(&name).display().to_string(),
+            reason: "not a part name this build writes".into(),
+        })?;
+        parts.entry(participant.to_owned()).or_default().push((worker, bytes));
+    }
+    for list in parts.values_mut() {
+        list.sort_by_key(|(w, _)| *w);
+    }
+    Ok(Restored { time: found.manifest.time, parts })
+}
+
+fn part_name(participant: &str, worker: usize, lo: Millis) -> String {
+    format!("{participant}{SEP}w{worker}{SEP}{lo}")
+}
+
+fn parse_part(name: &str) -> Option<(&str, usize, Millis)> {
+    let mut it = name.split(SEP);
+    let participant = it.next()?;
+    let worker = it.next()?.strip_prefix('w')?.parse().ok()?;
+    let lo = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((participant, worker, lo))
+}
+
+thread_local! {
+    /// The registry of the worker whose dataflow is being built on this thread.
+    static BUILDING: RefCell<Option<Registry>> = const { RefCell::new(None) };
+}
+
+/// One worker's participants, in the order the dataflow registered them.
+#[derive(Clone, Debug)]
+struct Registry {
+    shared: Arc<Checkpoints>,
+    worker: usize,
+    failures: Failures,
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+/// Makes [`participant`] work on this thread while `build` runs; returns the names registered.
+pub fn building<R>(
+    shared: Option<&Arc<Checkpoints>>,
+    worker: usize,
+    failures: &Failures,
+    build: impl FnOnce() -> R,
+) -> (R, Vec<String>) {
+    let Some(shared) = shared else {
+        return (build(), Vec::new());
+    };
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let registry = Registry { shared: shared.clone(), worker, failures: failures.clone(), names: names.clone() };
+    BUILDING.with(|b| *b.borrow_mut() = Some(registry));
+    let result = build();
+    BUILDING.with(|b| *b.borrow_mut() = None);
+    let names = names.lock().map(|n| n.clone()).unwrap_or_default();
+    (result, names)
+}
+
+/// A checkpoint participant for an operator being built now (None when the run takes no
+/// checkpoints). `kind` names it in part files; it gets a sequence number, so every worker and
+/// every run of the same pipeline gives the same operator the same name.
+pub fn participant(kind: &str) -> Option<Participant> {
+    BUILDING.with(|b| {
+        let b = b.borrow();
+        let registry = b.as_ref()?;
+        let mut names = registry.names.lock().ok()?;
+        let kind: String = kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let name = format!("{kind}-{}", names.len());
+        names.push(name.clone());
+        let covered_to = registry.shared.restored_time();
+        Some(Participant {
+            shared: registry.shared.clone(),
+            name,
+            worker: registry.worker,
+            covered_to,
+            applied_max: None,
+            failures: registry.failures.clone(),
+        })
+    })
+}
+
+/// One operator's share of the checkpoints on one worker.
+#[derive(Debug)]
+pub struct Participant {
+    shared: Arc<Checkpoints>,
+    name: String,
+    worker: usize,
+    /// Checkpoint times up to here are covered by parts already written.
+    covered_to: Millis,
+    /// The latest time of anything applied to the state.
+    applied_max: Option<Millis>,
+    failures: Failures,
+}
+
+impl Participant {
+    /// Notes that input at `time` changed the state.
+    pub fn applied(&mut self, time: Millis) {
+        self.applied_max = Some(self.applied_max.map_or(time, |m| m.max(time)));
+    }
+
+    /// The parts this participant wrote in the checkpoint restored from, by old worker (all of
+    /// them: state keyed by something else than the worker is redistributed by the caller).
+    pub fn restored(&self) -> &[(usize, Vec<u8>)] {
+        self.shared.restored.as_ref().and_then(|r| r.parts.get(&self.name)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Reports a fatal error (e.g. a restored part this build cannot decode): the run fails.
+    pub fn report(&self, message: String) {
+        self.failures.report(message);
+    }
+
+    /// The shared checkpoint state.
+    pub fn shared(&self) -> &Arc<Checkpoints> {
+        &self.shared
+    }
+
+    /// Writes a part if the state now is the state of a checkpoint time not covered yet: the
+    /// operator's input frontier is `frontier` (None: the input ended) and everything before it
+    /// has been applied. `state` is only called when a part is written, with the checkpoint time
+    /// the part is for (the latest it is valid for). Call it after the activation's input has
+    /// been applied.
+    pub fn offer(&mut self, frontier: Option<Millis>, state: impl FnOnce(Millis) -> Result<Vec<u8>, CheckpointError>) {
+        let hi = match frontier {
+            Some(f) => f - f % self.shared.config.interval,
+            None => END,
+        };
+        let lo = self.covered_to.max(self.applied_max.unwrap_or(0));
+        if hi <= lo {
+            // Input of a time at or after a checkpoint time not yet covered was applied before the
+            // frontier reached it: that checkpoint can never be whole. Sources hold back at every
+            // checkpoint time, so only an operator sending output ahead of its input's time can
+            // cause this; fail the run rather than wait forever.
+            if hi > self.covered_to && self.applied_max.is_some_and(|a| a >= hi) {
+                self.covered_to = hi;
+                self.failures.report(format!(
+                    "checkpoint {hi}: operator {} got input at or after that time before its frontier passed it (a bug)",
+                    self.name
+                ));
+            }
+            return;
+        }
+        self.covered_to = hi;
+        let written = state(hi).and_then(|bytes| {
+            checkpoint::write_part(&self.shared.config.dir, hi, &part_name(&self.name, self.worker, lo), &bytes)
+        });
+        match written {
+            Ok(_) => crash_point(),
+            Err(e) => self.failures.report(format!("writing a checkpoint failed: {e}")),
+        }
+    }
+}
+
+/// Fault injection for the recovery tests: with `INFLIGHT_CRASH_AFTER_PARTS=N` the process
+/// aborts right after writing its N-th checkpoint part, so a checkpoint is left half-written the
+/// way a crash leaves it (a kill at a random moment rarely lands there).
+fn crash_point() {
+    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static WRITTEN: AtomicU64 = AtomicU64::new(0);
+    let after = AFTER.get_or_init(|| std::env::var("INFLIGHT_CRASH_AFTER_PARTS").ok().and_then(|v| v.parse().ok()));
+    if let Some(n) = after {
+        if WRITTEN.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("inflight: INFLIGHT_CRASH_AFTER_PARTS={n}: aborting in the middle of a checkpoint");
+            std::process::abort();
+        }
+    }
+}
+
+/// A part found on disk, not yet in a committed checkpoint.
+struct Pending {
+    participant: String,
+    worker: usize,
+    lo: Millis,
+    hi: Millis,
+    path: PathBuf,
+}
+
+/// Commits checkpoints once they are whole (worker 0 of process 0).
+pub struct Coordinator {
+    shared: Arc<Checkpoints>,
+    expected: Vec<(String, usize)>,
+    last_poll: Instant,
+    first_seen: BTreeMap<Millis, Instant>,
+    offsets: Option<rdkafka::consumer::BaseConsumer>,
+    failures: Failures,
+}
+
+/// How often the coordinator looks for parts.
+const POLL: Duration = Duration::from_millis(1);
+
+impl Coordinator {
+    /// A coordinator expecting `names` (one worker's participants) from every worker.
+    pub fn new(shared: Arc<Checkpoints>, names: &[String], failures: Failures) -> Self {
+        let peers = shared.workers * shared.processes;
+        let expected = (0..peers).flat_map(|w| names.iter().map(move |n| (n.clone(), w))).collect();
+        Coordinator {
+            shared,
+            expected,
+            last_poll: Instant::now() - POLL,
+            first_seen: BTreeMap::new(),
+            offsets: None,
+            failures,
+        }
+    }
+
+    /// Commits every checkpoint that has become whole; cheap when called often.
+    pub fn poll(&mut self) {
+        if self.last_poll.elapsed() < POLL {
+            return;
+        }
+        self.last_poll = Instant::now();
+        if let Err(e) = self.commit_whole() {
+            self.failures.report(format!("committing a checkpoint failed: {e}"));
+        }
+    }
+
+    fn commit_whole(&mut self) -> Result<(), CheckpointError> {
+        let root = self.shared.config.dir.clone();
+        let committed = self.shared.committed.load(Ordering::Acquire);
+        let pending = pending_parts(&root, committed)?;
+        let mut candidates: Vec<Millis> = pending.iter().map(|p| p.hi).filter(|hi| *hi != END).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for m in candidates {
+            self.first_seen.entry(m).or_insert_with(Instant::now);
+            let mut chosen = Vec::with_capacity(self.expected.len());
+            for (name, worker) in &self.expected {
+                match pending.iter().find(|p| &p.participant == name && p.worker == *worker && p.lo < m && m <= p.hi) {
+                    Some(p) => chosen.push(p),
+                    None => return Ok(()),
+                }
+            }
+            self.commit(m, &chosen)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, m: Millis, chosen: &[&Pending]) -> Result<(), CheckpointError> {
+        let root = &self.shared.config.dir.clone();
+        let dir = checkpoint::dir_of(root, m);
+        let mut parts = Vec::with_capacity(chosen.len() + 1);
+        for p in chosen {
+            let name = part_name(&p.participant, p.worker, p.lo);
+            if p.hi != m {
+                link_or_copy(&p.path, &dir.join(&name))?;
+            }
+            let bytes = std::fs::read(&p.path)
+                .map_err(|error| CheckpointError::Io { path: p.path.display().to_string(), error })?;
+            parts.push(PartInfo { name, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) });
+        }
+        let offsets = self.output_offsets()?;
+        if !offsets.is_empty() {
+            parts.push(checkpoint::write_part(root, m, &part_name(KAFKA_OUT, 0, 0), &checkpoint::encode(&offsets)?)?);
+        }
+        let manifest = Manifest {
+            format: checkpoint::FORMAT,
+            pipeline: self.shared.pipeline.clone(),
+            time: m,
+            workers: self.shared.workers,
+            processes: self.shared.processes,
+            written_at: crate::time::wall_nanos() / 1_000_000,
+            parts,
+        };
+        checkpoint::commit(root, &manifest)?;
+        self.shared.committed.fetch_max(m, Ordering::AcqRel);
+        let duration = self.first_seen.get(&m).map_or(Duration::ZERO, Instant::elapsed);
+        self.first_seen = self.first_seen.split_off(&(m + 1));
+        let last = LastCheckpoint {
+            time: m,
+            bytes: manifest.bytes(),
+            duration_ms: duration.as_millis() as u64,
+            written_at: manifest.written_at,
+        };
+        metrics::counter!(crate::metrics::names::CHECKPOINTS).increment(1);
+        metrics::histogram!(crate::metrics::names::CHECKPOINT_DURATION).record(duration.as_secs_f64());
+        metrics::gauge!(crate::metrics::names::CHECKPOINT_BYTES).set(last.bytes as f64);
+        metrics::gauge!(crate::metrics::names::CHECKPOINT_TIME).set(m as f64);
+        tracing::debug!(time = m, bytes = last.bytes, duration_ms = last.duration_ms, "checkpoint committed");
+        if let Ok(mut l) = self.shared.last.lock() {
+            *l = Some(last);
+        }
+        checkpoint::prune(root, self.shared.config.keep)?;
+        Ok(())
+    }
+
+    /// The end offsets of every partition of the output topics (all of their records of times < the
+    /// checkpoint are acknowledged, and none later is sent yet).
+    fn output_offsets(&mut self) -> Result<Vec<(String, i32, i64)>, CheckpointError> {
+        use rdkafka::consumer::Consumer;
+        let outputs = self.shared.outputs.lock().map(|o| o.clone()).unwrap_or_default();
+        let mut offsets = Vec::new();
+        for (kafka, topic) in outputs {
+            let invalid = |reason: String| CheckpointError::Invalid { path: format!("kafka topic {topic}"), reason };
+            if self.offsets.is_none() {
+                self.offsets = Some(
+                    kafka
+                        .client_config(&[("group.id", "inflight-checkpoint")])
+                        .create()
+                        .map_err(|e| invalid(format!("cannot create a consumer: {e}")))?,
+                );
+            }
+            let Some(consumer) = self.offsets.as_ref() else { continue };
+            let count =
+                kafka.partitions(consumer, &topic, Duration::from_secs(10)).map_err(|e| invalid(e.to_string()))?;
+            for p in 0..count {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .map_err(|e| invalid(format!("reading end offsets: {e}")))?;
+                offsets.push((topic.clone(), p, high));
+            }
+        }
+        Ok(offsets)
+    }
+}
+
+/// Parts in checkpoint directories newer than `after` (including parts valid until the end).
+fn pending_parts(root: &Path, after: Millis) -> Result<Vec<Pending>, CheckpointError> {
+    let mut out = Vec::new();
+    for (hi, dir) in checkpoint::listed(root)? {
+        if hi <= after {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // Pruned or removed meanwhile.
+            Err(_) => continue,
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(name) = file.to_str() else { continue };
+            let Some((participant, worker, lo)) = parse_part(name) else { continue };
+            out.push(Pending { participant: participant.to_owned(), worker, lo, hi, path: entry.path() });
+        }
+    }
+    Ok(out)
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), CheckpointError> {
+    let io = |error| CheckpointError::Io { path: to.display().to_string(), error };
+    if to.exists() {
+        return Ok(());
+    }
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).map_err(io)?;
+    }
+    Ok(())
+}
