@@ -87,10 +87,18 @@ impl Manifest {
     }
 }
 
-/// The directory of checkpoint `time` under `root` (zero-padded so names sort by time).
+/// The directory of checkpoint `time` under `root` (zero-padded so names sort by time). Parts
+/// valid until the end of the input (time `u64::MAX`) live in `ckpt-end`, which is never a
+/// checkpoint itself.
 pub fn dir_of(root: &Path, time: crate::Millis) -> PathBuf {
+    if time == crate::Millis::MAX {
+        return root.join(END_DIR);
+    }
     root.join(format!("{PREFIX}{time:020}"))
 }
+
+/// Where parts valid until the end of the input are written.
+pub const END_DIR: &str = "ckpt-end";
 
 /// Writes `bytes` to `path` so that the name appears only with the whole content: a temporary
 /// file, synced, renamed over the name, then the directory synced.
@@ -217,6 +225,10 @@ pub fn latest(root: &Path, pipeline: &str) -> Result<Option<Found>, CheckpointEr
                 });
             }
             Ok(manifest) => return Ok(Some(Found { dir, manifest })),
+            // A checkpoint without its manifest was still being written.
+            Err(_) if !dir.join(MANIFEST).exists() => {
+                tracing::info!(dir = %dir.display(), "skipping an unfinished checkpoint")
+            }
             Err(e) => tracing::warn!(error = %e, "skipping an incomplete or damaged checkpoint"),
         }
     }
@@ -255,6 +267,11 @@ pub fn remove_after(root: &Path, time: crate::Millis) -> Result<Vec<PathBuf>, Ch
             fs::remove_dir_all(&dir).map_err(io(&dir))?;
             removed.push(dir);
         }
+    }
+    let end = root.join(END_DIR);
+    if end.is_dir() {
+        fs::remove_dir_all(&end).map_err(io(&end))?;
+        removed.push(end);
     }
     Ok(removed)
 }

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe};
 
@@ -279,8 +281,12 @@ where
                     if let Some(c) = coordinator.as_mut() {
                         c.poll();
                     }
-                    // A stop request ended the run at a checkpoint: leave without draining.
+                    // A stop request ended the run at a checkpoint: leave without draining (the
+                    // dataflow is dropped, or timely would wait for it to finish).
                     if shared.ended().is_some() {
+                        for id in worker.installed_dataflows() {
+                            worker.drop_dataflow(id);
+                        }
                         break;
                     }
                 }
@@ -302,7 +308,7 @@ where
         lag: latency_histogram(),
         engine: latency_histogram(),
         restored_from: checkpoints.as_ref().and_then(|c| c.restored().map(|r| r.time)),
-        stopped_at: checkpoints.as_ref().and_then(|c| c.ended()),
+        stopped_at: None,
         skipped: 0,
     };
     for result in guards.join() {
@@ -330,6 +336,7 @@ where
         }
     }
     report.skipped = skipped.load(Ordering::Relaxed);
+    report.stopped_at = checkpoints.as_ref().and_then(|c| c.ended());
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -449,7 +456,14 @@ fn emit<D: Emitted>(
                 })
             });
             let (sink, durable) = produce(records, k, ctx);
-            durable.probe_with(probe);
+            let durable = durable.probe_with(probe);
+            // A checkpoint is whole only once everything before it is acknowledged by the broker.
+            if let Some(mut part) = recovery::participant("kafka-sink") {
+                durable.sink(Pipeline, "KafkaDurable", move |(input, frontier)| {
+                    input.for_each(|_, _| {});
+                    part.offer(frontier.frontier().first().copied(), |_| crate::checkpoint::encode(&()));
+                });
+            }
             sink
         }
     }

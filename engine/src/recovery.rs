@@ -338,18 +338,11 @@ impl Participant {
             None => END,
         };
         let lo = self.covered_to.max(self.applied_max.unwrap_or(0));
+        tracing::trace!(participant = %self.name, worker = self.worker, ?frontier, hi, lo, covered_to = self.covered_to, applied_max = ?self.applied_max, "offer");
         if hi <= lo {
-            // Input of a time at or after a checkpoint time not yet covered was applied before the
-            // frontier reached it: that checkpoint can never be whole. Sources hold back at every
-            // checkpoint time, so only an operator sending output ahead of its input's time can
-            // cause this; fail the run rather than wait forever.
-            if hi > self.covered_to && self.applied_max.is_some_and(|a| a >= hi) {
-                self.covered_to = hi;
-                self.failures.report(format!(
-                    "checkpoint {hi}: operator {} got input at or after that time before its frontier passed it (a bug)",
-                    self.name
-                ));
-            }
+            // Nothing new to cover, or input of a later time was applied already: a checkpoint
+            // time a source jumped over (its part covers it, this one cannot) is never committed,
+            // and the one the sources stop at is (nothing at or after it exists before).
             return;
         }
         self.covered_to = hi;
@@ -435,14 +428,18 @@ impl Coordinator {
         candidates.dedup();
         for m in candidates {
             self.first_seen.entry(m).or_insert_with(Instant::now);
-            let mut chosen = Vec::with_capacity(self.expected.len());
-            for (name, worker) in &self.expected {
-                match pending.iter().find(|p| &p.participant == name && p.worker == *worker && p.lo < m && m <= p.hi) {
-                    Some(p) => chosen.push(p),
-                    None => return Ok(()),
-                }
+            // A time some participant cannot cover (a source jumped over it) is skipped: a later
+            // one, where the sources stop, will be whole.
+            let chosen: Option<Vec<&Pending>> = self
+                .expected
+                .iter()
+                .map(|(name, worker)| {
+                    pending.iter().find(|p| &p.participant == name && p.worker == *worker && p.lo < m && m <= p.hi)
+                })
+                .collect();
+            if let Some(chosen) = chosen {
+                self.commit(m, &chosen)?;
             }
-            self.commit(m, &chosen)?;
         }
         Ok(())
     }
@@ -528,7 +525,9 @@ impl Coordinator {
 /// Parts in checkpoint directories newer than `after` (including parts valid until the end).
 fn pending_parts(root: &Path, after: Millis) -> Result<Vec<Pending>, CheckpointError> {
     let mut out = Vec::new();
-    for (hi, dir) in checkpoint::listed(root)? {
+    let mut dirs = checkpoint::listed(root)?;
+    dirs.push((END, checkpoint::dir_of(root, END)));
+    for (hi, dir) in dirs {
         if hi <= after {
             continue;
         }

@@ -63,6 +63,10 @@ struct Partition {
     /// (settle bucket, first offset in it), in offset order: what is read but not yet settled.
     unsettled: VecDeque<(Millis, i64)>,
     committed: i64,
+    /// The log's first offset when assigned.
+    low: i64,
+    /// Until the first record arrives: where the fetch started (see [`KafkaFeed::check_start`]).
+    fetching_from: Option<i64>,
 }
 
 /// This worker's partitions of a topic.
@@ -105,6 +109,35 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// a consumer per partition fetches them in parallel (tansu, 4 partitions, 2 workers: a backfill
 /// went from ≈ 225 k to ≈ 370 k events/s).
 const MAX_FETCHERS: usize = 8;
+
+/// The first record after a start inside the log must not be past the start offset. tansu 0.6
+/// answers a fetch that starts inside a record batch with the next batch, skipping the rest
+/// of that one; then fetch again from further back (records before the start are skipped as
+/// read) until the start is covered. Apache Kafka never needs this. Returns whether the
+/// record may be used.
+fn check_start(part: &mut Partition, consumer: &BaseConsumer, topic: &str, offset: i64) -> bool {
+    let Some(from) = part.fetching_from else { return true };
+    if offset <= part.next || from <= part.low {
+        part.fetching_from = None;
+        return true;
+    }
+    let back = (part.next - from).max(0) * 4 + 1_000;
+    let again = part.next.saturating_sub(back).max(part.low);
+    tracing::debug!(
+        partition = part.id,
+        start = part.next,
+        got = offset,
+        again,
+        "the broker skipped records after the start offset; fetching from further back"
+    );
+    part.fetching_from = Some(again);
+    if let Err(e) = consumer.seek(topic, part.id, Offset::Offset(again), Duration::from_secs(10)) {
+        tracing::warn!(partition = part.id, error = %e, "seeking back failed");
+        part.fetching_from = None;
+        return true;
+    }
+    false
+}
 
 /// A partition's low and high offsets. A partition whose leader is moving or briefly down answers
 /// with an error for a moment: ask again until [`TIMEOUT`] rather than failing the start.
@@ -213,6 +246,8 @@ impl<E: Event> KafkaFeed<E> {
                 last_seen: Instant::now(),
                 unsettled: VecDeque::new(),
                 committed: start,
+                low,
+                fetching_from: (start > low).then_some(start),
             });
         }
         // Partition i goes to consumer i % fetchers; the first consumer is the one made above.
@@ -323,6 +358,22 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
                         continue;
                     };
                     let part = &mut self.parts[i];
+                    let fetchers = self.consumers.len();
+                    let seek_with = &self.consumers[i % fetchers];
+                    if part.fetching_from.is_some() && !check_start(part, seek_with, &self.topic, m.offset()) {
+                        continue;
+                    }
+                    if m.offset() < part.next {
+                        // Offsets only grow within a partition: this one was read already (tansu
+                        // 0.6 sends a partition's last batch again when a fetch starts inside it).
+                        tracing::debug!(
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            next = part.next,
+                            "skipping a record read before"
+                        );
+                        continue;
+                    }
                     part.next = m.offset() + 1;
                     part.last_seen = now;
                     let pos = Position { partition: m.partition() as u32, offset: m.offset() as u64, line: 0 };

@@ -172,23 +172,18 @@ pub fn source<'scope, E: Event>(
                 }
             }
             let floor = *held[0].time();
-            // A stop request with checkpoints ends the run at the next checkpoint instead of
-            // draining: windows still open are not forced out, a restart continues them.
-            if let (true, false, Some(c), Some(p)) = (ctx.stop.requested(), failed, &ckpt, part.as_mut()) {
-                let m = c.end_at(c.next_after(floor));
-                if m > floor {
-                    held.iter_mut().for_each(|cap| cap.downgrade(&m));
-                    p.offer(Some(m), |_| splits(&feed));
-                }
-                holding = Some(m);
-                activator.activate();
-                return;
-            }
+            // A stop request with checkpoints ends the run at the next checkpoint time instead of
+            // draining: reading goes on until every source reaches it (records before it must
+            // all be read), windows still open there are not forced out, a restart continues them.
+            let ending = match (ctx.stop.requested(), failed, &ckpt) {
+                (true, false, Some(c)) => Some(c.end_at(c.next_after(floor))),
+                _ => None,
+            };
             let polled = crate::time::wall_nanos();
             // Flow control: while the outputs lag more than `max_lag` behind, or a buffer downstream
             // is full, read nothing.
             let lagging = (max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag))) || ctx.pressure.engaged();
-            let state = if ctx.stop.requested() || failed {
+            let state = if (ctx.stop.requested() && ending.is_none()) || failed {
                 FeedState::Done
             } else if lagging {
                 FeedState::Idle
@@ -219,7 +214,10 @@ pub fn source<'scope, E: Event>(
                 Some(low) if state != FeedState::Done => {
                     let mut to = low.max(floor);
                     // Never past a checkpoint time in one step: stop there until it is committed.
-                    let barrier = ckpt.as_ref().and_then(|c| c.multiple_in(floor, to));
+                    let mut barrier = ckpt.as_ref().and_then(|c| c.multiple_in(floor, to));
+                    if let Some(end) = ending.filter(|end| *end > floor && *end <= to) {
+                        barrier = Some(end);
+                    }
                     if let (Some(m), Some(p)) = (barrier, part.as_mut()) {
                         to = m;
                         p.offer(Some(m), |_| splits(&feed));
