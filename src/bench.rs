@@ -5,10 +5,12 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use inflight::engine::job::{JobConfig, JobReport};
 use inflight::engine::kafka::{KafkaConfig, send_when_room};
+use inflight::engine::recovery::{CheckpointConfig, LastCheckpoint};
 use inflight::engine::runtime::{Cluster, RunContext};
 use inflight::engine::sink::{KafkaOutput, Output};
 use inflight::engine::source::{FILE_MAX_LAG, Input, KafkaInput, SourceConfig, StartFrom};
 use inflight::engine::stats::latency_histogram;
+use inflight::engine::time::Millis;
 use inflight::engine::time::wall_millis;
 use inflight::operators::Emit;
 use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
@@ -39,7 +41,14 @@ pub fn percentiles(h: &Histogram<u64>) -> String {
 }
 
 /// File → decisions, `runs` times; prints each run and the median.
-pub fn trading_file(events: u64, assets: usize, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
+pub fn trading_file(
+    events: u64,
+    assets: usize,
+    input: Option<PathBuf>,
+    runs: usize,
+    cluster: Cluster,
+    checkpoint: Option<Millis>,
+) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let path = match input {
         Some(p) => p,
@@ -47,13 +56,20 @@ pub fn trading_file(events: u64, assets: usize, input: Option<PathBuf>, runs: us
             generated(&dir, "market.jsonl", |out| generate(&GenConfig { events, assets, ..GenConfig::default() }, out))?
         }
     };
-    file_runs("trading", path, runs, cluster, |job| {
+    file_runs("trading", path, runs, cluster, checkpoint, |job| {
         Ok(inflight::run_trading(job, &TradingConfig::default(), &RunContext::default())?)
     })
 }
 
 /// The flight job (rules only) over generated status events against `bookings` bookings.
-pub fn flight_file(events: u64, bookings: usize, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
+pub fn flight_file(
+    events: u64,
+    bookings: usize,
+    input: Option<PathBuf>,
+    runs: usize,
+    cluster: Cluster,
+    checkpoint: Option<Millis>,
+) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let config = FlightGenConfig { events, ..FlightGenConfig::sized_for(bookings) };
     let reference = Arc::new(flight_gen::reference(&config));
@@ -63,13 +79,19 @@ pub fn flight_file(events: u64, bookings: usize, input: Option<PathBuf>, runs: u
         None => generated(&dir, "flight.jsonl", |out| flight_gen::events(&config, &reference, out))?,
     };
     let flight = FlightConfig::default();
-    file_runs("flight", path, runs, cluster, |job| {
+    file_runs("flight", path, runs, cluster, checkpoint, |job| {
         Ok(inflight::run_flight_with(job, &flight, Arc::clone(&reference), &RunContext::default(), None)?)
     })
 }
 
 /// The code-fix job (rules only) over generated events of about 30 lines each.
-pub fn code_file(events: u64, input: Option<PathBuf>, runs: usize, cluster: Cluster) -> Result<()> {
+pub fn code_file(
+    events: u64,
+    input: Option<PathBuf>,
+    runs: usize,
+    cluster: Cluster,
+    checkpoint: Option<Millis>,
+) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let path = match input {
         Some(p) => p,
@@ -77,7 +99,9 @@ pub fn code_file(events: u64, input: Option<PathBuf>, runs: usize, cluster: Clus
             code_gen::generate(&CodeGenConfig { events, ..CodeGenConfig::default() }, out)
         })?,
     };
-    file_runs("code", path, runs, cluster, |job| Ok(inflight::run_code_with(job, &RunContext::default(), None)?))
+    file_runs("code", path, runs, cluster, checkpoint, |job| {
+        Ok(inflight::run_code_with(job, &RunContext::default(), None)?)
+    })
 }
 
 /// Writes a generated benchmark input into `dir`.
@@ -99,6 +123,7 @@ fn file_runs(
     path: PathBuf,
     runs: usize,
     cluster: Cluster,
+    checkpoint: Option<Millis>,
     run: impl Fn(&JobConfig) -> Result<JobReport>,
 ) -> Result<()> {
     if runs == 0 {
@@ -106,7 +131,7 @@ fn file_runs(
     }
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let (workers, processes) = (cluster.workers, cluster.processes);
-    let job = JobConfig {
+    let mut job = JobConfig {
         input: Input::File(path.clone()),
         side_inputs: Vec::new(),
         source: SourceConfig { max_lag: FILE_MAX_LAG, ..SourceConfig::default() },
@@ -122,6 +147,14 @@ fn file_runs(
     );
     let mut reports = Vec::new();
     for i in 0..runs {
+        // A fresh checkpoint directory per run: each run starts from nothing.
+        let ckpt = tempfile::tempdir().context("creating a checkpoint directory")?;
+        job.checkpoint = checkpoint.map(|interval| CheckpointConfig {
+            pipeline: name.to_owned(),
+            dir: ckpt.path().to_owned(),
+            interval,
+            keep: 3,
+        });
         let r = run(&job)?;
         println!(
             "run {}: {} events in {:.3} s = {:.0} events/s, {} decisions",
@@ -131,10 +164,33 @@ fn file_runs(
             r.events_per_sec(),
             r.outputs
         );
+        if checkpoint.is_some() {
+            print_checkpoints(&r.checkpoints);
+        }
         reports.push(r);
     }
     print_median(&mut reports);
     Ok(())
+}
+
+/// How many checkpoints a run committed, how long they took and how big they were.
+fn print_checkpoints(all: &[LastCheckpoint]) {
+    if all.is_empty() {
+        println!("  checkpoints: none committed");
+        return;
+    }
+    let mut ms: Vec<u64> = all.iter().map(|c| c.duration_ms).collect();
+    let mut bytes: Vec<u64> = all.iter().map(|c| c.bytes).collect();
+    ms.sort_unstable();
+    bytes.sort_unstable();
+    println!(
+        "  checkpoints: {} committed, duration median {} ms (max {} ms), size median {:.1} KB (max {:.1} KB)",
+        all.len(),
+        ms[ms.len() / 2],
+        ms[ms.len() - 1],
+        bytes[bytes.len() / 2] as f64 / 1e3,
+        bytes[bytes.len() - 1] as f64 / 1e3
+    );
 }
 
 fn print_median(reports: &mut [JobReport]) {

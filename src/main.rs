@@ -125,6 +125,10 @@ enum Command {
         /// Number of measured runs (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// trading, flight, code: take checkpoints this often (event time) into a fresh temporary
+        /// directory per run, and report their count, duration and size.
+        #[arg(long, value_parser = parse_duration)]
+        checkpoint_interval: Option<u64>,
         /// kafka: produce at this many events/s while the pipeline runs and report latencies
         /// (default: produce first, then measure throughput).
         #[arg(long)]
@@ -481,15 +485,29 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Gen { kind: GenKind::Market, args, output } => gen_market(&args, &output),
         Command::Gen { kind: GenKind::Flight, args, output } => gen_flight(&args, &output),
         Command::Gen { kind: GenKind::Code, args, output } => gen_code(&args, &output),
-        Command::Bench { target: BenchTarget::Flight, events, input, runs, cluster, bookings, .. } => {
-            bench::flight_file(events, bookings, input, runs, cluster.cluster())
+        Command::Bench {
+            target: BenchTarget::Flight,
+            events,
+            input,
+            runs,
+            cluster,
+            bookings,
+            checkpoint_interval,
+            ..
+        } => bench::flight_file(events, bookings, input, runs, cluster.cluster(), checkpoint_interval),
+        Command::Bench { target: BenchTarget::Code, events, input, runs, cluster, checkpoint_interval, .. } => {
+            bench::code_file(events, input, runs, cluster.cluster(), checkpoint_interval)
         }
-        Command::Bench { target: BenchTarget::Code, events, input, runs, cluster, .. } => {
-            bench::code_file(events, input, runs, cluster.cluster())
-        }
-        Command::Bench { target: BenchTarget::Trading, events, assets, input, runs, cluster, .. } => {
-            bench::trading_file(events, assets, input, runs, cluster.cluster())
-        }
+        Command::Bench {
+            target: BenchTarget::Trading,
+            events,
+            assets,
+            input,
+            runs,
+            cluster,
+            checkpoint_interval,
+            ..
+        } => bench::trading_file(events, assets, input, runs, cluster.cluster(), checkpoint_interval),
         Command::Bench { target: BenchTarget::Kafka, events, assets, rate, kafka, cluster, .. } => {
             if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
                 bail!("--rate must be a positive number of events per second");

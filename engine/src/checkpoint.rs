@@ -103,15 +103,25 @@ pub const END_DIR: &str = "ckpt-end";
 /// Writes `bytes` to `path` so that the name appears only with the whole content: a temporary
 /// file, synced, renamed over the name, then the directory synced.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    write_synced(path, bytes)?;
+    // The rename is durable once the directory is.
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// A temporary file, synced, renamed over `path` (the directory is not synced: see [`sync_dir`]).
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut file = File::create(&tmp).map_err(io(&tmp))?;
     file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    // The rename is durable once the directory is.
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Makes the renames into `dir` durable. Parts skip it (one sync per directory when the manifest
+/// is written is enough: before that, nothing reads them).
+pub fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
@@ -122,14 +132,16 @@ pub fn write_part(root: &Path, time: crate::Millis, name: &str, bytes: &[u8]) ->
     }
     let dir = dir_of(root, time);
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    write_atomically(&dir.join(name), bytes)?;
+    write_synced(&dir.join(name), bytes)?;
     Ok(PartInfo { name: name.to_owned(), bytes: bytes.len() as u64, crc32: crc32fast::hash(bytes) })
 }
 
-/// Completes checkpoint `manifest.time` by writing its manifest, after every part it names.
+/// Completes checkpoint `manifest.time` by writing its manifest, after every part it names (their
+/// directory is synced first, so the parts are durable before the manifest names them).
 pub fn commit(root: &Path, manifest: &Manifest) -> Result<(), CheckpointError> {
     let dir = dir_of(root, manifest.time);
     fs::create_dir_all(&dir).map_err(io(&dir))?;
+    sync_dir(&dir)?;
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| CheckpointError::Codec(e.to_string()))?;
     write_atomically(&dir.join(MANIFEST), &text)
 }

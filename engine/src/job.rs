@@ -152,6 +152,8 @@ pub struct JobReport {
     pub stopped_at: Option<Millis>,
     /// Records not sent because the output topic already had them (after a restore).
     pub skipped: u64,
+    /// The checkpoints this run committed (process 0).
+    pub checkpoints: Vec<recovery::LastCheckpoint>,
 }
 
 impl JobReport {
@@ -310,6 +312,7 @@ where
         restored_from: checkpoints.as_ref().and_then(|c| c.restored().map(|r| r.time)),
         stopped_at: None,
         skipped: 0,
+        checkpoints: Vec::new(),
     };
     for result in guards.join() {
         let r = result.map_err(|e| JobError::Failed(format!("a worker stopped: {e}")))?;
@@ -337,6 +340,7 @@ where
     }
     report.skipped = skipped.load(Ordering::Relaxed);
     report.stopped_at = checkpoints.as_ref().and_then(|c| c.ended());
+    report.checkpoints = checkpoints.as_ref().map(|c| c.history()).unwrap_or_default();
     report.elapsed = started.elapsed();
     Ok(report)
 }

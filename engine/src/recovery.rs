@@ -83,6 +83,10 @@ pub struct Checkpoints {
     final_at: AtomicU64,
     restored: Option<Restored>,
     last: Mutex<Option<LastCheckpoint>>,
+    /// Every checkpoint this run committed (for the run's report and benchmarks).
+    history: Mutex<Vec<LastCheckpoint>>,
+    /// Parts written by this process (the coordinator looks for new ones when it changes).
+    parts_written: AtomicU64,
     /// Output topics whose end offsets each checkpoint records (the sink skips what is there).
     outputs: Mutex<Vec<(KafkaConfig, String)>>,
 }
@@ -125,6 +129,8 @@ impl Checkpoints {
             final_at: AtomicU64::new(0),
             restored,
             last: Mutex::new(None),
+            history: Mutex::new(Vec::new()),
+            parts_written: AtomicU64::new(0),
             outputs: Mutex::new(Vec::new()),
         })
     }
@@ -191,6 +197,11 @@ impl Checkpoints {
     /// The last committed checkpoint of this run.
     pub fn last(&self) -> Option<LastCheckpoint> {
         self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Every checkpoint this run committed, oldest first.
+    pub fn history(&self) -> Vec<LastCheckpoint> {
+        self.history.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     /// Registers an output topic whose end offsets every checkpoint records.
@@ -350,7 +361,10 @@ impl Participant {
             checkpoint::write_part(&self.shared.config.dir, hi, &part_name(&self.name, self.worker, lo), &bytes)
         });
         match written {
-            Ok(_) => crash_point(),
+            Ok(_) => {
+                self.shared.parts_written.fetch_add(1, Ordering::Release);
+                crash_point();
+            }
             Err(e) => self.failures.report(format!("writing a checkpoint failed: {e}")),
         }
     }
@@ -385,6 +399,8 @@ pub struct Coordinator {
     shared: Arc<Checkpoints>,
     expected: Vec<(String, usize)>,
     last_poll: Instant,
+    /// `parts_written` at the last poll.
+    seen_parts: u64,
     first_seen: BTreeMap<Millis, Instant>,
     offsets: Option<rdkafka::consumer::BaseConsumer>,
     failures: Failures,
@@ -402,17 +418,22 @@ impl Coordinator {
             shared,
             expected,
             last_poll: Instant::now() - POLL,
+            seen_parts: 0,
             first_seen: BTreeMap::new(),
             offsets: None,
             failures,
         }
     }
 
-    /// Commits every checkpoint that has become whole; cheap when called often.
+    /// Commits every checkpoint that has become whole; cheap when called often. It looks at once
+    /// when a worker of this process wrote a part, and every [`POLL`] for other processes' parts.
     pub fn poll(&mut self) {
-        if self.last_poll.elapsed() < POLL {
+        let written = self.shared.parts_written.load(Ordering::Acquire);
+        let remote = self.shared.processes > 1 && self.last_poll.elapsed() >= POLL;
+        if written == self.seen_parts && !remote {
             return;
         }
+        self.seen_parts = written;
         self.last_poll = Instant::now();
         if let Err(e) = self.commit_whole() {
             self.failures.report(format!("committing a checkpoint failed: {e}"));
@@ -485,6 +506,9 @@ impl Coordinator {
         metrics::gauge!(crate::metrics::names::CHECKPOINT_BYTES).set(last.bytes as f64);
         metrics::gauge!(crate::metrics::names::CHECKPOINT_TIME).set(m as f64);
         tracing::debug!(time = m, bytes = last.bytes, duration_ms = last.duration_ms, "checkpoint committed");
+        if let Ok(mut h) = self.shared.history.lock() {
+            h.push(last.clone());
+        }
         if let Ok(mut l) = self.shared.last.lock() {
             *l = Some(last);
         }

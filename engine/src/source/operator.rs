@@ -150,6 +150,8 @@ pub fn source<'scope, E: Event>(
         let mut holding: Option<Millis> = None;
         // A run that failed cannot complete a checkpoint: its sources end instead of waiting.
         let mut failed = false;
+        // A batch read while waiting for a checkpoint, with what the feed said after it.
+        let mut preread: Option<FeedState> = None;
         let splits = |feed: &Option<Box<dyn Feed<E>>>| {
             let splits = feed.as_ref().map(|f| f.splits()).unwrap_or_default();
             crate::checkpoint::encode(&splits)
@@ -165,6 +167,11 @@ pub fn source<'scope, E: Event>(
                     }
                 } else if ctx.failures.peek().is_empty() {
                     holding = Some(m);
+                    // Parse the next batch while the checkpoint completes (it is sent once the
+                    // checkpoint is committed, read at the same time as it would be after).
+                    if preread.is_none() && !ctx.stop.requested() {
+                        preread = Some(feed.as_mut().map_or(FeedState::Done, |f| f.fill(m, &mut batch)));
+                    }
                     activator.activate_after(BARRIER_POLL);
                     return;
                 } else {
@@ -185,6 +192,8 @@ pub fn source<'scope, E: Event>(
             let lagging = (max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag))) || ctx.pressure.engaged();
             let state = if (ctx.stop.requested() && ending.is_none()) || failed {
                 FeedState::Done
+            } else if let Some(state) = preread.take() {
+                state
             } else if lagging {
                 FeedState::Idle
             } else {
