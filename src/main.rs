@@ -888,6 +888,13 @@ fn print_summary(pipeline: &str, r: &JobReport) {
     if r.skipped > 0 {
         eprintln!("inflight: {} records were already in the output topics and not sent again", r.skipped);
     }
+    if let (Some(t), Some(first)) = (r.restored_from, r.first_output) {
+        eprintln!(
+            "inflight: first decision {:.1} ms after the start (restore from {} included)",
+            first.as_secs_f64() * 1e3,
+            inflight::engine::time::Stamp(t)
+        );
+    }
     if let Some(t) = r.stopped_at {
         eprintln!(
             "inflight: {pipeline} stopped at the checkpoint at {} (a restart continues from there)",

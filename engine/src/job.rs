@@ -152,6 +152,8 @@ pub struct JobReport {
     pub stopped_at: Option<Millis>,
     /// Records not sent because the output topic already had them (after a restore).
     pub skipped: u64,
+    /// From the start of the run (a restore included) to its first result, on this process.
+    pub first_output: Option<Duration>,
     /// The checkpoints this run committed (process 0).
     pub checkpoints: Vec<recovery::LastCheckpoint>,
 }
@@ -209,6 +211,7 @@ where
     D: Emitted,
     F: for<'s> Fn(Scope<'s>, Stream<'s, Sourced<E>>) -> Stream<'s, D> + Send + Sync + 'static,
 {
+    let start_ns = wall_nanos();
     let timely_config = config.cluster.timely_config()?;
     let all_inputs: Vec<&Input> = std::iter::once(&config.input).chain(&config.side_inputs).collect();
     let process = config.cluster.process;
@@ -257,16 +260,23 @@ where
         None => HashSet::new(),
     });
     let skipped = Arc::new(AtomicU64::new(0));
+    let first_ns = Arc::new(AtomicU64::new(0));
     let source_config = config.source.clone();
     let worker_ctx = ctx.clone();
     let started = Instant::now();
-    let (worker_skip, worker_skipped) = (skip.clone(), skipped.clone());
+    let (worker_skip, worker_skipped, worker_first) = (skip.clone(), skipped.clone(), first_ns.clone());
 
     let guards = timely::execute(timely_config, move |worker| {
         let ctx = &worker_ctx;
         let shared = ctx.checkpoints.get().cloned();
         let index = worker.index();
-        let sinks = Sinks { output: &output, dead: &dead_output, skip: &worker_skip, skipped: &worker_skipped };
+        let sinks = Sinks {
+            output: &output,
+            dead: &dead_output,
+            skip: &worker_skip,
+            skipped: &worker_skipped,
+            first: &worker_first,
+        };
         let ((totals, outputs, dead, latency), names) =
             recovery::building(shared.as_ref(), index, &ctx.failures, || {
                 worker.dataflow::<crate::Millis, _, _>(|scope| {
@@ -312,6 +322,7 @@ where
         restored_from: checkpoints.as_ref().and_then(|c| c.restored().map(|r| r.time)),
         stopped_at: None,
         skipped: 0,
+        first_output: None,
         checkpoints: Vec::new(),
     };
     for result in guards.join() {
@@ -339,6 +350,8 @@ where
         }
     }
     report.skipped = skipped.load(Ordering::Relaxed);
+    let first = first_ns.load(Ordering::Relaxed);
+    report.first_output = (first > 0).then(|| Duration::from_nanos(first.saturating_sub(start_ns)));
     report.stopped_at = checkpoints.as_ref().and_then(|c| c.ended());
     report.checkpoints = checkpoints.as_ref().map(|c| c.history()).unwrap_or_default();
     report.elapsed = started.elapsed();
@@ -357,6 +370,8 @@ struct Sinks<'a> {
     /// Ids already in the output topics (after a restore).
     skip: &'a Arc<HashSet<String>>,
     skipped: &'a Arc<AtomicU64>,
+    /// Wall-clock ns of the first result (0: none yet).
+    first: &'a Arc<AtomicU64>,
 }
 
 fn build<'s, E, D, F>(
@@ -413,7 +428,11 @@ fn emit<D: Emitted>(
     let failures = ctx.failures.clone();
     let (stop, clock) = (ctx.stop.clone(), ctx.clock.clone());
     let (outputs, read_seconds) = (metrics::counter!(names::OUTPUTS), metrics::histogram!(names::LATENCY));
+    let first = sinks.first.clone();
     let format = move |r: &D| {
+        if latency.is_some() && first.load(Ordering::Relaxed) == 0 {
+            let _ = first.compare_exchange(0, wall_nanos(), Ordering::Relaxed, Ordering::Relaxed);
+        }
         match r.dead_reason() {
             Some(reason) => metrics::counter!(names::DEAD_LETTERS, "reason" => reason).increment(1),
             None => outputs.increment(1),
