@@ -146,7 +146,7 @@ pub struct JobReport {
     /// Event time to result: wall clock when a result left minus its event time, in microseconds.
     /// For live data (event time ≈ now) this is how long after its window ended a decision came.
     pub lag: Histogram<u64>,
-    /// The checkpoint the run restored from, and the one a stop request ended it at.
+    /// The checkpoint the run restored from.
     pub restored_from: Option<Millis>,
     /// The checkpoint a stop request ended the run at (the run did not drain).
     pub stopped_at: Option<Millis>,
