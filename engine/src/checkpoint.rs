@@ -4,10 +4,11 @@
 //! A checkpoint at event time `T` is a directory `ckpt-<T>` holding one part per writer (a worker's
 //! operator state, a source's replay points; opaque bytes here, bincode-encoded by [`encode`]) and a
 //! `MANIFEST.json` that names every part with its size and CRC-32. Parts are written first, each
-//! to a temporary name, synced and renamed; the manifest is written last the same way, so a
-//! checkpoint without a manifest is unfinished. A restore ([`latest`]) takes the newest checkpoint
-//! whose manifest parses and whose every part is present with the size and checksum it names; a
-//! torn, truncated or half-written checkpoint is skipped (with a warning) for the one before it.
+//! to a temporary name and renamed, and made durable together before the manifest, which is
+//! written last (synced, renamed, directory synced), so a checkpoint without a manifest is
+//! unfinished. A restore ([`latest`]) takes the newest checkpoint whose manifest parses and whose
+//! every part is present with the size and checksum it names; a torn, truncated or half-written
+//! checkpoint is skipped (with a warning) for the one before it.
 //! [`prune`] keeps the newest complete ones and removes what is older.
 
 use serde::de::DeserializeOwned;
@@ -103,26 +104,57 @@ pub const END_DIR: &str = "ckpt-end";
 /// Writes `bytes` to `path` so that the name appears only with the whole content: a temporary
 /// file, synced, renamed over the name, then the directory synced.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    write_synced(path, bytes)?;
+    let file = write_renamed(path, bytes)?;
+    file.sync_all().map_err(io(path))?;
     // The rename is durable once the directory is.
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// A temporary file, synced, renamed over `path` (the directory is not synced: see [`sync_dir`]).
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+/// Writes a temporary file and renames it over `path`; not synced (see [`commit`]).
+fn write_renamed(path: &Path, bytes: &[u8]) -> Result<File, CheckpointError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut file = File::create(&tmp).map_err(io(&tmp))?;
     file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(file)
 }
 
-/// Makes the renames into `dir` durable. Parts skip it (one sync per directory when the manifest
-/// is written is enough: before that, nothing reads them).
-pub fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Makes the parts of checkpoint directory `dir` durable before its manifest names them. On Linux
+/// one `syncfs` flushes the file system they are on (parts, their directory entries and hard
+/// links, and the outputs' bytes) in one call: a sync per part on the workers' path cost a
+/// quarter of the throughput at two workers. Elsewhere each part and the directory are synced.
+fn sync_parts(dir: &Path, parts: &[PartInfo]) -> Result<(), CheckpointError> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = parts;
+        syncfs(dir)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        for p in parts {
+            let path = dir.join(&p.name);
+            File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+        }
+        sync_dir(dir)
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn syncfs(dir: &Path) -> Result<(), CheckpointError> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(dir).map_err(io(dir))?;
+    // SAFETY: `d` is an open file descriptor for the duration of the call; syncfs only reads it.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io(dir)(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Writes one part of checkpoint `time` and returns what the manifest must say of it.
@@ -132,16 +164,16 @@ pub fn write_part(root: &Path, time: crate::Millis, name: &str, bytes: &[u8]) ->
     }
     let dir = dir_of(root, time);
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    write_synced(&dir.join(name), bytes)?;
+    write_renamed(&dir.join(name), bytes)?;
     Ok(PartInfo { name: name.to_owned(), bytes: bytes.len() as u64, crc32: crc32fast::hash(bytes) })
 }
 
-/// Completes checkpoint `manifest.time` by writing its manifest, after every part it names (their
-/// directory is synced first, so the parts are durable before the manifest names them).
+/// Completes checkpoint `manifest.time` by writing its manifest, after every part it names (made
+/// durable first: parts are written without a sync each).
 pub fn commit(root: &Path, manifest: &Manifest) -> Result<(), CheckpointError> {
     let dir = dir_of(root, manifest.time);
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    sync_dir(&dir)?;
+    sync_parts(&dir, &manifest.parts)?;
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| CheckpointError::Codec(e.to_string()))?;
     write_atomically(&dir.join(MANIFEST), &text)
 }
