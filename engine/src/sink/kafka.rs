@@ -205,8 +205,9 @@ pub const ID_HEADER: &str = "id";
 /// under-reports them, see the Kafka source).
 const READ_BACK_QUIET: Duration = Duration::from_millis(500);
 
-/// The ids of the records in `from`'s partitions from the given offsets to their end: what a run
-/// stopped after a checkpoint already wrote. The deterministic engine produces the same records
+/// The ids of the records in `from`'s partitions up to their end (read from the start of each
+/// partition that grew after the given offsets): what a run stopped after a checkpoint already
+/// wrote. The deterministic engine produces the same records
 /// again on restore, and these are not sent twice.
 pub fn written_ids(
     kafka: &KafkaConfig,
@@ -225,11 +226,14 @@ pub fn written_ids(
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
     for (topic, partition, offset) in from {
-        let (_, high) = consumer
+        let (low, high) = consumer
             .fetch_watermarks(topic, *partition, Duration::from_secs(10))
             .map_err(|e| kafka.error(format!("reading end offsets of {topic}/{partition}: {e}")))?;
         if high > *offset {
-            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+            // From the log's start, not from `offset`: tansu 0.6 answers a fetch starting inside a
+            // batch with the next batch, and ids it skipped would be sent twice. Ids from before
+            // the checkpoint are harmless (the restored run never produces them again).
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(low))
                 .map_err(|e| kafka.error(e.to_string()))?;
             ends.insert(*partition, high);
         }
