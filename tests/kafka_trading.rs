@@ -9,7 +9,7 @@ mod broker;
 mod cli;
 
 use broker::{Broker, unique};
-use cli::{BIN, free_port};
+use cli::BIN;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -185,21 +185,11 @@ fn two_processes_share_the_partitions_and_agree_with_one() {
     let one = dir.path().join("one.jsonl");
     let args = ["run", "trading", "--input-topic", &ticks, "--from", "earliest", "--bounded", "--emit", "all"];
     inflight(&broker, &[&args[..], &["--output", one.to_str().unwrap()]].concat());
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let two = dir.path().join("two.jsonl");
-    let spawn = |p: &str| {
-        Command::new(BIN)
-            .args(args)
-            .args(["--output", two.to_str().unwrap(), "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()])
-            .env("KAFKA_BROKERS", &broker.addr)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (p0, p1) = (spawn("0"), spawn("1"));
-    for p in [p1, p0] {
-        let out = p.wait_with_output().unwrap();
+    let outs = cli::cluster(dir.path(), |cmd| {
+        cmd.args(args).args(["--output", two.to_str().unwrap()]).env("KAFKA_BROKERS", &broker.addr);
+    });
+    for out in outs {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let read = |p: &Path| -> Vec<Value> {

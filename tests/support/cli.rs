@@ -58,16 +58,52 @@ pub fn free_port() -> u16 {
 
 /// Runs `args` as a two-process cluster (one worker each) on loopback and waits for both.
 pub fn two_processes(dir: &Path, args: &[&str]) {
+    for out in cluster(dir, |cmd| {
+        cmd.args(args).stdout(Stdio::null());
+    }) {
+        ok(out);
+    }
+}
+
+/// Starts a two-process cluster on loopback (`configure` adds the arguments, `-n`/`-p`/`-h` are
+/// added here) and returns both processes' outputs. A free port can be taken by another test
+/// between our probe and timely's bind; such a start is retried on new ports, nothing else is.
+pub fn cluster(dir: &Path, configure: impl Fn(&mut Command)) -> Vec<Output> {
     let hosts: PathBuf = dir.join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-    let spawn = |p: &str| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&["-w", "1", "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()]);
-        Command::new(BIN).args(&all).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
-    };
-    let (p0, p1) = (spawn("0"), spawn("1"));
-    ok(p1.wait_with_output().unwrap());
-    ok(p0.wait_with_output().unwrap());
+    for _ in 0..5 {
+        // Both probes held at once, so the two ports differ.
+        let probes: Vec<_> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let lines: String = probes.iter().map(|l| format!("{}\n", l.local_addr().unwrap())).collect();
+        drop(probes);
+        std::fs::write(&hosts, lines).unwrap();
+        let spawn = |p: &str| {
+            let mut cmd = Command::new(BIN);
+            configure(&mut cmd);
+            cmd.args(["-w", "1", "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()]);
+            cmd.stderr(Stdio::piped()).spawn().unwrap()
+        };
+        let mut children = vec![spawn("0"), spawn("1")];
+        // A process that fails to start leaves its peer waiting for it: stop the peer then.
+        loop {
+            let failed = children.iter_mut().any(|c| c.try_wait().unwrap().is_some_and(|s| !s.success()));
+            let done = children.iter_mut().all(|c| c.try_wait().unwrap().is_some());
+            if failed && !done {
+                for c in &mut children {
+                    let _ = c.kill();
+                }
+            }
+            if failed || done {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let in_use = outs.iter().any(|o| String::from_utf8_lossy(&o.stderr).contains("Address already in use"));
+        if !in_use {
+            return outs;
+        }
+    }
+    panic!("no free pair of loopback ports in 5 tries");
 }
 
 /// Asserts two decision lists are equal, reporting only the first difference.
