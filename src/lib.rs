@@ -34,6 +34,8 @@ pub use inflight_engine as engine;
 pub use inflight_operators as operators;
 pub use inflight_pipelines as pipelines;
 
+pub mod live_load;
+
 pub use inflight_operators::Decision;
 
 use inflight_engine::job::{JobConfig, JobError, JobReport, run};

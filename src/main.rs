@@ -274,6 +274,46 @@ struct RunArgs {
     flight: FlightArgs,
     #[command(flatten)]
     llm: LlmArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The live view (`--serve`) and replays.
+#[derive(Args)]
+struct ServeArgs {
+    /// Serve the live view (web page, decision stream, bars, statistics) at http://ADDR/ while
+    /// the run goes on, and after it until Ctrl-C (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR", env = "INFLIGHT_SERVE")]
+    serve: Option<std::net::SocketAddr>,
+    /// A token every request to the live view must carry (`Authorization: Bearer TOKEN`, or
+    /// `?token=TOKEN` when opening the page); required when ADDR is not a loopback address.
+    #[arg(long, value_name = "TOKEN", env = "INFLIGHT_SERVE_TOKEN", hide_env_values = true)]
+    serve_token: Option<String>,
+    /// Decisions the live view keeps for clients that resume (`Last-Event-ID`).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    serve_history: u64,
+    /// Decisions a client may fall behind before it loses the oldest (it is told how many).
+    #[arg(long, default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..))]
+    serve_client_buffer: u64,
+    /// A client behind for this long without reading is disconnected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    serve_slow_after: u64,
+    /// Bars kept per key for the charts.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    serve_bars: u64,
+    /// Replay a file input at this multiple of its event-time pace (e.g. 1x, 10x, 0.5x), to
+    /// watch a backtest.
+    #[arg(long, value_name = "SPEED", value_parser = parse_speed)]
+    replay_speed: Option<f64>,
+}
+
+/// `10x`, `10` or `0.5x`: a positive, finite multiple.
+fn parse_speed(s: &str) -> std::result::Result<f64, String> {
+    let n = s.strip_suffix(['x', 'X']).unwrap_or(s);
+    match n.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a speed (a positive multiple such as 10x)")),
+    }
 }
 
 /// The flight pipeline's reference data.
@@ -702,6 +742,12 @@ fn check_flags(pipeline: Pipeline, args: &RunArgs) -> Result<()> {
     if f.updates.is_some() && f.updates_topic.is_some() {
         bail!("give --updates or --updates-topic, not both");
     }
+    if args.serve.replay_speed.is_some() && (args.input_topic.is_some() || args.input.as_deref() == Some("-")) {
+        bail!("--replay-speed paces a file input; a Kafka topic or stdin comes at its own pace");
+    }
+    if args.serve.serve.is_none() && args.serve.serve_token.is_some() {
+        bail!("--serve-token is for --serve");
+    }
     Ok(())
 }
 
@@ -756,7 +802,10 @@ fn job_config(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs, settle:
             chunk_size: args.chunk_size,
             max_lag,
             settle,
-            ..SourceConfig::default()
+            replay_speed: args.serve.replay_speed,
+            // A replay reads one line at a time (a batch is rounded up to a whole line), so each
+            // record waits for its own event time.
+            batch_bytes: if args.serve.replay_speed.is_some() { 1 } else { SourceConfig::default().batch_bytes },
         },
         output,
         dead_letter,
@@ -818,11 +867,16 @@ fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Re
     if let Some(m) = &metrics {
         eprintln!("inflight: metrics at http://{}/metrics, health at http://{}/health", m.addr, m.addr);
     }
-    // The LLM stage's counters join the scrape once the stage exists.
+    let live = start_live(pipeline, args, cluster, &ctx)?;
+    // The LLM stage's counters join the scrape and the live view once the stage exists.
     let with_llm = |llm: &Option<Arc<LlmService>>| {
         if let (Some(m), Some(service)) = (&metrics, llm) {
             let stats = Arc::clone(&service.stats);
             m.collect(Box::new(move || stats.record_metrics()));
+        }
+        if let (Some(hub), Some(service)) = (ctx.live.get(), llm) {
+            let stats = Arc::clone(&service.stats);
+            hub.add_section("llm", Box::new(move || stats.live_json()));
         }
     };
     let (report, llm) = match pipeline {
@@ -877,7 +931,49 @@ fn run_pipeline(pipeline: Pipeline, args: &RunArgs, cluster: &ClusterArgs) -> Re
     } else {
         eprintln!("inflight: process {} finished in {:.2} s", cluster.process, report.elapsed.as_secs_f64());
     }
+    if let (Some(server), Some(hub)) = (&live, ctx.live.get()) {
+        hub.finish();
+        // A finished run's view stays up to be looked at (unless Ctrl-C already stopped the run).
+        if !ctx.stop.requested() {
+            eprintln!("inflight: the live view stays up at http://{}/ until Ctrl-C", server.addr);
+            while !ctx.stop.requested() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
     Ok(())
+}
+
+/// `--serve`: the hub on every process (the dataflow's taps are the same everywhere), the server
+/// on process 0.
+fn start_live(
+    pipeline: Pipeline,
+    args: &RunArgs,
+    cluster: &ClusterArgs,
+    ctx: &RunContext,
+) -> Result<Option<inflight::engine::serve::LiveServer>> {
+    use inflight::engine::serve::{Hub, HubConfig, LiveServer, ServeConfig};
+    let a = &args.serve;
+    let Some(addr) = a.serve else { return Ok(None) };
+    let config = ServeConfig {
+        addr,
+        token: a.serve_token.clone(),
+        hub: HubConfig {
+            history: a.serve_history as usize,
+            bars_per_key: a.serve_bars as usize,
+            client_buffer: a.serve_client_buffer as usize,
+            slow_after: Duration::from_millis(a.serve_slow_after.max(1)),
+        },
+    };
+    config.validate()?;
+    let hub = Hub::new(pipeline.name(), config.hub.clone(), ctx);
+    let _ = ctx.live.set(hub.clone());
+    if cluster.process != 0 {
+        return Ok(None);
+    }
+    let server = LiveServer::start(&config, hub)?;
+    eprintln!("inflight: live view at http://{}/", server.addr);
+    Ok(Some(server))
 }
 
 fn print_summary(pipeline: &str, r: &JobReport) {

@@ -277,12 +277,13 @@ where
             skipped: &worker_skipped,
             first: &worker_first,
         };
-        let ((totals, outputs, dead, latency), names) =
+        let ((totals, outputs, dead, latency), names) = crate::serve::tap::building(ctx.live.get(), || {
             recovery::building(shared.as_ref(), index, &ctx.failures, || {
                 worker.dataflow::<crate::Millis, _, _>(|scope| {
                     build(scope, &inputs, &source_config, &sinks, ctx, &pipeline)
                 })
-            });
+            })
+        });
         ctx.ready.set();
         match &shared {
             None => while worker.step_or_park(None) {},
@@ -401,8 +402,14 @@ where
     let histogram = || Rc::new(RefCell::new(latency_histogram()));
     let latency = (histogram(), histogram(), histogram());
     let outputs = emit(results, sinks.output, sinks, ctx, Some(latency.clone()), &probe);
-    let dead = emit(merged(scope, dead), sinks.dead, sinks, ctx, None, &probe);
-    let totals = gather_stats(merged(scope, stats));
+    let dead = merged(scope, dead);
+    let stats = merged(scope, stats);
+    if crate::serve::tap::serving() {
+        crate::serve::tap::dead_letters(dead.clone().map(|d: DeadLetter| d.reason.as_str().to_owned()));
+        crate::serve::tap::source_stats(stats.clone());
+    }
+    let dead = emit(dead, sinks.dead, sinks, ctx, None, &probe);
+    let totals = gather_stats(stats);
     (totals, outputs, dead, latency)
 }
 
@@ -426,6 +433,7 @@ fn emit<D: Emitted>(
     probe: &ProbeHandle<Millis>,
 ) -> LineSink {
     let failures = ctx.failures.clone();
+    let latency_is_some = latency.is_some();
     let (stop, clock) = (ctx.stop.clone(), ctx.clock.clone());
     let (outputs, read_seconds) = (metrics::counter!(names::OUTPUTS), metrics::histogram!(names::LATENCY));
     let first = sinks.first.clone();
@@ -458,10 +466,15 @@ fn emit<D: Emitted>(
         }
         to_line(r, &failures)
     };
+    // Results (not dead letters) go to the live view too, as the lines written.
+    let live = latency_is_some && crate::serve::tap::serving();
     match output {
         Prepared::Lines(open) => {
-            let lines = stream.flat_map(move |r: D| format(&r)).probe_with(probe);
-            write_lines(lines, open, ctx)
+            let lines = stream.flat_map(move |r: D| format(&r));
+            if live {
+                crate::serve::tap::decisions(lines.clone());
+            }
+            write_lines(lines.probe_with(probe), open, ctx)
         }
         Prepared::Kafka(k) => {
             let (skip, skipped) = (sinks.skip.clone(), sinks.skipped.clone());
@@ -478,6 +491,9 @@ fn emit<D: Emitted>(
                     id,
                 })
             });
+            if live {
+                crate::serve::tap::decisions(records.clone().map(|r: KafkaRecord| r.payload));
+            }
             let (sink, durable) = produce(records, k, ctx);
             let durable = durable.probe_with(probe);
             // A checkpoint is whole only once everything before it is acknowledged by the broker.

@@ -12,6 +12,7 @@ pub mod key;
 pub mod metrics;
 pub mod recovery;
 pub mod runtime;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod stats;

@@ -265,6 +265,21 @@ impl Pressure {
     }
 }
 
+/// The replay clock shared by a process's sources: event time `t0` (the first watermark any
+/// source saw) is due at the moment it was seen, and later times `speed` times faster than real.
+#[derive(Clone, Debug, Default)]
+pub struct Pace(Arc<std::sync::OnceLock<(std::time::Instant, u64)>>);
+
+impl Pace {
+    /// How long a source at watermark `wm` must wait before reading more (None: read now).
+    pub fn wait(&self, wm: u64, speed: f64) -> Option<std::time::Duration> {
+        let (start, t0) = *self.0.get_or_init(|| (std::time::Instant::now(), wm));
+        let ahead = wm.saturating_sub(t0) as f64 / 1000.0 / speed;
+        let due = start + std::time::Duration::from_secs_f64(ahead);
+        due.checked_duration_since(std::time::Instant::now())
+    }
+}
+
 /// What every worker of a process shares.
 #[derive(Clone, Debug, Default)]
 pub struct RunContext {
@@ -284,6 +299,10 @@ pub struct RunContext {
     pub ready: Flag,
     /// The run's checkpoints, once the job has opened them (for `/health`).
     pub checkpoints: Arc<std::sync::OnceLock<Arc<crate::recovery::Checkpoints>>>,
+    /// The replay clock (`--replay-speed`).
+    pub pace: Pace,
+    /// The live view's hub (`--serve`; set on every process, fed on process 0).
+    pub live: Arc<std::sync::OnceLock<Arc<crate::serve::Hub>>>,
 }
 
 #[cfg(test)]

@@ -112,6 +112,8 @@ pub struct SourceConfig {
     /// How long after its event time a record's effect is out (the pipeline's window width): a
     /// Kafka offset is committed once the outputs for that long after it are acknowledged.
     pub settle: Millis,
+    /// Replay a file at this many times its event-time pace (None: as fast as possible).
+    pub replay_speed: Option<f64>,
 }
 
 /// The flow-control default for file inputs: workers read their file chunks in step, within this
@@ -122,7 +124,14 @@ pub const FILE_MAX_LAG: Millis = 5_000;
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig { lateness: 0, chunk_size: 4 << 20, batch_bytes: 256 << 10, max_lag: 0, settle: 1_000 }
+        SourceConfig {
+            lateness: 0,
+            chunk_size: 4 << 20,
+            batch_bytes: 256 << 10,
+            max_lag: 0,
+            settle: 1_000,
+            replay_speed: None,
+        }
     }
 }
 

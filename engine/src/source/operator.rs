@@ -23,6 +23,9 @@ const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 /// How often a source stopped at a checkpoint time looks whether the checkpoint is committed.
 const BARRIER_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// How often a source sends its counters downstream while it reads.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a feed can say after a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FeedState {
@@ -133,7 +136,7 @@ pub fn source<'scope, E: Event>(
     };
     let activator = scope.activator_for(address);
     let ctx = ctx.clone();
-    let (outputs, max_lag) = (outputs.clone(), config.max_lag);
+    let (outputs, max_lag, replay) = (outputs.clone(), config.max_lag, config.replay_speed);
 
     let events_in = metrics::counter!(crate::metrics::names::EVENTS_IN);
     let ckpt = part.as_ref().map(|p| p.shared().clone());
@@ -145,7 +148,9 @@ pub fn source<'scope, E: Event>(
         }
         let mut caps = Some(caps);
         let mut batch = Batch::new();
+        // Counters since they were last sent.
         let mut totals = SourceStats::default();
+        let mut reported = std::time::Instant::now();
         // The checkpoint time this source stopped at, until that checkpoint is committed.
         let mut holding: Option<Millis> = None;
         // A run that failed cannot complete a checkpoint: its sources end instead of waiting.
@@ -190,11 +195,16 @@ pub fn source<'scope, E: Event>(
             // Flow control: while the outputs lag more than `max_lag` behind, or a buffer downstream
             // is full, read nothing.
             let lagging = (max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag))) || ctx.pressure.engaged();
+            // A replay reads nothing past the event time due now (a watermark of 0: nothing read yet).
+            let paced = match (replay, feed.as_ref().and_then(|f| f.low_watermark())) {
+                (Some(speed), Some(wm)) if wm > 0 => ctx.pace.wait(wm, speed).is_some(),
+                _ => false,
+            };
             let state = if (ctx.stop.requested() && ending.is_none()) || failed {
                 FeedState::Done
             } else if let Some(state) = preread.take() {
                 state
-            } else if lagging {
+            } else if lagging || paced {
                 FeedState::Idle
             } else {
                 feed.as_mut().map_or(FeedState::Done, |f| f.fill(floor, &mut batch))
@@ -216,6 +226,11 @@ pub fn source<'scope, E: Event>(
             }
             totals.add(&batch.stats);
             batch.stats = SourceStats::default();
+            // Counters go out as the source reads (the live view shows them), not only at the end.
+            if totals != SourceStats::default() && reported.elapsed() >= STATS_EVERY {
+                stats_out.activate().session(&held[2]).give(std::mem::take(&mut totals));
+                reported = std::time::Instant::now();
+            }
             if let Some(message) = feed.as_mut().and_then(|f| f.failure()) {
                 ctx.failures.report(message);
             }

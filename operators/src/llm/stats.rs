@@ -124,6 +124,24 @@ impl LlmStats {
         }
     }
 
+    /// The counters as the live view's `/api/stats` shows them (no settings, so no secrets).
+    pub fn live_json(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "cases": get(&self.cases),
+            "calls": get(&self.attempts),
+            "decided": get(&self.decided),
+            "in_flight": get(&self.in_flight),
+            "fallbacks": get(&self.fallbacks),
+            "retries": get(&self.retries),
+            "cache_hits": get(&self.cache_hits),
+            "failures": self.failures(),
+            "latency_ms": self.latency_ms().map(|(p50, p99, max, n)| serde_json::json!({
+                "p50": p50, "p99": p99, "max": max, "count": n,
+            })),
+        })
+    }
+
     /// The summary lines of a run.
     pub fn summary(&self, breaker: &str) -> Vec<String> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -13,10 +13,11 @@ pub mod synthetic;
 pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, Trend};
 pub use rules::{Scored, TradingRules};
 
+use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Millis, Scope, SourceName, Sourced, Stream};
-use inflight_operators::indicators::{Macd, Rsi};
+use inflight_operators::indicators::{Macd, MacdValue, Rsi};
 use inflight_operators::{
-    Action, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, Tick, WindowExt,
+    Action, Bar, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, Tick, WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -96,6 +97,22 @@ struct Indicators {
     macd: Macd,
 }
 
+/// A bar with its indicators as the live view charts it.
+fn live_bar(bar: &Bar<Option<Trend>>, rsi: Option<f64>, macd: Option<MacdValue>) -> LiveBar {
+    let json = serde_json::json!({
+        "time": bar.end,
+        "start": bar.start,
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": bar.volume.value(),
+        "rsi": rsi,
+        "macd": macd.map(|m| serde_json::json!({"value": m.value, "signal": m.signal, "histogram": m.histogram})),
+    });
+    LiveBar { key: bar.key.to_string(), time: bar.end, json: json.to_string() }
+}
+
 /// Builds the trading dataflow from parsed market events; `source` names the input in decisions.
 pub fn trading<'s>(
     _scope: Scope<'s>,
@@ -105,7 +122,7 @@ pub fn trading<'s>(
     llm: Option<&Arc<LlmService>>,
 ) -> Stream<'s, Decision> {
     let c = config.clone();
-    let decisions = events
+    let indicated = events
         .map(|s: Sourced<MarketEvent>| {
             let context = s.event.trend();
             Tick {
@@ -129,11 +146,15 @@ pub fn trading<'s>(
             // Both are fed every bar, so each keeps TA-Lib's warm-up; decide once both have values.
             let rsi = ind.rsi.update(bar.close);
             let macd = ind.macd.update(bar.close);
-            if let (Some(rsi), Some(macd)) = (rsi, macd) {
-                out.push(Scored { bar, rsi, macd });
-            }
-        })
-        .decide(config.rules.clone().with_source(source), config.emit, Order::Arrival);
+            out.push((bar, rsi, macd));
+        });
+    // Every bar, warmed up or not, is charted by the live view.
+    inflight_engine::serve::tap::bars(&indicated, |(bar, rsi, macd)| live_bar(bar, *rsi, *macd));
+    let decisions = indicated.flat_map(|(bar, rsi, macd)| Some(Scored { bar, rsi: rsi?, macd: macd? })).decide(
+        config.rules.clone().with_source(source),
+        config.emit,
+        Order::Arrival,
+    );
     match llm {
         Some(service) => decisions.llm_decide(service),
         None => decisions,
