@@ -391,3 +391,148 @@ impl rdkafka::producer::ProducerContext for TimedDelivery {
         }
     }
 }
+
+/// What `inflight bench live` measures.
+pub struct LiveBench {
+    /// Events to generate.
+    pub events: u64,
+    /// Assets (10 ticks per asset per second of event time).
+    pub assets: usize,
+    /// SSE clients per measured run (the runs without clients are the baseline).
+    pub clients: Vec<usize>,
+    /// Runs per client count.
+    pub runs: usize,
+    /// Pace the input (delivery delay at a steady rate) instead of reading it at full speed.
+    pub replay_speed: Option<f64>,
+    /// Workers (one process: the clients live in it too).
+    pub cluster: Cluster,
+}
+
+/// The trading job with the live view on: events/s with no client and
+/// with each client count, and how the clients fared (delivery delay, missed events, memory).
+pub fn live(b: &LiveBench) -> Result<()> {
+    use inflight::engine::serve::{Hub, HubConfig, LiveServer, ServeConfig};
+    use inflight::live_load::{ClientPlan, many, percentile, rss_bytes};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if b.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let rate = b.assets as f64 * 10.0;
+    let path = generated(&dir, "market.jsonl", |out| {
+        generate(&GenConfig { events: b.events, assets: b.assets, rate, ..GenConfig::default() }, out)
+    })?;
+    // Paced: a decision per bar (a steady stream to time). Full speed: the default (changes
+    // only), as a live deployment would emit; every bar at full speed would be tens of thousands
+    // of decisions a second to each client.
+    let emit = if b.replay_speed.is_some() { Emit::All } else { Emit::Changes };
+    let config = TradingConfig { emit, ..TradingConfig::default() };
+    let clients_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the clients' runtime")?;
+    let mut counts = vec![0];
+    counts.extend(b.clients.iter().copied());
+    eprintln!(
+        "bench live: {} events, {} assets, clients {:?}, {}",
+        b.events,
+        b.assets,
+        b.clients,
+        b.replay_speed.map_or("full speed".to_owned(), |s| format!("replayed at {s}x"))
+    );
+    let mut rates: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+    for run in 0..b.runs {
+        for &n in &counts {
+            if b.replay_speed.is_some() && n == 0 {
+                continue;
+            }
+            let ctx = RunContext::default();
+            let hub = Hub::new("trading", HubConfig::default(), &ctx);
+            let _ = ctx.live.set(hub.clone());
+            let serve = ServeConfig { addr: "127.0.0.1:0".parse()?, token: None, hub: HubConfig::default() };
+            let server = LiveServer::start(&serve, hub.clone())?;
+            let rss_before = rss_bytes(None);
+            let until = Arc::new(AtomicU64::new(0));
+            let plan = ClientPlan {
+                path: "/api/decisions".into(),
+                until: until.clone(),
+                sample: 10,
+                measure_from_ms: 0,
+                keep_data: false,
+                token: None,
+            };
+            let addr = server.addr;
+            // Connected before the run starts, so each gets every decision live.
+            let clients = (n > 0).then(|| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let task = clients_rt.spawn(async move {
+                    let opened = many(addr, n, plan);
+                    let _ = tx.send(());
+                    opened.await
+                });
+                (task, rx)
+            });
+            if n > 0 {
+                while hub.stats()["clients"]["connected"].as_u64().unwrap_or(0) < n as u64 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let rss_clients = rss_bytes(None);
+            let job = JobConfig {
+                input: Input::File(path.clone()),
+                side_inputs: Vec::new(),
+                source: SourceConfig {
+                    max_lag: FILE_MAX_LAG,
+                    replay_speed: b.replay_speed,
+                    batch_bytes: if b.replay_speed.is_some() { 1 } else { SourceConfig::default().batch_bytes },
+                    ..SourceConfig::default()
+                },
+                output: Output::Discard,
+                dead_letter: Output::Discard,
+                cluster: b.cluster.clone(),
+                checkpoint: None,
+            };
+            let report = inflight::run_trading_with(&job, &config, &ctx, None)?;
+            until.store(hub.latest(), Ordering::Relaxed);
+            let mut line = format!(
+                "run {} clients {n:>5}: {:>9.0} events/s, {} decisions",
+                run + 1,
+                report.events_per_sec(),
+                hub.latest()
+            );
+            rates.entry(n).or_default().push(report.events_per_sec());
+            if let Some((task, _)) = clients {
+                let reports = clients_rt.block_on(task)??;
+                let mut delays: Vec<u64> = reports.iter().flat_map(|r| r.delays_ms.iter().copied()).collect();
+                delays.sort_unstable();
+                let missed: u64 = reports.iter().map(|r| r.missed).sum();
+                let complete = reports.iter().filter(|r| r.received == hub.latest() && r.in_order).count();
+                line.push_str(&format!(
+                    "; delivery p50 {} ms p99 {} ms max {} ms; {complete}/{n} clients got every decision in order, \
+                     {missed} missed in all; memory {:.1} KB per client (both ends)",
+                    percentile(&delays, 0.5),
+                    percentile(&delays, 0.99),
+                    delays.last().copied().unwrap_or(0),
+                    rss_clients.saturating_sub(rss_before) as f64 / 1e3 / n as f64
+                ));
+            }
+            println!("{line}");
+        }
+    }
+    let median = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    if let Some(base) = rates.get(&0).map(median) {
+        for (n, v) in rates.iter().filter(|(n, _)| **n > 0) {
+            let m = median(v);
+            println!(
+                "median: {m:.0} events/s with {n} clients, {base:.0} with none ({:+.1} %)",
+                (m / base - 1.0) * 100.0
+            );
+        }
+    }
+    Ok(())
+}

@@ -129,6 +129,13 @@ enum Command {
         /// directory per run, and report their count, duration and size.
         #[arg(long, value_parser = parse_duration)]
         checkpoint_interval: Option<u64>,
+        /// live: SSE clients per measured run, e.g. 1000 or 1000,5000.
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        clients: Vec<usize>,
+        /// live: replay the generated ticks at this pace (10 ticks per asset per second of event
+        /// time) and report delivery delays only.
+        #[arg(long, value_parser = parse_speed)]
+        replay_speed: Option<f64>,
         /// kafka: produce at this many events/s while the pipeline runs and report latencies
         /// (default: produce first, then measure throughput).
         #[arg(long)]
@@ -181,6 +188,9 @@ enum BenchTarget {
     Code,
     /// The trading job, Kafka topic → decisions topic (needs --brokers or KAFKA_BROKERS).
     Kafka,
+    /// The trading job with the live view: events/s with no SSE client and with --clients, and
+    /// the clients' delivery delay (with --replay-speed: at a steady pace).
+    Live,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -548,6 +558,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             checkpoint_interval,
             ..
         } => bench::trading_file(events, assets, input, runs, cluster.cluster(), checkpoint_interval),
+        Command::Bench { target: BenchTarget::Live, events, assets, runs, clients, replay_speed, cluster, .. } => {
+            let cluster = cluster.cluster();
+            bench::live(&bench::LiveBench { events, assets, clients, runs, replay_speed, cluster })
+        }
         Command::Bench { target: BenchTarget::Kafka, events, assets, rate, kafka, cluster, .. } => {
             if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
                 bail!("--rate must be a positive number of events per second");

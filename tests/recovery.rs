@@ -292,10 +292,18 @@ fn sigterm_stops_at_a_checkpoint_exits_0_and_a_restart_finishes_the_job() {
     let args = with_checkpoints(trading_args(&input, &out), &ckpt, &["--metrics-addr", &format!("127.0.0.1:{port}")]);
     let mut child = spawn(&args, &[]);
     assert!(wait_for_checkpoint(&mut child, &ckpt, 0));
-    // /health names the last checkpoint.
-    let health = get(&port, "/health");
-    let v: Value = serde_json::from_str(&health).unwrap();
-    assert!(v["last_checkpoint"]["time_ms"].as_u64().is_some_and(|t| committed(&ckpt).contains(&t)), "{health}");
+    // /health names the last checkpoint (it is recorded a moment after its manifest is written).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let health = get(&port, "/health");
+        let v: Value = serde_json::from_str(&health).unwrap();
+        if !v["last_checkpoint"].is_null() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let named = health["last_checkpoint"]["time_ms"].as_u64();
+    assert!(named.is_some_and(|t| committed(&ckpt).contains(&t)), "{health}");
     assert!(get(&port, "/metrics").contains("inflight_checkpoints_total"));
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

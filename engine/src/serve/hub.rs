@@ -250,6 +250,12 @@ impl Hub {
         }
     }
 
+    /// The number of the oldest decision the history holds (latest + 1 when it holds none).
+    pub fn oldest(&self) -> u64 {
+        let held = self.history.lock().ok().and_then(|h| h.front().map(|e| e.seq));
+        held.unwrap_or_else(|| self.latest() + 1)
+    }
+
     /// The last `n` decisions that pass `keep`, oldest first.
     pub fn recent(&self, n: usize, keep: impl Fn(&Entry) -> bool) -> Snapshot {
         let Ok(h) = self.history.lock() else { return Snapshot::default() };
@@ -344,7 +350,7 @@ impl Hub {
                 "disconnected_slow": self.dropped_slow.load(Ordering::Relaxed),
                 "missed": self.missed.load(Ordering::Relaxed),
             },
-            "history": {"first": self.since(0).lost + 1, "latest": self.latest()},
+            "history": {"first": self.oldest(), "latest": self.latest()},
             "done": self.done.load(Ordering::Acquire),
         });
         if let (Ok(sections), Some(obj)) = (self.sections.lock(), out.as_object_mut()) {
@@ -379,6 +385,7 @@ mod tests {
         assert_eq!((s.entries.len(), s.entries[0].seq, s.lost), (1, 5, 0));
         assert_eq!(&*s.entries[0].key, "K4");
         assert!(h.since(5).entries.is_empty());
+        assert_eq!(h.oldest(), 3);
         let recent = h.recent(2, |e| &*e.key != "K4");
         assert_eq!(recent.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
     }
