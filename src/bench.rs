@@ -444,9 +444,6 @@ pub fn live(b: &LiveBench) -> Result<()> {
     let mut rates: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
     for run in 0..b.runs {
         for &n in &counts {
-            if b.replay_speed.is_some() && n == 0 {
-                continue;
-            }
             let ctx = RunContext::default();
             let hub = Hub::new("trading", HubConfig::default(), &ctx);
             let _ = ctx.live.set(hub.clone());

@@ -97,20 +97,35 @@ struct Indicators {
     macd: Macd,
 }
 
-/// A bar with its indicators as the live view charts it.
+/// A bar with its indicators as the live view charts it (`/api/keys/{key}/bars`).
+#[derive(Serialize)]
+struct BarView {
+    time: Millis,
+    start: Millis,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    rsi: Option<f64>,
+    macd: Option<MacdValue>,
+}
+
 fn live_bar(bar: &Bar<Option<Trend>>, rsi: Option<f64>, macd: Option<MacdValue>) -> LiveBar {
-    let json = serde_json::json!({
-        "time": bar.end,
-        "start": bar.start,
-        "open": bar.open,
-        "high": bar.high,
-        "low": bar.low,
-        "close": bar.close,
-        "volume": bar.volume.value(),
-        "rsi": rsi,
-        "macd": macd.map(|m| serde_json::json!({"value": m.value, "signal": m.signal, "histogram": m.histogram})),
-    });
-    LiveBar { key: bar.key.to_string(), time: bar.end, json: json.to_string() }
+    let view = BarView {
+        time: bar.end,
+        start: bar.start,
+        open: bar.open,
+        high: bar.high,
+        low: bar.low,
+        close: bar.close,
+        volume: bar.volume.value(),
+        rsi,
+        macd,
+    };
+    // Plain numbers and options: serializing cannot fail.
+    let json = serde_json::to_string(&view).unwrap_or_default();
+    LiveBar { key: bar.key.to_string(), time: bar.end, json }
 }
 
 /// Builds the trading dataflow from parsed market events; `source` names the input in decisions.
