@@ -981,6 +981,9 @@ fn start_live(
     };
     config.validate()?;
     let hub = Hub::new(pipeline.name(), config.hub.clone(), ctx);
+    if let Some(speed) = a.replay_speed {
+        hub.set_replay(speed);
+    }
     let _ = ctx.live.set(hub.clone());
     if cluster.process != 0 {
         return Ok(None);

@@ -198,6 +198,10 @@ fn a_thousand_clients_each_get_every_decision_in_order() {
         rss_clients.saturating_sub(rss_idle) as f64 / 1e3 / 1_001.0
     );
     assert_eq!(stats_during["clients"]["connected"], 1_001, "{stats_during}");
+    assert_eq!(stats_during["replay_speed"], 10.0, "{stats_during}");
+    // Paced: 60 s of event time at 10x cannot be read in much less than 6 s.
+    let elapsed = summary_value(&served.stderr(), "elapsed");
+    assert!(elapsed >= 5.0, "the replay took {elapsed} s");
 }
 
 /// A client that stops reading: the pipeline goes on (another client gets everything), the slow
@@ -458,8 +462,12 @@ fn served_latest_with(addr: SocketAddr, token: &str) -> u64 {
 }
 
 /// The number after `label` in the run summary on stderr.
-fn summary_count(stderr: &str, label: &str) -> u64 {
+fn summary_value(stderr: &str, label: &str) -> f64 {
     let line =
         stderr.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label} in {stderr}"));
     line.trim_start()[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn summary_count(stderr: &str, label: &str) -> u64 {
+    summary_value(stderr, label) as u64
 }

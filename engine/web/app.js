@@ -108,8 +108,14 @@
     setMetric('m-eps', fmtRate(s.events_per_s), `${fmtInt(s.events_in)} events in`);
     setMetric('m-dps', fmtRate(s.decisions_per_s), `${fmtInt(s.decisions)} decisions out`);
     const lag = s.lag_seconds;
-    setMetric('m-lag', lag == null ? '—' : fmtDuration(lag),
-      s.frontier ? `event-time frontier ${s.frontier}` : 'no event time yet', lag > 30 ? 'bad' : lag > 5 ? 'warn' : '');
+    if (s.replay_speed) {
+      // A replay of old data: the wall clock minus its event time says nothing.
+      setMetric('m-lag', `replay ${s.replay_speed}x`,
+        s.frontier ? `event-time frontier ${s.frontier}` : 'no event time yet', '');
+    } else {
+      setMetric('m-lag', lag == null ? '—' : fmtDuration(lag),
+        s.frontier ? `event-time frontier ${s.frontier}` : 'no event time yet', lag > 30 ? 'bad' : lag > 5 ? 'warn' : '');
+    }
     const dl = s.dead_letters || {};
     const reasons = Object.entries(dl.by_reason || {}).map(([r, n]) => `${r}: ${n}`).join('\n');
     setMetric('m-dead', fmtInt(dl.total ?? 0), reasons || 'none', dl.total > 0 ? 'warn' : '');

@@ -104,6 +104,8 @@ pub struct Hub {
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
     sections: Mutex<Vec<(String, StatsSection)>>,
     done: AtomicBool,
+    /// The replay's pace (lag to the wall clock means nothing then).
+    replay: std::sync::OnceLock<f64>,
     /// Clients connected now, disconnected for being slow, and events clients missed.
     pub(crate) clients: AtomicU64,
     pub(crate) dropped_slow: AtomicU64,
@@ -132,6 +134,7 @@ impl Hub {
             samples: Mutex::default(),
             sections: Mutex::default(),
             done: AtomicBool::new(false),
+            replay: std::sync::OnceLock::new(),
             clients: AtomicU64::new(0),
             dropped_slow: AtomicU64::new(0),
             missed: AtomicU64::new(0),
@@ -214,6 +217,11 @@ impl Hub {
         if let Ok(mut c) = self.counts.lock() {
             c.source.add(stats);
         }
+    }
+
+    /// The input is replayed at `speed` times its event-time pace.
+    pub fn set_replay(&self, speed: f64) {
+        let _ = self.replay.set(speed);
     }
 
     /// The run has finished: no more decisions come.
@@ -351,6 +359,7 @@ impl Hub {
                 "missed": self.missed.load(Ordering::Relaxed),
             },
             "history": {"first": self.oldest(), "latest": self.latest()},
+            "replay_speed": self.replay.get(),
             "done": self.done.load(Ordering::Acquire),
         });
         if let (Ok(sections), Some(obj)) = (self.sections.lock(), out.as_object_mut()) {
