@@ -428,7 +428,7 @@ pub fn live(b: &LiveBench) -> Result<()> {
     let emit = if b.replay_speed.is_some() { Emit::All } else { Emit::Changes };
     let config = TradingConfig { emit, ..TradingConfig::default() };
     let clients_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the clients' runtime")?;

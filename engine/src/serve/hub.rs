@@ -98,6 +98,11 @@ pub struct Hub {
     seq: AtomicU64,
     history: Mutex<VecDeque<Arc<Entry>>>,
     tx: broadcast::Sender<Arc<Entry>>,
+    /// Decisions for the server's forwarder to broadcast: waking a thousand clients is its work,
+    /// not the worker's (set once a server runs; without one, publish sends itself).
+    outbox: Mutex<Vec<Arc<Entry>>>,
+    forwarding: AtomicBool,
+    wake: tokio::sync::Notify,
     bars: Mutex<FxHashMap<Box<str>, BarRing>>,
     counts: Mutex<Counts>,
     /// (when, events in, decisions) a second apart, for the rates.
@@ -129,6 +134,9 @@ impl Hub {
             seq: AtomicU64::new(0),
             history: Mutex::new(VecDeque::new()),
             tx,
+            outbox: Mutex::default(),
+            forwarding: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
             bars: Mutex::default(),
             counts: Mutex::default(),
             samples: Mutex::default(),
@@ -184,8 +192,30 @@ impl Hub {
         if let Ok(mut c) = self.counts.lock() {
             c.decisions += 1;
         }
-        // No receivers is not an error: nobody is watching.
-        let _ = self.tx.send(entry);
+        if self.forwarding.load(Ordering::Acquire) {
+            if let Ok(mut o) = self.outbox.lock() {
+                o.push(entry);
+            }
+            self.wake.notify_one();
+        } else {
+            // No receivers is not an error: nobody is watching.
+            let _ = self.tx.send(entry);
+        }
+    }
+
+    /// Broadcasts what `publish` queued, until the process ends (run by the server).
+    pub(crate) async fn forward(self: Arc<Self>) {
+        self.forwarding.store(true, Ordering::Release);
+        let mut batch = Vec::new();
+        loop {
+            self.wake.notified().await;
+            if let Ok(mut o) = self.outbox.lock() {
+                std::mem::swap(&mut *o, &mut batch);
+            }
+            for entry in batch.drain(..) {
+                let _ = self.tx.send(entry);
+            }
+        }
     }
 
     /// Adds one bar of `key` (its JSON object), ending at `time`.
@@ -410,6 +440,26 @@ mod tests {
         assert!(text.starts_with("id: 1\nevent: decision\ndata: {"), "{text}");
         assert!(text.ends_with("}\n\n"));
         assert_eq!(text.matches('\n').count(), 4);
+    }
+
+    #[test]
+    fn with_a_forwarder_decisions_reach_subscribers_in_order() {
+        let h = hub(100);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let got = rt.block_on(async {
+            let mut rx = h.subscribe();
+            tokio::spawn(h.clone().forward());
+            tokio::task::yield_now().await;
+            for i in 0..50 {
+                h.publish(&format!(r#"{{"key":"K{i}"}}"#));
+            }
+            let mut got = Vec::new();
+            while got.len() < 50 {
+                got.push(rx.recv().await.unwrap().seq);
+            }
+            got
+        });
+        assert_eq!(got, (1..=50).collect::<Vec<u64>>());
     }
 
     #[test]

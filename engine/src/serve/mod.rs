@@ -114,6 +114,7 @@ impl LiveServer {
             tokio::net::TcpListener::from_std(listener).map_err(bind)?
         };
         runtime.spawn(accept(listener, app));
+        runtime.spawn(hub.clone().forward());
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
