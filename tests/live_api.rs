@@ -10,7 +10,7 @@ mod cli;
 #[path = "support/llm_server.rs"]
 mod llm_server;
 
-use cli::{BIN, free_port};
+use cli::{BIN, free_port, summary_value};
 use inflight::live_load::{ClientPlan, connect, many, percentile, read, rss_bytes};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -459,13 +459,6 @@ fn the_token_guards_every_request_and_no_secret_leaks() {
 fn served_latest_with(addr: SocketAddr, token: &str) -> u64 {
     let (_, _, body) = get(addr, "/api/stats", Some(token)).unwrap();
     serde_json::from_str::<Value>(&body).unwrap()["history"]["latest"].as_u64().unwrap()
-}
-
-/// The number after `label` in the run summary on stderr.
-fn summary_value(stderr: &str, label: &str) -> f64 {
-    let line =
-        stderr.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label} in {stderr}"));
-    line.trim_start()[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn summary_count(stderr: &str, label: &str) -> u64 {

@@ -6,7 +6,7 @@
 #[path = "support/cli.rs"]
 mod cli;
 
-use cli::{BIN, free_port, inflight};
+use cli::{BIN, free_port, inflight, summary_value};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -43,13 +43,6 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         out.insert(name, value);
     }
     out
-}
-
-/// The number after `label` in the run summary on stderr.
-fn summary_count(stderr: &str, label: &str) -> f64 {
-    let line =
-        stderr.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label} in {stderr}"));
-    line.trim_start()[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -112,14 +105,14 @@ fn a_live_run_serves_metrics_that_agree_with_its_summary() {
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{stderr}");
     // The summary's "events in" counts every record read, good or bad.
-    assert_eq!(summary_count(&stderr, "events in"), live["inflight_events_in_total"] + malformed + invalid);
-    assert_eq!(summary_count(&stderr, "dead-lettered"), malformed + invalid);
+    assert_eq!(summary_value(&stderr, "events in"), live["inflight_events_in_total"] + malformed + invalid);
+    assert_eq!(summary_value(&stderr, "dead-lettered"), malformed + invalid);
     // And the dead letters written agree, reason by reason.
     let written = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
     let count = |reason: &str| written.lines().filter(|l| l.contains(&format!("\"reason\":\"{reason}\""))).count();
     assert_eq!((count("malformed") as f64, count("invalid") as f64), (malformed, invalid));
     assert!(malformed >= 3.0 && invalid >= 1.0, "the lines sent are counted: {malformed} {invalid}");
-    let outputs = summary_count(&stderr, "decisions out");
+    let outputs = summary_value(&stderr, "decisions out");
     let scraped = live.get("inflight_outputs_total").copied().unwrap_or(0.0);
     assert!(scraped <= outputs && outputs > 0.0, "scraped {scraped}, summary {outputs}");
     assert!(!stderr.contains("OPENAI") && !stderr.contains("sk-"), "no keys in logs");

@@ -51,6 +51,14 @@ pub fn sorted_strings(values: &[Value]) -> Vec<String> {
     v
 }
 
+/// The number after `label` in a run summary on stderr (`  events in      5000`).
+#[track_caller]
+pub fn summary_value(stderr: &str, label: &str) -> f64 {
+    let line =
+        stderr.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label} in {stderr}"));
+    line.trim_start()[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -258,26 +258,25 @@ struct Stream {
 impl Stream {
     /// The next bytes to write (None: the run is over and the hub gone).
     async fn next(&mut self) -> Option<Bytes> {
-        if self.pending.is_empty() {
+        // Until something passes the filter: a write of nothing is not worth a wake-up.
+        while self.pending.is_empty() {
             let first = tokio::select! {
                 r = self.rx.recv() => r,
                 () = tokio::time::sleep(HEARTBEAT) => return Some(Bytes::from_static(b": keep-alive\n\n")),
             };
-            self.take(first).ok()?;
             // Everything else already there goes into the same write.
-            let mut size = self.pending.iter().map(Bytes::len).sum::<usize>();
+            let mut size = self.take(first).ok()?;
             while size < CHUNK {
-                let before = self.pending.len();
                 let next = match self.rx.try_recv() {
                     Ok(e) => Ok(e),
                     Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
                     // Nothing more for now (a close is seen by the next `recv`).
                     Err(_) => break,
                 };
-                if self.take(next).is_err() {
-                    break;
+                match self.take(next) {
+                    Ok(bytes) => size += bytes,
+                    Err(()) => break,
                 }
-                size += self.pending.iter().skip(before).map(Bytes::len).sum::<usize>();
             }
         }
         let mut out = Vec::with_capacity(self.pending.iter().map(Bytes::len).sum::<usize>().min(CHUNK * 2));
@@ -291,22 +290,24 @@ impl Stream {
         Some(Bytes::from(out))
     }
 
-    /// Queues what one receive gave; Err when the broadcast is closed.
-    fn take(&mut self, r: Result<Arc<Entry>, broadcast::error::RecvError>) -> Result<(), ()> {
-        match r {
+    /// Queues what one receive gave: the bytes queued, Err when the broadcast is closed.
+    fn take(&mut self, r: Result<Arc<Entry>, broadcast::error::RecvError>) -> Result<usize, ()> {
+        let frame = match r {
             Ok(e) => {
                 self.client.consumed.store(e.seq, Ordering::Relaxed);
-                if e.seq > self.upto && self.filter.keeps(&e) {
-                    self.pending.push_back(e.frame.clone());
+                if e.seq <= self.upto || !self.filter.keeps(&e) {
+                    return Ok(0);
                 }
-                Ok(())
+                e.frame.clone()
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 self.client.hub.missed.fetch_add(n, Ordering::Relaxed);
-                self.pending.push_back(missed(n));
-                Ok(())
+                missed(n)
             }
-            Err(broadcast::error::RecvError::Closed) => Err(()),
-        }
+            Err(broadcast::error::RecvError::Closed) => return Err(()),
+        };
+        let len = frame.len();
+        self.pending.push_back(frame);
+        Ok(len)
     }
 }

@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -169,12 +170,9 @@ impl Hub {
             decided_by: Cow::Borrowed(""),
         });
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut frame = Vec::with_capacity(line.len() + 40);
-        frame.extend_from_slice(b"id: ");
-        frame.extend_from_slice(seq.to_string().as_bytes());
-        frame.extend_from_slice(b"\nevent: decision\ndata: ");
-        frame.extend_from_slice(line.as_bytes());
-        frame.extend_from_slice(b"\n\n");
+        let mut frame = Vec::with_capacity(line.len() + 48);
+        // Writing into a Vec cannot fail.
+        let _ = write!(frame, "id: {seq}\nevent: decision\ndata: {line}\n\n");
         let entry = Arc::new(Entry {
             seq,
             pipeline: fields.pipeline.into(),

@@ -196,10 +196,10 @@ pub fn source<'scope, E: Event>(
             // is full, read nothing.
             let lagging = (max_lag > 0 && outputs.less_than(&floor.saturating_sub(max_lag))) || ctx.pressure.engaged();
             // A replay reads nothing past the event time due now (a watermark of 0: nothing read yet).
-            let paced = match (replay, feed.as_ref().and_then(|f| f.low_watermark())) {
-                (Some(speed), Some(wm)) if wm > 0 => ctx.pace.wait(wm, speed).is_some(),
-                _ => false,
-            };
+            let paced = replay.is_some_and(|speed| {
+                let wm = feed.as_ref().and_then(|f| f.low_watermark()).unwrap_or(0);
+                wm > 0 && ctx.pace.wait(wm, speed).is_some()
+            });
             let state = if (ctx.stop.requested() && ending.is_none()) || failed {
                 FeedState::Done
             } else if let Some(state) = preread.take() {
