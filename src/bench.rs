@@ -8,14 +8,14 @@ use inflight::engine::kafka::{KafkaConfig, send_when_room};
 use inflight::engine::recovery::{CheckpointConfig, LastCheckpoint};
 use inflight::engine::runtime::{Cluster, RunContext};
 use inflight::engine::sink::{KafkaOutput, Output};
-use inflight::engine::source::{FILE_MAX_LAG, Input, KafkaInput, SourceConfig, StartFrom};
+use inflight::engine::source::{Input, KAFKA_MAX_LAG, KafkaInput, SourceConfig, StartFrom};
 use inflight::engine::stats::latency_histogram;
 use inflight::engine::time::Millis;
 use inflight::engine::time::wall_millis;
 use inflight::operators::Emit;
 use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
-use inflight::pipelines::flight::FlightConfig;
 use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig};
+use inflight::pipelines::flight::{self, FlightConfig};
 use inflight::pipelines::trading::TradingConfig;
 use inflight::pipelines::trading::synthetic::{GenConfig, Market, generate};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -56,7 +56,7 @@ pub fn trading_file(
             generated(&dir, "market.jsonl", |out| generate(&GenConfig { events, assets, ..GenConfig::default() }, out))?
         }
     };
-    file_runs("trading", path, runs, cluster, checkpoint, |job| {
+    file_runs("trading", path, runs, cluster, checkpoint, 0, |job| {
         Ok(inflight::run_trading(job, &TradingConfig::default(), &RunContext::default())?)
     })
 }
@@ -79,7 +79,7 @@ pub fn flight_file(
         None => generated(&dir, "flight.jsonl", |out| flight_gen::events(&config, &reference, out))?,
     };
     let flight = FlightConfig::default();
-    file_runs("flight", path, runs, cluster, checkpoint, |job| {
+    file_runs("flight", path, runs, cluster, checkpoint, flight::FILE_MAX_LAG, |job| {
         Ok(inflight::run_flight_with(job, &flight, Arc::clone(&reference), &RunContext::default(), None)?)
     })
 }
@@ -99,7 +99,7 @@ pub fn code_file(
             code_gen::generate(&CodeGenConfig { events, ..CodeGenConfig::default() }, out)
         })?,
     };
-    file_runs("code", path, runs, cluster, checkpoint, |job| {
+    file_runs("code", path, runs, cluster, checkpoint, 0, |job| {
         Ok(inflight::run_code_with(job, &RunContext::default(), None)?)
     })
 }
@@ -117,13 +117,15 @@ fn generated(
     Ok(path)
 }
 
-/// Runs `run` over the file `runs` times, printing each run and the median.
+/// Runs `run` over the file `runs` times, printing each run and the median; `max_lag` is the
+/// pipeline's `--max-lag` default for files.
 fn file_runs(
     name: &str,
     path: PathBuf,
     runs: usize,
     cluster: Cluster,
     checkpoint: Option<Millis>,
+    max_lag: Millis,
     run: impl Fn(&JobConfig) -> Result<JobReport>,
 ) -> Result<()> {
     if runs == 0 {
@@ -134,7 +136,7 @@ fn file_runs(
     let mut job = JobConfig {
         input: Input::File(path.clone()),
         side_inputs: Vec::new(),
-        source: SourceConfig { max_lag: FILE_MAX_LAG, ..SourceConfig::default() },
+        source: SourceConfig { max_lag, ..SourceConfig::default() },
         output: Output::Discard,
         dead_letter: Output::Discard,
         cluster,
@@ -245,7 +247,7 @@ pub fn trading_kafka(b: &KafkaBench) -> Result<()> {
             idle_timeout: Duration::from_millis(500),
         }),
         side_inputs: Vec::new(),
-        source: SourceConfig { settle: config.window_ms, max_lag: 60_000, ..SourceConfig::default() },
+        source: SourceConfig { settle: config.window_ms, max_lag: KAFKA_MAX_LAG, ..SourceConfig::default() },
         output: Output::Kafka(KafkaOutput { kafka: b.kafka.clone(), topic: output.clone(), partitions: b.partitions }),
         dead_letter: Output::Discard,
         cluster: b.cluster.clone(),
@@ -480,7 +482,6 @@ pub fn live(b: &LiveBench) -> Result<()> {
                 input: Input::File(path.clone()),
                 side_inputs: Vec::new(),
                 source: SourceConfig {
-                    max_lag: FILE_MAX_LAG,
                     replay_speed: b.replay_speed,
                     batch_bytes: if b.replay_speed.is_some() { 1 } else { SourceConfig::default().batch_bytes },
                     ..SourceConfig::default()

@@ -10,7 +10,7 @@
 //! use inflight::engine::runtime::{Cluster, RunContext};
 //! use inflight::engine::sink::Output;
 //! use inflight::engine::source::{Input, SourceConfig};
-//! use inflight::pipelines::trading::{TradingConfig, MarketEvent, trading};
+//! use inflight::pipelines::trading::{TradingConfig, MarketTick, trading};
 //!
 //! let job = JobConfig {
 //!     input: Input::File("data/market-sample.jsonl".into()),
@@ -23,7 +23,7 @@
 //! };
 //! let config = TradingConfig::default();
 //! let source = job.input.name();
-//! let report = run::<MarketEvent, _, _>(&job, &RunContext::default(), move |scope, events| {
+//! let report = run::<MarketTick, _, _>(&job, &RunContext::default(), move |scope, events| {
 //!     trading(scope, events, &config, source.clone(), None)
 //! })?;
 //! eprintln!("{} events/s", report.events_per_sec());
@@ -43,7 +43,7 @@ use inflight_engine::runtime::RunContext;
 use inflight_operators::LlmService;
 use inflight_pipelines::code::{CodeEvent, code};
 use inflight_pipelines::flight::{FlightConfig, FlightInput, Reference, flight};
-use inflight_pipelines::trading::{MarketEvent, TradingConfig, trading};
+use inflight_pipelines::trading::{MarketTick, TradingConfig, trading};
 use std::sync::Arc;
 
 /// Runs the trading pipeline with `config` over the job's input, to the end of the input. With
@@ -68,7 +68,7 @@ pub fn run_trading_with(
     let source = job.input.name();
     let service = llm.clone();
     flushed(&llm, || {
-        run::<MarketEvent, _, _>(job, ctx, move |scope, events| {
+        run::<MarketTick, _, _>(job, ctx, move |scope, events| {
             trading(scope, events, &config, source.clone(), service.as_ref())
         })
     })

@@ -11,7 +11,7 @@ use inflight::engine::source::{Input, SourceConfig};
 use inflight::engine::{Millis, Stream};
 use inflight::operators::Decision;
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
-use inflight::pipelines::trading::{MarketEvent, TradingConfig, trading};
+use inflight::pipelines::trading::{MarketTick, TradingConfig, trading};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -72,7 +72,7 @@ fn source_pauses_while_outputs_lag_and_resumes_when_they_catch_up() {
         std::thread::spawn(move || {
             let config = TradingConfig::default();
             let source = job.input.name();
-            run::<MarketEvent, _, _>(&job, &ctx, move |scope, events| {
+            run::<MarketTick, _, _>(&job, &ctx, move |scope, events| {
                 hold(trading(scope, events, &config, source.clone(), None), Arc::clone(&released))
             })
         })

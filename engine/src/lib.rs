@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod dead_letter;
 pub mod event;
 pub mod job;
+pub mod json;
 pub mod kafka;
 pub mod key;
 pub mod metrics;

@@ -6,11 +6,14 @@
 //! per bar (most partial lists hold one to three numbers).
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// A running exact sum of f64 values.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExactSum {
-    partials: Vec<f64>,
+    /// Up to three partials inline: a bar is made per tick on sparse data, and a heap vector per
+    /// bar was an allocation and a free per tick. Serialized as a sequence, like a `Vec`.
+    partials: SmallVec<[f64; 3]>,
 }
 
 impl ExactSum {

@@ -154,6 +154,9 @@ where
                 }
             }
             open.retain(|_, (_, bars)| !bars.is_empty());
+            // Bars in the last window closed: a new window's map starts that large instead of
+            // rehashing its way up.
+            let mut keys = 0;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     if let (Some(p), Some(t)) = (part.as_mut(), cap.least()) {
@@ -163,8 +166,10 @@ where
                         for tick in batch.drain(..) {
                             let start = tick.time - tick.time % width;
                             let end = start.saturating_add(width);
-                            let (_, bars) =
-                                open.entry(end).or_insert_with(|| (cap.delayed(&(end - 1), 0), FxHashMap::default()));
+                            let (_, bars) = open.entry(end).or_insert_with(|| {
+                                let map = FxHashMap::with_capacity_and_hasher(keys, Default::default());
+                                (cap.delayed(&(end - 1), 0), map)
+                            });
                             match bars.get_mut(&tick.key) {
                                 Some(bar) => bar.add(tick),
                                 None => {
@@ -179,6 +184,7 @@ where
                         break;
                     }
                     let (cap, bars) = window.remove();
+                    keys = bars.len();
                     output.session(&cap).give_iterator(bars.into_values());
                 }
                 if let Some(p) = part.as_mut() {

@@ -207,6 +207,7 @@ pub fn source<'scope, E: Event>(
             } else if lagging || paced {
                 FeedState::Idle
             } else {
+                batch.reserve();
                 feed.as_mut().map_or(FeedState::Done, |f| f.fill(floor, &mut batch))
             };
             if !batch.events.is_empty() || !batch.dead.is_empty() {
@@ -215,6 +216,7 @@ pub fn source<'scope, E: Event>(
                 }
             }
             if !batch.events.is_empty() {
+                batch.sending();
                 events_out.activate().session(&held[0]).give_container(&mut batch.events);
             }
             if !batch.dead.is_empty() {

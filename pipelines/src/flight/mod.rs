@@ -36,6 +36,14 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concatenate, ToStream};
 
+/// The default flow-control bound for file inputs (`--max-lag`): workers read their file chunks
+/// within this much event time of each other. The lookups hold every record until the tables'
+/// frontier (the slowest source) passes its time; without a bound a worker whose records wait reads
+/// ahead ever faster, and the other worker ends up doing most of the work while memory and latency
+/// grow (at -w 2: p95 latency 7.7 s and 101k events/s without, 37 ms and 122k with). Pipelines whose
+/// stages hold nothing waiting on another worker (trading, code) read files unpaced.
+pub const FILE_MAX_LAG: Millis = 5_000;
+
 /// The flight pipeline's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -10,7 +10,7 @@ mod event;
 mod rules;
 pub mod synthetic;
 
-pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, Trend};
+pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, MarketTick, Trend};
 pub use rules::{Scored, TradingRules};
 
 use inflight_engine::serve::tap::LiveBar;
@@ -131,24 +131,21 @@ fn live_bar(bar: &Bar<Option<Trend>>, rsi: Option<f64>, macd: Option<MacdValue>)
 /// Builds the trading dataflow from parsed market events; `source` names the input in decisions.
 pub fn trading<'s>(
     _scope: Scope<'s>,
-    events: Stream<'s, Sourced<MarketEvent>>,
+    events: Stream<'s, Sourced<MarketTick>>,
     config: &TradingConfig,
     source: SourceName,
     llm: Option<&Arc<LlmService>>,
 ) -> Stream<'s, Decision> {
     let c = config.clone();
     let indicated = events
-        .map(|s: Sourced<MarketEvent>| {
-            let context = s.event.trend();
-            Tick {
-                key: s.event.asset,
-                time: s.event.timestamp,
-                price: s.event.price,
-                volume: s.event.volume,
-                pos: s.pos,
-                ingest_ns: s.ingest_ns,
-                context,
-            }
+        .map(|s: Sourced<MarketTick>| Tick {
+            key: s.event.asset,
+            time: s.event.timestamp,
+            price: s.event.price,
+            volume: s.event.volume,
+            pos: s.pos,
+            ingest_ns: s.ingest_ns,
+            context: s.event.trend,
         })
         .bars(config.window_ms)
         // A key's bars come out of `bars` in time order on the worker that owns it, and stay there:
