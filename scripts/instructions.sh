@@ -33,7 +33,7 @@ count() {
 
 report() { # name events total empty
   awk -v name="$1" -v n="$2" -v total="$3" -v empty="$4" 'BEGIN {
-    printf "%-8s %9d events  %15d instructions  start-up+end %12d  per event %8.0f\n",
+    printf "%-8s %9d events  %15.0f instructions  start-up+end %12.0f  per event %8.0f\n",
       name, n, total, empty, (total - empty) / n }'
 }
 
