@@ -2,7 +2,7 @@
 //! MACD histogram above 10 with a bullish trend → BUY (0.92); otherwise HOLD (0.65).
 
 use super::event::Trend;
-use inflight_engine::time::{format_rfc3339, wall_millis};
+use inflight_engine::time::{Stamp, format_rfc3339, wall_millis};
 use inflight_engine::{Key, SourceName, SourceRef};
 use inflight_operators::indicators::MacdValue;
 use inflight_operators::{Action, Bar, DecidedBy, Decision, Evidence, Keyed, Rules, Verdict};
@@ -38,8 +38,8 @@ struct TradingEvidence<'a> {
 /// The closed bar in the evidence.
 #[derive(Serialize)]
 struct BarEvidence {
-    start: String,
-    end: String,
+    start: Stamp,
+    end: Stamp,
     open: f64,
     high: f64,
     low: f64,
@@ -124,11 +124,10 @@ impl Rules for TradingRules {
             _ => format!("no rule fired: RSI {:.2}, MACD histogram {:.4}, trend {trend}", s.rsi, s.macd.histogram),
         };
         let bar = &s.bar;
-        let end = format_rfc3339(bar.end);
         let evidence = Evidence::of(&TradingEvidence {
             bar: BarEvidence {
-                start: format_rfc3339(bar.start),
-                end: end.clone(),
+                start: Stamp(bar.start),
+                end: Stamp(bar.end),
                 open: bar.open,
                 high: bar.high,
                 low: bar.low,
@@ -150,7 +149,7 @@ impl Rules for TradingRules {
             confidence: v.confidence,
             decided_by: DecidedBy::Rules,
             evidence,
-            event_time: end,
+            event_time: format_rfc3339(bar.end),
             decided_at: format_rfc3339(wall_millis()),
             source: SourceRef::new(&source, bar.last.1),
             ingest_ns: bar.ingest_ns,
