@@ -81,7 +81,7 @@ impl<'a> Cursor<'a> {
         self.ws();
         if self.eat(b'}').is_none() {
             loop {
-                let key = self.plain_string()?;
+                let key = self.string()?;
                 self.ws();
                 self.eat(b':')?;
                 self.ws();
@@ -109,11 +109,6 @@ impl<'a> Cursor<'a> {
             self.ws();
         }
         (c == b',' || c == close).then_some(c == close)
-    }
-
-    /// The value as a string without escapes (None for anything else).
-    pub fn string(&mut self) -> Option<&'a str> {
-        self.plain_string()
     }
 
     /// The value as a number (None for anything else, and for numbers beyond f64's range).
@@ -197,7 +192,7 @@ impl<'a> Cursor<'a> {
     /// Skips one value, checking it.
     fn skip(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => self.plain_string().map(drop),
+            b'"' => self.string().map(drop),
             b'{' => self.object(|_, _| Some(())),
             b'[' => self.array(),
             b't' => self.literal(b"true"),
@@ -226,8 +221,9 @@ impl<'a> Cursor<'a> {
         Some(())
     }
 
-    /// A string without escapes or control characters; its text without the quotes.
-    fn plain_string(&mut self) -> Option<&'a str> {
+    /// The value as a string without escapes or control characters, its text without the quotes
+    /// (None for anything else).
+    pub fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
         let mut at = start;

@@ -20,8 +20,8 @@ pub fn parse_rfc3339(text: &str) -> Result<Millis, String> {
 /// (offsets, leap seconds, a lowercase `t`, out-of-range fields), which chrono then parses or rejects.
 ///
 /// Hand-written: chrono's general RFC 3339 parser was about 450 instructions of every market
-/// tick's ~7,900; this takes about 60. Tests check it against chrono.
-fn parse_utc_fast(b: &[u8]) -> Option<Millis> {
+/// tick's ~7,600; this takes under 300. Tests check it against chrono.
+pub fn parse_utc_fast(b: &[u8]) -> Option<Millis> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
@@ -80,10 +80,8 @@ fn days_from_civil(year: Millis, month: Millis, day: Millis) -> Millis {
 /// Formats milliseconds since the epoch as RFC 3339 in UTC with millisecond precision.
 pub fn format_rfc3339(ms: Millis) -> String {
     // The text straight from its bytes: `to_string` through `Display` cost five times as much.
-    match Stamp(ms).bytes() {
-        Some(b) => std::str::from_utf8(&b).map_or_else(|_| Stamp(ms).to_string(), str::to_owned),
-        None => Stamp(ms).to_string(),
-    }
+    let text = Stamp(ms).bytes().and_then(|b| std::str::from_utf8(&b).ok().map(str::to_owned));
+    text.unwrap_or_else(|| Stamp(ms).to_string())
 }
 
 /// A time that displays and serializes as RFC 3339 text without allocating: decisions carry
@@ -185,12 +183,6 @@ pub mod rfc3339 {
     /// Writes the time as RFC 3339 text.
     pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
         serde::Serialize::serialize(&super::Stamp(*ms), s)
-    }
-
-    /// The fixed UTC form only (`YYYY-MM-DDTHH:MM:SS[.fff]Z`), without allocating or erring: None
-    /// for anything else, which [`super::parse_rfc3339`] then reads or rejects.
-    pub fn parse_utc_fast(text: &[u8]) -> Option<Millis> {
-        super::parse_utc_fast(text)
     }
 
     /// Reads RFC 3339 text.

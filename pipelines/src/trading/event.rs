@@ -1,7 +1,7 @@
 //! The market event of the specification (`asset`, `price`, `timestamp`, `volume`, optional
 //! `indicators` and `market_context`), parsed from one JSON line. Unknown fields are ignored.
 
-use inflight_engine::time::rfc3339;
+use inflight_engine::time::{parse_utc_fast, rfc3339};
 use inflight_engine::{Event, Key, Millis, ParseError, json};
 use serde::{Deserialize, Serialize};
 
@@ -165,7 +165,7 @@ impl MarketTick {
             "asset" => once(&mut asset, value.string()?),
             "price" => once(&mut price, value.number()?),
             "volume" => once(&mut volume, value.number()?),
-            "timestamp" => once(&mut timestamp, rfc3339::parse_utc_fast(value.string()?.as_bytes())?),
+            "timestamp" => once(&mut timestamp, parse_utc_fast(value.string()?.as_bytes())?),
             "market_context" => once(&mut trend, trend_of_context_fast(value)?),
             _ => Some(()),
         })?;
