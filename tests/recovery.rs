@@ -405,7 +405,7 @@ fn kafka_to_kafka_after_kill_9_has_every_decision_exactly_once() {
         a.extend(extra.iter().map(|e| e.to_string()));
         a
     };
-    let read = |topic: &str| -> Vec<String> {
+    let read_once = |topic: &str| -> Vec<String> {
         let out = kafka(&["consume", "--topic", topic, "-X", "isolation.level=read_committed"]);
         let mut lines: Vec<String> = String::from_utf8(out.stdout)
             .unwrap()
@@ -419,11 +419,30 @@ fn kafka_to_kafka_after_kill_9_has_every_decision_exactly_once() {
         lines.sort();
         lines
     };
+    // tansu acknowledges a write a moment before a reader sees it: a read right after a run can
+    // come up short (seen on a loaded machine; read again, everything was there). So a topic is
+    // read until it holds at least the records that are known to be in it, for up to 30 s.
+    let read = |topic: &str, at_least: usize| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = read_once(topic);
+            if lines.len() >= at_least || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
     // The uninterrupted run.
     let (want_decisions, want_dead) = (unique("decisions-ref"), unique("dead-ref"));
     let refs = args(&want_decisions, &want_dead, &[]);
-    kafka(&refs.iter().map(String::as_str).collect::<Vec<_>>());
-    let (want_decisions, want_dead) = (read(&want_decisions), read(&want_dead));
+    let reference = kafka(&refs.iter().map(String::as_str).collect::<Vec<_>>());
+    // It read every record of the topic: a bounded read that stopped early (it once did, on a
+    // loaded machine) would make the reference itself short.
+    let summary = |label| cli::summary_value(&String::from_utf8_lossy(&reference.stderr), label) as usize;
+    assert_eq!(summary("events in"), std::fs::read_to_string(&input).unwrap().lines().count(), "records read");
+    let (want_topic, want_dead) = (want_decisions, read(&want_dead, summary("dead-lettered")));
+    let want_decisions = read(&want_topic, summary("decisions out"));
+    assert_eq!(want_decisions.len(), summary("decisions out"), "the reference run's decisions in its topic");
     assert!(want_decisions.len() > 500 && !want_dead.is_empty());
 
     let (decisions, dead, ckpt) = (unique("decisions"), unique("dead"), dir.path().join("ckpt"));
@@ -442,13 +461,29 @@ fn kafka_to_kafka_after_kill_9_has_every_decision_exactly_once() {
     }
     let last = kafka(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(restored_from(&last).is_some());
-    let got = read(&decisions);
-    assert_eq!(got.len(), want_decisions.len(), "decision counts (a duplicate or a loss)");
-    assert!(got == want_decisions, "the decisions of the uninterrupted run, each once");
-    // Dead letters: every one of the uninterrupted run, nothing else. Repeats were seen in about 1
-    // of 4 runs on tansu before the read-back started at the log's start (none in 13 runs since);
-    // until the cause is proven gone they are compared as a set and any repeat is printed.
-    let mut got_dead = read(&dead);
+    let got = read(&decisions, want_decisions.len());
+    if got != want_decisions {
+        // Say what differs: repeats within either topic, and decisions only in one of them.
+        let repeats = |v: &[String]| v.windows(2).filter(|w| w[0] == w[1]).count();
+        let missing: Vec<&String> = want_decisions.iter().filter(|d| !got.contains(d)).take(3).collect();
+        let extra: Vec<&String> = got.iter().filter(|d| !want_decisions.contains(d)).take(3).collect();
+        panic!(
+            "the decisions of the uninterrupted run, each once: {} got ({} repeats; {} when read again), {} wanted \
+             ({} repeats; {} when read again); missing {missing:?}; extra {extra:?}; last run: {}",
+            got.len(),
+            repeats(&got),
+            read_once(&decisions).len(),
+            want_decisions.len(),
+            repeats(&want_decisions),
+            read_once(&want_topic).len(),
+            String::from_utf8_lossy(&last.stderr)
+        );
+    }
+    // Dead letters: every one of the uninterrupted run, nothing else, compared as a set (at least
+    // once): repeats are still seen now and then on tansu (34 of 4,659 in one of 35 runs on
+    // 2026-12-02), likely the same late visibility making the read-back after a restore miss a
+    // few ids the killed run wrote just before; the decisions above are exactly once all the same.
+    let mut got_dead = read(&dead, want_dead.len());
     let total = got_dead.len();
     for w in got_dead.windows(2) {
         if w[0] == w[1] {

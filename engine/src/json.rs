@@ -1,17 +1,22 @@
-//! A fast path for reading flat JSON records: [`scan_object`] walks one object's members in one
-//! pass and hands each key with a [`Cursor`] on its value to the caller, which reads the value as
-//! a string, a number, null or a nested object, or leaves it to be skipped; the JSON grammar is
-//! checked all along.
+//! A fast path for reading flat JSON records, in two forms:
+//! - [`scan_object`] walks one object's members in one pass and hands each key with a [`Cursor`]
+//!   on its value to the caller, which reads the value as a string, a number, null or a nested
+//!   object, or leaves it to be skipped;
+//! - a [`Cursor`] made with [`Cursor::new`] reads a record laid out as the caller expects it
+//!   (keys in a known order, written without spaces, as serializers write them): literal bytes
+//!   between values are compared, not parsed ([`Cursor::expect`]).
 //!
-//! It handles the common case only and says so with `None`: a string with an escape, invalid
-//! UTF-8, nesting deeper than [`MAX_DEPTH`], or anything malformed. The caller then parses the
-//! record with its general deserializer (sonic-rs), which also writes the error message, so
-//! records and dead letters come out the same either way.
+//! The JSON grammar is checked all along, skipped values included, and the UTF-8 of every string
+//! (bytes outside strings must be ASCII anyway). Either form handles the common case only and
+//! says so with `None`: a string with an escape, nesting deeper than [`MAX_DEPTH`], invalid
+//! UTF-8, another layout, anything malformed. The caller then tries the next form, and in the end
+//! its general deserializer (sonic-rs), which also writes the error message, so records and dead
+//! letters come out the same either way.
 //!
 //! Hand-written because a generic deserializer's per-token machinery was most of a market tick's
 //! cost: sonic-rs through serde took about 4,400 instructions for a full 180-byte tick and 3,650
-//! for the fields the pipeline uses; this takes about 2,700, every skipped value checked. Tests
-//! compare the two on generated, corrupted and randomly edited records.
+//! for the fields the pipeline uses. Tests compare both forms with serde on generated, corrupted
+//! and randomly edited records.
 
 /// How deep nested objects and arrays may go before the fast path gives up.
 pub const MAX_DEPTH: usize = 32;
@@ -20,27 +25,21 @@ pub const MAX_DEPTH: usize = 32;
 /// `member` with every key and a [`Cursor`] on its value, in order. A value `member` does not read
 /// is skipped (and checked). None when the fast path cannot read the record (see the module docs)
 /// or `member` returns None; the caller then falls back to a full parser.
-pub fn scan_object<'a>(record: &'a [u8], member: impl FnMut(&'a str, &mut Cursor<'a>) -> Option<()>) -> Option<()> {
-    // One SIMD pass for the record's UTF-8; strings are then slices of the checked text.
-    let text = simdutf8::basic::from_utf8(record).ok()?;
-    let mut c = Cursor { b: record, text, i: 0, depth: 0 };
-    c.ws();
+pub fn scan_object<'a>(record: &'a [u8], member: impl FnMut(&'a [u8], &mut Cursor<'a>) -> Option<()>) -> Option<()> {
+    let mut c = Cursor::new(record);
     c.object(member)?;
-    c.ws();
-    (c.i == record.len()).then_some(())
+    c.end()
 }
 
 /// A position in a record, on a value the caller may read once (or leave to be skipped).
 pub struct Cursor<'a> {
     b: &'a [u8],
-    /// The same bytes, checked UTF-8.
-    text: &'a str,
     i: usize,
     depth: usize,
 }
 
 /// Bytes `x` has below 0x20, equal to `"` or `\`, or at or above 0x80 (each flagged in its high
-/// bit): what ends the plain part of a string. The usual SWAR tests (Hacker's Delight 6-1).
+/// bit): what ends the plain ASCII part of a string. The usual SWAR tests (Hacker's Delight 6-1).
 fn specials(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -57,6 +56,32 @@ const POW10: [f64; 23] = [
 ];
 
 impl<'a> Cursor<'a> {
+    /// A cursor at the start of `record`'s first value (leading whitespace skipped).
+    pub fn new(record: &'a [u8]) -> Self {
+        let mut c = Cursor { b: record, i: 0, depth: 0 };
+        c.ws();
+        c
+    }
+
+    /// Some if only whitespace is left.
+    pub fn end(&mut self) -> Option<()> {
+        self.ws();
+        (self.i == self.b.len()).then_some(())
+    }
+
+    /// Reads `bytes` exactly as given (structure and keys of an expected layout), or None. The
+    /// length is a constant, so the comparison compiles to a few word compares.
+    #[inline(always)]
+    pub fn expect<const N: usize>(&mut self, bytes: &[u8; N]) -> Option<()> {
+        self.at(bytes).then(|| self.i += N)
+    }
+
+    /// True if the next bytes are `bytes` (nothing read).
+    #[inline(always)]
+    pub fn at<const N: usize>(&self, bytes: &[u8; N]) -> bool {
+        self.b.get(self.i..self.i + N).is_some_and(|next| next == bytes)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -72,7 +97,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads an object, handing each member to `member`; skips what `member` leaves unread.
-    pub fn object(&mut self, mut member: impl FnMut(&'a str, &mut Cursor<'a>) -> Option<()>) -> Option<()> {
+    pub fn object(&mut self, mut member: impl FnMut(&'a [u8], &mut Cursor<'a>) -> Option<()>) -> Option<()> {
         if self.depth >= MAX_DEPTH {
             return None;
         }
@@ -81,7 +106,7 @@ impl<'a> Cursor<'a> {
         self.ws();
         if self.eat(b'}').is_none() {
             loop {
-                let key = self.string()?;
+                let key = self.bytes()?;
                 self.ws();
                 self.eat(b':')?;
                 self.ws();
@@ -174,30 +199,28 @@ impl<'a> Cursor<'a> {
             let m = mantissa as f64;
             if power >= 0 { m * POW10[power as usize] } else { m / POW10[power.unsigned_abs() as usize] }
         } else {
-            // The general, correctly rounded parser (JSON's number syntax is a subset of Rust's).
-            return self.text.get(start..self.i)?.parse::<f64>().ok().filter(|v| v.is_finite());
+            // The general, correctly rounded parser (JSON's number syntax is a subset of Rust's,
+            // and all ASCII).
+            let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+            return text.parse::<f64>().ok().filter(|v| v.is_finite());
         };
         Some(if negative { -value } else { value })
     }
 
     /// True (and the value read) if the value is `null`.
     pub fn null(&mut self) -> bool {
-        self.literal(b"null").is_some()
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.b[self.i..].starts_with(word).then(|| self.i += word.len())
+        self.expect(b"null").is_some()
     }
 
     /// Skips one value, checking it.
-    fn skip(&mut self) -> Option<()> {
+    pub fn skip(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => self.string().map(drop),
+            b'"' => self.bytes().map(drop),
             b'{' => self.object(|_, _| Some(())),
             b'[' => self.array(),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
+            b't' => self.expect(b"true"),
+            b'f' => self.expect(b"false"),
+            b'n' => self.expect(b"null"),
             _ => self.number().map(drop),
         }
     }
@@ -221,31 +244,43 @@ impl<'a> Cursor<'a> {
         Some(())
     }
 
-    /// The value as a string without escapes or control characters, its text without the quotes
+    /// The value as a string without escapes or control characters: its text without the quotes
     /// (None for anything else).
     pub fn string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+
+    /// Like [`Cursor::string`], as bytes (valid UTF-8): for callers that compare or parse them.
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
         let mut at = start;
-        // Eight bytes at a time up to the first one that is not plain ASCII text.
-        while let Some(word) = self.b.get(at..at + 8) {
-            let flags = specials(u64::from_le_bytes(word.try_into().ok()?));
-            if flags != 0 {
-                at += (flags.trailing_zeros() / 8) as usize;
-                break;
-            }
-            at += 8;
-        }
+        let mut ascii = true;
         loop {
+            // Eight bytes at a time up to the first one that is not plain ASCII text.
+            while let Some(word) = self.b.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+                let flags = specials(u64::from_le_bytes(*word));
+                if flags != 0 {
+                    at += (flags.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                at += 8;
+            }
             match *self.b.get(at)? {
                 b'"' => break,
                 b'\\' | 0..0x20 => return None,
-                _ => at += 1,
+                0x80.. => ascii = false,
+                _ => {}
             }
+            at += 1;
+        }
+        let text = &self.b[start..at];
+        // Only a string with a byte ≥ 0x80 can be invalid UTF-8.
+        if !ascii {
+            std::str::from_utf8(text).ok()?;
         }
         self.i = at + 1;
-        // Quotes are ASCII, so both ends are character boundaries.
-        self.text.get(start..at)
+        Some(text)
     }
 }
 
@@ -258,20 +293,20 @@ mod tests {
         let mut out = Vec::new();
         scan_object(text.as_bytes(), |k, c| {
             let read = match k {
-                "s" => c.string()?.to_owned(),
-                "n" => c.number()?.to_string(),
-                "z" => c.null().to_string(),
-                "o" => {
+                b"s" => c.string()?.to_owned(),
+                b"n" => c.number()?.to_string(),
+                b"z" => c.null().to_string(),
+                b"o" => {
                     let mut inner = Vec::new();
                     c.object(|k, c| {
-                        inner.push(format!("{k}={}", c.number()?));
+                        inner.push(format!("{}={}", String::from_utf8_lossy(k), c.number()?));
                         Some(())
                     })?;
                     inner.join(",")
                 }
                 _ => "skipped".to_owned(),
             };
-            out.push((k.to_owned(), read));
+            out.push((String::from_utf8(k.to_vec()).unwrap(), read));
             Some(())
         })?;
         Some(out)
@@ -289,6 +324,36 @@ mod tests {
             members(r#"{"s":"a string longer than eight bytes"}"#).unwrap()[0].1,
             "a string longer than eight bytes"
         );
+    }
+
+    #[test]
+    fn reads_an_expected_layout_and_nothing_else() {
+        let read = |text: &[u8]| {
+            let mut c = Cursor::new(text);
+            c.expect(br#"{"a":"#)?;
+            let a = c.string()?.to_owned();
+            c.expect(br#","b":"#)?;
+            let b = c.number()?;
+            if c.at(br#","c":"#) {
+                c.expect(br#","c":"#)?;
+                c.skip()?;
+            }
+            c.expect(b"}")?;
+            c.end()?;
+            Some((a, b))
+        };
+        assert_eq!(read(b" {\"a\":\"x\xc3\xa9\",\"b\":-2.5} "), Some(("x\u{e9}".to_owned(), -2.5)));
+        assert_eq!(read(br#"{"a":"x","b":1,"c":{"d":[true,null]}}"#), Some(("x".to_owned(), 1.0)));
+        for other in [
+            &br#"{"a": "x","b":1}"#[..],
+            br#"{"b":1,"a":"x"}"#,
+            br#"{"a":"x","b":1,"c":{"d":[tru]}}"#,
+            br#"{"a":"x","b":1} 2"#,
+            b"{\"a\":\"\xff\",\"b\":1}",
+            br#"{"a":"x\n","b":1}"#,
+        ] {
+            assert_eq!(read(other), None, "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]
@@ -317,12 +382,12 @@ mod tests {
             "99999999999999999999",
         ];
         for text in texts {
-            let mut c = Cursor { b: text.as_bytes(), text, i: 0, depth: 0 };
+            let mut c = Cursor::new(text.as_bytes());
             let got = c.number();
             assert_eq!(got.map(f64::to_bits), text.parse::<f64>().ok().map(f64::to_bits), "{text}");
             assert_eq!(c.i, text.len());
         }
-        let mut c = Cursor { b: b"1e400", text: "1e400", i: 0, depth: 0 };
+        let mut c = Cursor::new(b"1e400");
         assert_eq!(c.number(), None);
     }
 
@@ -356,6 +421,8 @@ mod tests {
         }
         assert!(scan_object(b"{\"a\":\"\xff\"}", |_, _| Some(())).is_none());
         assert!(scan_object(b"{\"a\":\"long enough \xc3\x28 bad\"}", |_, _| Some(())).is_none());
+        assert!(scan_object(b"{\"k\xc3\":1}", |_, _| Some(())).is_none());
+        assert!(scan_object(b"{\"a\":1\xc3\xa9}", |_, _| Some(())).is_none());
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(members(&deep).is_none());
     }

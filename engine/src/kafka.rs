@@ -265,6 +265,62 @@ pub fn produce_lines(
     Ok(ProduceReport { records: sent, seconds: start.elapsed().as_secs_f64() })
 }
 
+/// The client context of consumers that read to the end of partitions: librdkafka's errors are
+/// logged as rdkafka's default context logs them, except the partition EOFs such a read asks for
+/// (`enable.partition.eof`): they also come as events, which the reader handles.
+pub struct EndAware;
+
+impl rdkafka::ClientContext for EndAware {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndAware {}
+
+/// A consumer that may read to the end of partitions (see [`EndAware`]).
+pub type EndAwareConsumer = BaseConsumer<EndAware>;
+
+/// How far a bounded read of some partitions has come. A partition is read to its end once its
+/// position passed the high watermark found at the start *and* the broker said, at that position,
+/// that there is nothing more (librdkafka's partition EOF, which needs `enable.partition.eof`).
+/// Both are needed: tansu 0.6 reports the high watermark as the last batch's base offset + 1, so
+/// passing it does not mean everything is read, and a pause without records proves nothing on a
+/// loaded machine.
+#[derive(Default)]
+pub struct Ends {
+    /// Partition → (high watermark at the start, next offset to read, position at the last EOF).
+    parts: std::collections::HashMap<i32, (i64, i64, Option<i64>)>,
+}
+
+impl Ends {
+    /// A partition to read from `from` up to at least `high`.
+    pub fn add(&mut self, partition: i32, from: i64, high: i64) {
+        self.parts.insert(partition, (high, from, None));
+    }
+
+    /// A record of `partition` at `offset` was read.
+    pub fn read(&mut self, partition: i32, offset: i64) {
+        if let Some((_, next, _)) = self.parts.get_mut(&partition) {
+            *next = (*next).max(offset + 1);
+        }
+    }
+
+    /// The broker said `partition` has nothing after what was read.
+    pub fn eof(&mut self, partition: i32) {
+        if let Some((_, next, at)) = self.parts.get_mut(&partition) {
+            *at = Some(*next);
+        }
+    }
+
+    /// Every partition read to its end.
+    pub fn done(&self) -> bool {
+        self.parts.values().all(|(high, next, at)| next >= high && *at == Some(*next))
+    }
+}
+
 /// Writes every record of `topic` from the start to the end offsets found when called (or on
 /// and on with `follow`), one per line: the value, or with `meta` a JSON object with partition,
 /// offset, key, headers and value. Returns the number of records written.
@@ -278,36 +334,35 @@ pub fn consume_to(
 ) -> Result<u64, KafkaError> {
     use rdkafka::message::{Headers, Message};
     use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = config
-        .client_config(&[("group.id", "inflight-consume"), ("enable.auto.commit", "false")])
-        .create()
+    let consumer: EndAwareConsumer = config
+        .client_config(&[
+            ("group.id", "inflight-consume"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", if follow { "false" } else { "true" }),
+        ])
+        .create_with_context(EndAware)
         .map_err(|e| config.error(format!("cannot create a consumer: {e}")))?;
     let count = config.partitions(&consumer, topic, Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = Vec::new();
+    let mut ends = Ends::default();
     for p in 0..count {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .map_err(|e| config.error(format!("reading offsets of {topic}/{p}: {e}")))?;
         tracing::debug!(topic, partition = p, low, high, "partition offsets");
         tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| config.error(e.to_string()))?;
-        remaining.push(high);
+        ends.add(p, low, high);
     }
     consumer.assign(&tpl).map_err(|e| config.error(format!("assigning partitions: {e}")))?;
-    let mut next: Vec<i64> = vec![0; count as usize];
     let mut written = 0u64;
     let io = |e: std::io::Error| config.error(format!("writing output: {e}"));
-    while !stop.requested() {
-        let at_end = next.iter().zip(&remaining).all(|(n, h)| n >= h);
+    while !stop.requested() && (follow || !ends.done()) {
         match consumer.poll(Duration::from_millis(100)) {
-            // At the end offsets and nothing more fetched: done. (tansu 0.6 reports the end as
-            // the last batch's base offset + 1, so reaching it means reading into the last batch,
-            // which arrives whole; draining the queue reads the rest of it.)
-            None if at_end && !follow => break,
             None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => ends.eof(p),
             Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
             Some(Ok(m)) => {
-                next[m.partition() as usize] = m.offset() + 1;
+                ends.read(m.partition(), m.offset());
                 let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
                 if meta {
                     let headers: serde_json::Map<String, serde_json::Value> = m

@@ -201,10 +201,6 @@ fn send(p: &BaseProducer<Context>, topic: &str, r: &KafkaRecord, time: Millis) -
 /// The header that carries a record's id.
 pub const ID_HEADER: &str = "id";
 
-/// How long reading back an output topic waits for more once it reached the end offsets (tansu
-/// under-reports them, see the Kafka source).
-const READ_BACK_QUIET: Duration = Duration::from_millis(500);
-
 /// The ids of the records in `from`'s partitions up to their end (read from the start of each
 /// partition that grew after the given offsets): what a run stopped after a checkpoint already
 /// wrote. The deterministic engine produces the same records
@@ -213,18 +209,23 @@ pub fn written_ids(
     kafka: &KafkaConfig,
     from: &[(String, i32, i64)],
 ) -> Result<std::collections::HashSet<String>, crate::kafka::KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::Consumer;
     use rdkafka::message::{Headers, Message};
     let mut ids = std::collections::HashSet::new();
     if from.is_empty() {
         return Ok(ids);
     }
-    let consumer: BaseConsumer = kafka
-        .client_config(&[("group.id", "inflight-read-back"), ("enable.auto.commit", "false")])
-        .create()
+    let consumer: crate::kafka::EndAwareConsumer = kafka
+        .client_config(&[
+            ("group.id", "inflight-read-back"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+        ])
+        .create_with_context(crate::kafka::EndAware)
         .map_err(|e| kafka.error(format!("cannot create a consumer: {e}")))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
+    let mut ends = crate::kafka::Ends::default();
+    let mut any = false;
     for (topic, partition, offset) in from {
         let (low, high) = consumer
             .fetch_watermarks(topic, *partition, Duration::from_secs(10))
@@ -235,33 +236,30 @@ pub fn written_ids(
             // the checkpoint are harmless (the restored run never produces them again).
             tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(low))
                 .map_err(|e| kafka.error(e.to_string()))?;
-            ends.insert(*partition, high);
+            ends.add(*partition, low, high);
+            any = true;
         }
     }
-    if ends.is_empty() {
+    if !any {
         return Ok(ids);
     }
     consumer.assign(&tpl).map_err(|e| kafka.error(format!("assigning partitions: {e}")))?;
-    let mut reached = std::collections::HashSet::new();
-    let mut last = std::time::Instant::now();
-    let deadline = last + Duration::from_secs(60);
-    while (reached.len() < ends.len() || last.elapsed() < READ_BACK_QUIET) && std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ends.done() && std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
-                last = std::time::Instant::now();
-                if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
-                    reached.insert(m.partition());
-                }
+                ends.read(m.partition(), m.offset());
                 let id = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value));
                 if let Some(id) = id.and_then(|v| std::str::from_utf8(v).ok()) {
                     ids.insert(id.to_owned());
                 }
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => ends.eof(p),
             Some(Err(e)) => tracing::debug!(error = %e, "reading back the output topic"),
             None => {}
         }
     }
-    if reached.len() < ends.len() {
+    if !ends.done() {
         return Err(kafka.error("reading back the output topic after a restore did not reach its end within 60 s"));
     }
     Ok(ids)

@@ -11,10 +11,11 @@ use super::{Restart, SourceConfig, SplitState};
 use crate::dead_letter::{Position, SourceName};
 use crate::event::Event;
 use crate::kafka::Committer;
+use crate::kafka::EndAwareConsumer;
 use crate::kafka::{KafkaConfig, KafkaError};
 use crate::time::{Millis, wall_nanos};
 use crate::watermark::Watermark;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::VecDeque;
@@ -67,12 +68,15 @@ struct Partition {
     low: i64,
     /// Until the first record arrives: where the fetch started (see [`KafkaFeed::check_start`]).
     fetching_from: Option<i64>,
+    /// Bounded runs: the position at which the broker last said the partition has nothing more
+    /// (librdkafka's partition EOF); equal to `next` while nothing was read since.
+    eof_at: Option<i64>,
 }
 
 /// This worker's partitions of a topic.
 pub(crate) struct KafkaFeed<E> {
     /// One consumer per owned partition (up to [`MAX_FETCHERS`]), polled in turn.
-    consumers: Vec<BaseConsumer>,
+    consumers: Vec<EndAwareConsumer>,
     /// Which consumer to poll first next time (so none is starved).
     turn: usize,
     /// Commits in offset order on a thread of its own (a synchronous commit may wait long).
@@ -95,9 +99,9 @@ pub(crate) struct KafkaFeed<E> {
     _event: PhantomData<E>,
 }
 
-/// How long a bounded source waits, at its end offsets, for records still on their way (tansu
-/// under-reports end offsets, and the first fetch after an assignment can take a while).
-const BOUNDED_QUIET: Duration = Duration::from_secs(1);
+/// How long a bounded source that reached its end offsets waits for the broker to confirm the end
+/// (a partition EOF) before it stops anyway, with a warning.
+const BOUNDED_UNCONFIRMED: Duration = Duration::from_secs(30);
 
 /// How often offsets of settled records are committed while a run goes on.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -115,7 +119,7 @@ const MAX_FETCHERS: usize = 8;
 /// of that one; then fetch again from further back (records before the start are skipped as
 /// read) until the start is covered. Apache Kafka never needs this. Returns whether the
 /// record may be used.
-fn check_start(part: &mut Partition, consumer: &BaseConsumer, topic: &str, offset: i64) -> bool {
+fn check_start(part: &mut Partition, consumer: &EndAwareConsumer, topic: &str, offset: i64) -> bool {
     let Some(from) = part.fetching_from else { return true };
     if offset <= part.next || from <= part.low {
         part.fetching_from = None;
@@ -141,7 +145,7 @@ fn check_start(part: &mut Partition, consumer: &BaseConsumer, topic: &str, offse
 
 /// A partition's low and high offsets. A partition whose leader is moving or briefly down answers
 /// with an error for a moment: ask again until [`TIMEOUT`] rather than failing the start.
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> rdkafka::error::KafkaResult<(i64, i64)> {
+fn watermarks(consumer: &EndAwareConsumer, topic: &str, partition: i32) -> rdkafka::error::KafkaResult<(i64, i64)> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match consumer.fetch_watermarks(topic, partition, TIMEOUT) {
@@ -166,16 +170,17 @@ impl<E: Event> KafkaFeed<E> {
     ) -> Result<Self, KafkaError> {
         let lateness = config.lateness;
         let k = &input.kafka;
-        let new_consumer = || -> Result<BaseConsumer, KafkaError> {
+        let new_consumer = || -> Result<EndAwareConsumer, KafkaError> {
             k.client_config(&[
                 ("group.id", input.group.as_str()),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
-                ("enable.partition.eof", "false"),
+                // A bounded read ends when the broker says each partition has nothing more.
+                ("enable.partition.eof", if input.bounded { "true" } else { "false" }),
                 ("fetch.wait.max.ms", "10"),
             ])
-            .create()
+            .create_with_context(crate::kafka::EndAware)
             .map_err(|e| k.error(format!("cannot create a consumer: {e}")))
         };
         let consumer = new_consumer()?;
@@ -248,6 +253,7 @@ impl<E: Event> KafkaFeed<E> {
                 committed: start,
                 low,
                 fetching_from: (start > low).then_some(start),
+                eof_at: None,
             });
         }
         // Partition i goes to consumer i % fetchers; the first consumer is the one made above.
@@ -343,6 +349,13 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
             self.turn = (self.turn + 1) % n;
             match consumer.poll(Duration::ZERO) {
                 None => empty += 1,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    if let Some(part) = self.slot.get(p as usize).copied().flatten().map(|i| &mut self.parts[i]) {
+                        tracing::debug!(partition = p, next = part.next, end = ?part.end, "partition end reported");
+                        part.eof_at = Some(part.next);
+                    }
+                    empty += 1;
+                }
                 Some(Err(e)) => {
                     // librdkafka reconnects by itself; say so once in a while, never give up.
                     self.errors += 1;
@@ -396,11 +409,22 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
                 self.parts.iter_mut().for_each(|p| p.last_seen = now);
             }
         }
-        // Bounded: done once every partition reached its end offset and nothing more arrived for
-        // a moment. Records past the end that arrive are kept: tansu 0.6 reports the end as the
-        // last batch's base offset + 1, so reaching it does not mean everything is read.
-        let quiet = drained && self.last_read.elapsed() >= BOUNDED_QUIET;
-        if self.parts.iter().all(Self::finished) && (quiet || self.parts.is_empty()) {
+        // Bounded: done once every partition reached its end offset and the broker said there is
+        // nothing after what was read (partition EOF). Records past the end offset are kept:
+        // tansu 0.6 reports the end as the last batch's base offset + 1, so reaching it does not
+        // mean everything is read. A pause without records is no proof (it once lost the tail of
+        // a partition when a loaded machine delayed a fetch by a second).
+        let finished = self.parts.iter().all(Self::finished);
+        let confirmed = self.parts.iter().all(|p| p.eof_at == Some(p.next));
+        let unconfirmed = drained && self.last_read.elapsed() >= BOUNDED_UNCONFIRMED;
+        if finished && !confirmed && unconfirmed {
+            tracing::warn!(
+                topic = %self.topic,
+                "the broker did not confirm the end of the partitions {} s after the last record: stopping",
+                BOUNDED_UNCONFIRMED.as_secs()
+            );
+        }
+        if finished && (confirmed || unconfirmed) {
             tracing::info!(topic = %self.topic, read_to = ?self.parts.iter().map(|p| (p.id, p.next)).collect::<Vec<_>>(), "bounded kafka source done");
             self.done = true;
             self.settle_commits();

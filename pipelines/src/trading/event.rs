@@ -82,11 +82,11 @@ pub enum Trend {
 
 impl Trend {
     /// The trend a producer's word names (as serde reads it: lowercase, anything else `Other`).
-    fn from_word(word: &str) -> Trend {
+    fn from_word(word: &[u8]) -> Trend {
         match word {
-            "bullish" => Trend::Bullish,
-            "bearish" => Trend::Bearish,
-            "neutral" => Trend::Neutral,
+            b"bullish" => Trend::Bullish,
+            b"bearish" => Trend::Bearish,
+            b"neutral" => Trend::Neutral,
             _ => Trend::Other,
         }
     }
@@ -155,6 +155,38 @@ impl MarketTick {
     /// serde path would (an escape, a duplicate field, a wrong type, a timestamp chrono must
     /// parse, a malformed line), which then goes through serde and gets its error message there.
     fn read_fast(record: &[u8]) -> Option<MarketTick> {
+        Self::read_layout(record).or_else(|| Self::read_scan(record))
+    }
+
+    /// The layout `inflight gen market` and serializers of the specification's event write: its
+    /// keys in the specification's order, no spaces. Only literal bytes are compared between the
+    /// values, which costs a fifth of scanning the members.
+    fn read_layout(record: &[u8]) -> Option<MarketTick> {
+        let mut c = json::Cursor::new(record);
+        c.expect(br#"{"asset":"#)?;
+        let asset = c.string()?;
+        c.expect(br#","price":"#)?;
+        let price = c.number()?;
+        c.expect(br#","timestamp":"#)?;
+        let timestamp = parse_utc_fast(c.bytes()?)?;
+        c.expect(br#","volume":"#)?;
+        let volume = c.number()?;
+        if c.expect(br#","indicators":"#).is_some() {
+            c.skip()?;
+        }
+        c.expect(br#","market_context":{"volatility":"#)?;
+        c.skip()?;
+        c.expect(br#","trend":"#)?;
+        let trend = if c.null() { None } else { Some(Trend::from_word(c.bytes()?)) };
+        c.expect(br#","news_sentiment":"#)?;
+        c.skip()?;
+        c.expect(b"}}")?;
+        c.end()?;
+        Some(MarketTick { asset: Key::from(asset), price, timestamp, volume, trend })
+    }
+
+    /// Any layout, member by member.
+    fn read_scan(record: &[u8]) -> Option<MarketTick> {
         let (mut asset, mut price, mut timestamp, mut volume) = (None, None, None, None);
         let mut trend: Option<Option<Trend>> = None;
         // A second value for a field is serde's "duplicate field" error.
@@ -162,11 +194,11 @@ impl MarketTick {
             slot.is_none().then(|| *slot = Some(value))
         }
         json::scan_object(record, |key, value| match key {
-            "asset" => once(&mut asset, value.string()?),
-            "price" => once(&mut price, value.number()?),
-            "volume" => once(&mut volume, value.number()?),
-            "timestamp" => once(&mut timestamp, parse_utc_fast(value.string()?.as_bytes())?),
-            "market_context" => once(&mut trend, trend_of_context_fast(value)?),
+            b"asset" => once(&mut asset, value.string()?),
+            b"price" => once(&mut price, value.number()?),
+            b"volume" => once(&mut volume, value.number()?),
+            b"timestamp" => once(&mut timestamp, parse_utc_fast(value.bytes()?)?),
+            b"market_context" => once(&mut trend, trend_of_context_fast(value)?),
             _ => Some(()),
         })?;
         Some(MarketTick {
@@ -186,13 +218,13 @@ fn trend_of_context_fast(value: &mut json::Cursor<'_>) -> Option<Option<Trend>> 
     }
     let mut trend: Option<Option<Trend>> = None;
     value.object(|key, value| match key {
-        "trend" if trend.is_some() => None,
-        "trend" if value.null() => {
+        b"trend" if trend.is_some() => None,
+        b"trend" if value.null() => {
             trend = Some(None);
             Some(())
         }
-        "trend" => {
-            trend = Some(Some(Trend::from_word(value.string()?)));
+        b"trend" => {
+            trend = Some(Some(Trend::from_word(value.bytes()?)));
             Some(())
         }
         _ => Some(()),
@@ -340,9 +372,8 @@ mod tests {
     /// Whatever the fast path reads, serde reads the same; what serde rejects, the fast path leaves
     /// to serde (so the error message is serde's).
     fn same_as_serde(line: &[u8]) {
-        let fast = MarketTick::read_fast(line);
         let serde: Result<MarketTick, _> = from_json(line);
-        if let Some(fast) = fast {
+        for fast in [MarketTick::read_layout(line), MarketTick::read_scan(line)].into_iter().flatten() {
             assert_eq!(Ok(&fast), serde.as_ref(), "{}", String::from_utf8_lossy(line));
         }
     }
@@ -399,12 +430,15 @@ mod tests {
             }
             lines.push(line);
         }
-        let fast = lines.iter().filter(|l| MarketTick::read_fast(l).is_some()).count();
+        let count = |read: fn(&[u8]) -> Option<MarketTick>| lines.iter().filter(|l| read(l).is_some()).count();
+        let (layout, scan) = (count(MarketTick::read_layout), count(MarketTick::read_scan));
         for line in &lines {
             same_as_serde(line);
         }
-        // Most valid lines take the fast path, or the test would prove little.
-        assert!(fast > 3_000, "{fast} of {} lines on the fast path", lines.len());
+        // Most valid lines take each fast path, or the test would prove little.
+        assert!(layout > 3_000 && scan > 3_000, "{layout} and {scan} of {} lines on the fast paths", lines.len());
+        let compact = SPEC.split_whitespace().collect::<String>();
+        assert!(MarketTick::read_layout(compact.as_bytes()).is_some(), "the specification's example, compact");
     }
 
     #[test]
