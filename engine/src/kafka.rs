@@ -121,6 +121,30 @@ mod tests {
         assert!(KafkaConfig::parse_property("linger.ms").is_err());
         assert!(KafkaConfig::parse_property("=5").is_err());
     }
+
+    #[test]
+    fn a_partition_ends_where_the_broker_confirms_it_past_the_reported_end() {
+        let mut ends = super::Ends::default();
+        ends.add(0, 0, 3);
+        ends.add(1, 5, 5);
+        assert!(!ends.done(), "nothing confirmed yet");
+        ends.eof(1);
+        (0..3).for_each(|o| ends.read(0, o));
+        assert!(!ends.done(), "partition 0 passed its reported end, unconfirmed");
+        ends.eof(0);
+        assert!(ends.done());
+        // More records after the EOF (the reported end was short): not done until confirmed again.
+        ends.read(0, 3);
+        assert!(!ends.done());
+        ends.eof(0);
+        assert!(ends.done());
+        // An EOF before the reported end (a stale answer) does not end the read.
+        let mut early = super::Ends::default();
+        early.add(0, 0, 10);
+        early.read(0, 4);
+        early.eof(0);
+        assert!(!early.done());
+    }
 }
 
 /// Commits offsets for a consumer group on a thread of its own, in the order given. A synchronous
