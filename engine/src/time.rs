@@ -30,7 +30,13 @@ pub fn parse_utc_fast(b: &[u8]) -> Option<Millis> {
     let head: [u8; 13] = b.get(..13)?.try_into().ok()?;
     let f: &[u8; 19] = b.get(..19)?.try_into().ok()?;
     let (cached, start) = HOUR.get();
-    let hour_start = if cached == head { start } else { hour_start(&head)? };
+    let hour_start = if cached == head {
+        start
+    } else {
+        let start = hour_start(&head)?;
+        HOUR.set((head, start));
+        start
+    };
     let d = |at: usize| Millis::from(f[at].wrapping_sub(b'0'));
     if !(f[14].is_ascii_digit() && f[15].is_ascii_digit() && f[17].is_ascii_digit() && f[18].is_ascii_digit()) {
         return None;
@@ -68,10 +74,8 @@ fn hour_start(f: &[u8; 13]) -> Option<Millis> {
         return None;
     }
     let digit = |at: usize| f[at].is_ascii_digit();
-    if !(digit(0) && digit(1) && digit(2) && digit(3) && digit(5) && digit(6) && digit(8) && digit(9)) {
-        return None;
-    }
-    if !(digit(11) && digit(12)) {
+    let date = digit(0) && digit(1) && digit(2) && digit(3) && digit(5) && digit(6) && digit(8) && digit(9);
+    if !(date && digit(11) && digit(12)) {
         return None;
     }
     let d = |at: usize| Millis::from(f[at] - b'0');
@@ -83,9 +87,7 @@ fn hour_start(f: &[u8; 13]) -> Option<Millis> {
     if year < 1970 || !(1..=12).contains(&month) || day == 0 || day > month_days[(month - 1) as usize] || hour > 23 {
         return None;
     }
-    let start = (days_from_civil(year, month, day) * 24 + hour) * 3_600_000;
-    HOUR.set((*f, start));
-    Some(start)
+    Some((days_from_civil(year, month, day) * 24 + hour) * 3_600_000)
 }
 
 /// Days from 1970-01-01 to (year, month, day), year ≥ 1970: Howard Hinnant's `days_from_civil`.
