@@ -44,7 +44,7 @@ fn run(service: &Arc<LlmService>, n: usize, salt: &str) -> Duration {
 }
 
 fn service(config: LlmConfig) -> Arc<LlmService> {
-    let actions = vec![Action::Buy, Action::Sell, Action::Hold];
+    let actions = vec![Action::BUY, Action::SELL, Action::HOLD];
     LlmService::start(&LlmConfig { enabled: true, cache_size: 0, actions, ..config }, Pressure::default()).unwrap()
 }
 

@@ -2,7 +2,6 @@
 //! figures and never judge them.
 
 use anyhow::{Context, Result, bail};
-use hdrhistogram::Histogram;
 use inflight::engine::job::{JobConfig, JobReport};
 use inflight::engine::kafka::{KafkaConfig, send_when_room};
 use inflight::engine::recovery::{CheckpointConfig, LastCheckpoint};
@@ -27,18 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// p50/p90/p99/max of a histogram in microseconds, printed in ms.
-pub fn percentiles(h: &Histogram<u64>) -> String {
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    format!(
-        "p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
-        ms(0.5),
-        ms(0.95),
-        ms(0.99),
-        h.max() as f64 / 1000.0,
-        h.len()
-    )
-}
+pub use inflight::app::percentiles;
 
 /// File → decisions, `runs` times; prints each run and the median.
 pub fn trading_file(

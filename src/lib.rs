@@ -34,16 +34,22 @@ pub use inflight_engine as engine;
 pub use inflight_operators as operators;
 pub use inflight_pipelines as pipelines;
 
+pub mod app;
+pub mod bundled;
 pub mod live_load;
+
+/// Differential Dataflow, for pipelines that join or aggregate with arrangements.
+pub use differential_dataflow;
+/// Timely Dataflow, for pipelines that build with its operators directly.
+pub use timely;
 
 pub use inflight_operators::Decision;
 
-use inflight_engine::job::{JobConfig, JobError, JobReport, run};
+use inflight_engine::job::{JobConfig, JobError, JobReport};
 use inflight_engine::runtime::RunContext;
 use inflight_operators::LlmService;
-use inflight_pipelines::code::{CodeEvent, code};
-use inflight_pipelines::flight::{FlightConfig, FlightInput, Reference, flight};
-use inflight_pipelines::trading::{MarketTick, TradingConfig, trading};
+use inflight_pipelines::flight::{FlightConfig, Reference};
+use inflight_pipelines::trading::TradingConfig;
 use std::sync::Arc;
 
 /// Runs the trading pipeline with `config` over the job's input, to the end of the input. With
@@ -64,23 +70,7 @@ pub fn run_trading_with(
     ctx: &RunContext,
     llm: Option<Arc<LlmService>>,
 ) -> Result<JobReport, JobError> {
-    let config = config.clone();
-    let source = job.input.name();
-    let service = llm.clone();
-    flushed(&llm, || {
-        run::<MarketTick, _, _>(job, ctx, move |scope, events| {
-            trading(scope, events, &config, source.clone(), service.as_ref())
-        })
-    })
-}
-
-/// Runs `run`, then flushes the LLM call log (if any), so the log is complete when a run returns.
-fn flushed<R>(llm: &Option<Arc<LlmService>>, run: impl FnOnce() -> R) -> R {
-    let result = run();
-    if let Some(service) = llm {
-        service.flush();
-    }
-    result
+    app::run_job::<bundled::Trading>(job, config, Arc::new(()), ctx, llm)
 }
 
 /// Runs the flight pipeline: status events and reference changes from the job's inputs, against
@@ -92,22 +82,11 @@ pub fn run_flight_with(
     ctx: &RunContext,
     llm: Option<Arc<LlmService>>,
 ) -> Result<JobReport, JobError> {
-    let config = config.clone();
-    let source = job.input.name();
-    let service = llm.clone();
-    flushed(&llm, || {
-        run::<FlightInput, _, _>(job, ctx, move |scope, events| {
-            flight(scope, events, &config, &reference, source.clone(), service.as_ref())
-        })
-    })
+    app::run_job::<bundled::Flight>(job, config, reference, ctx, llm)
 }
 
 /// Runs the code-fix pipeline over the job's input, with the caller's LLM service if any (start it
 /// with [`inflight_pipelines::code::CodeConfig::check`] so proposals are parsed before they count).
 pub fn run_code_with(job: &JobConfig, ctx: &RunContext, llm: Option<Arc<LlmService>>) -> Result<JobReport, JobError> {
-    let source = job.input.name();
-    let service = llm.clone();
-    flushed(&llm, || {
-        run::<CodeEvent, _, _>(job, ctx, move |_scope, events| code(events, source.clone(), service.as_ref()))
-    })
+    app::run_job::<bundled::Code>(job, &Default::default(), Arc::new(()), ctx, llm)
 }

@@ -137,7 +137,7 @@ fn one_two_workers_and_two_processes_give_the_same_decisions() {
 fn bad_flags_exit_non_zero_with_one_line() {
     let cases: [(&[&str], &str); 3] = [
         (&["run", "code", "--input", "/no/such/file.jsonl"], "cannot read input"),
-        (&["run", "code", "--emit", "all"], "--emit is for the trading and flight pipelines"),
+        (&["run", "code", "--emit", "all"], "unexpected argument '--emit'"),
         (&["run", "code", "--llm", "--llm-min-confidence", "2"], "min_confidence"),
     ];
     for (args, want) in cases {

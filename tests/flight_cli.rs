@@ -214,9 +214,9 @@ fn bad_reference_data_and_flags_exit_non_zero_with_one_line() {
             &["run", "flight", "--input", &sample, "--bookings", bad_json.to_str().unwrap()],
             "bad-bookings.jsonl:2: missing field `legs`",
         ),
-        (&["run", "flight", "--input", &sample, "--window", "1s"], "--window is for the trading pipeline"),
+        (&["run", "flight", "--input", &sample, "--window", "1s"], "unexpected argument '--window'"),
         (&["run", "flight", "--input", &sample, "--mct", "90s"], "whole minutes"),
-        (&["run", "trading", "--schedule", &sample], "for the flight pipeline"),
+        (&["run", "trading", "--schedule", &sample], "unexpected argument '--schedule'"),
     ];
     for (args, want) in cases {
         assert_refused(args, want);

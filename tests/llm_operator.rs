@@ -62,7 +62,7 @@ fn settle(worker: &mut timely::worker::Worker, probe: &ProbeHandle<Millis>, time
 }
 
 fn started(config: LlmConfig) -> Arc<LlmService> {
-    let actions = vec![Action::Buy, Action::Sell, Action::Hold];
+    let actions = vec![Action::BUY, Action::SELL, Action::HOLD];
     LlmService::start(&LlmConfig { enabled: true, actions, ..config }, Pressure::default()).unwrap()
 }
 

@@ -1,49 +1,106 @@
 //! The one output type of every pipeline: what to do, why, how sure, who decided, on what evidence,
 //! and where the input came from.
 
-use inflight_engine::{Key, SourceRef};
+use inflight_engine::time::{format_rfc3339, wall_millis};
+use inflight_engine::{Key, Millis, Position, SourceName, SourceRef};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// What a decision recommends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Action {
-    /// Trading: buy.
-    Buy,
-    /// Trading: sell.
-    Sell,
-    /// Trading: keep the position.
-    Hold,
-    /// Flight: move the passengers to the alternative flight.
-    Rebook,
-    /// Flight: hold seats on the alternative while the delay is unclear.
-    Protect,
-    /// Flight: no alternative the rules trust; a person must decide.
-    Escalate,
-    /// Flight: the booking is not affected.
-    #[serde(rename = "NONE")]
-    NoAction,
-    /// Code: apply the fix (it parses).
-    Fix,
-    /// Code: a fix to look at before applying (not validated, or not sure).
-    Suggest,
-}
+/// What a decision recommends: a name in capitals (`BUY`, `REBOOK`, `ALERT_ABOVE`). Each pipeline
+/// declares the actions it may emit (the LLM stage may answer only those); the bundled pipelines'
+/// are constants here. Cheap to copy and compare: it is a `&'static str`, and names read from
+/// outside (a decision parsed back, a model's reply) are interned once.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Action(&'static str);
 
 impl Action {
+    /// Trading: buy.
+    pub const BUY: Action = Action("BUY");
+    /// Trading: sell.
+    pub const SELL: Action = Action("SELL");
+    /// Trading: keep the position.
+    pub const HOLD: Action = Action("HOLD");
+    /// Flight: move the passengers to the alternative flight.
+    pub const REBOOK: Action = Action("REBOOK");
+    /// Flight: hold seats on the alternative while the delay is unclear.
+    pub const PROTECT: Action = Action("PROTECT");
+    /// Flight: no alternative the rules trust; a person must decide.
+    pub const ESCALATE: Action = Action("ESCALATE");
+    /// Flight: the booking is not affected.
+    pub const NONE: Action = Action("NONE");
+    /// Code: apply the fix (it parses).
+    pub const FIX: Action = Action("FIX");
+    /// Code: a fix to look at before applying (not validated, or not sure).
+    pub const SUGGEST: Action = Action("SUGGEST");
+
+    /// A pipeline's own action, e.g. `const BLOCK: Action = Action::new("BLOCK");` (checked
+    /// with [`Action::check`] when the pipeline starts).
+    pub const fn new(name: &'static str) -> Action {
+        Action(name)
+    }
+
+    /// The action named `name`, interned: each distinct name is stored once for the process, and
+    /// at most [`Action::MAX_NAMES`] of them (None past that).
+    pub fn named(name: &str) -> Option<Action> {
+        static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = names.iter().find(|n| **n == name) {
+            return Some(Action(known));
+        }
+        if names.len() >= Self::MAX_NAMES {
+            return None;
+        }
+        // Leaked on purpose: actions are a small, fixed vocabulary per run (and bounded above).
+        let stored: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.push(stored);
+        Some(Action(stored))
+    }
+
+    /// The most distinct action names [`Action::named`] stores.
+    pub const MAX_NAMES: usize = 4096;
+
     /// The action as written in decisions (`BUY`, `REBOOK`, `NONE`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Buy => "BUY",
-            Action::Sell => "SELL",
-            Action::Hold => "HOLD",
-            Action::Rebook => "REBOOK",
-            Action::Protect => "PROTECT",
-            Action::Escalate => "ESCALATE",
-            Action::NoAction => "NONE",
-            Action::Fix => "FIX",
-            Action::Suggest => "SUGGEST",
-        }
+        self.0
+    }
+
+    /// Whether the name is usable: 1 to 40 characters of `A-Z`, `0-9` and `_`, starting with a
+    /// letter (so it reads the same in JSON, Kafka headers, metrics labels and prompts).
+    pub fn check(self) -> Result<(), String> {
+        check_name(self.0)
+    }
+}
+
+fn check_name(n: &str) -> Result<(), String> {
+    let ok = (1..=40).contains(&n.len())
+        && n.starts_with(|c: char| c.is_ascii_uppercase())
+        && n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok { Ok(()) } else { Err(format!("action {n:?} must be 1-40 of A-Z, 0-9 and _, starting with a letter")) }
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        check_name(&name).map_err(serde::de::Error::custom)?;
+        Action::named(&name).ok_or_else(|| serde::de::Error::custom("more distinct actions than Action::MAX_NAMES"))
     }
 }
 
@@ -120,13 +177,61 @@ impl inflight_engine::job::Emitted for Decision {
 }
 
 impl Decision {
+    /// A decision of the rules of `pipeline` about `key` at event time `event_time` (ms), made
+    /// now: id `pipeline/key/event_time`, empty evidence, source unknown until
+    /// [`Decision::source`] names it. The other setters fill in the rest.
+    pub fn new(pipeline: &str, key: &str, event_time: Millis, action: Action, confidence: f64) -> Decision {
+        Decision {
+            id: format!("{pipeline}/{key}/{event_time}"),
+            pipeline: pipeline.to_owned(),
+            key: Key::from(key),
+            action,
+            reason: String::new(),
+            confidence,
+            decided_by: DecidedBy::Rules,
+            evidence: Evidence::default(),
+            event_time: format_rfc3339(event_time),
+            decided_at: format_rfc3339(wall_millis()),
+            source: SourceRef::new(&SourceName::File("unknown".into()), Position::default()),
+            ingest_ns: 0,
+            event_time_ms: event_time,
+        }
+    }
+
+    /// Why, in one sentence.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// The values it was based on, serialized now (see [`Evidence::of`]).
+    pub fn evidence<T: Serialize>(mut self, evidence: &T) -> Self {
+        self.evidence = Evidence::of(evidence);
+        self
+    }
+
+    /// Where the newest input behind it was read (`pos` in source `name`), and when (wall-clock
+    /// nanoseconds, for the read → decision latency).
+    pub fn source(mut self, name: &SourceName, pos: Position, ingest_ns: u64) -> Self {
+        self.source = SourceRef::new(name, pos);
+        self.ingest_ns = ingest_ns;
+        self
+    }
+
+    /// Another id than `pipeline/key/event_time` (when one key can have several decisions at one
+    /// time); it must be deterministic, so that a replay is recognised.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
     /// A made-up decision (checks prompt templates at start; examples).
     pub fn sample() -> Decision {
         Decision {
             id: "trading/BTC/USD/1704621600000".into(),
             pipeline: "trading".into(),
             key: "BTC/USD".into(),
-            action: Action::Hold,
+            action: Action::HOLD,
             reason: "no rule fired".into(),
             confidence: 0.65,
             decided_by: DecidedBy::Rules,
@@ -177,5 +282,26 @@ impl PartialEq for Evidence {
 impl Default for Evidence {
     fn default() -> Self {
         Evidence::of(&())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::Action;
+
+    #[test]
+    fn actions_read_back_as_the_same_value_and_bad_names_are_refused() {
+        let buy: Action = serde_json::from_str("\"BUY\"").unwrap();
+        assert_eq!(buy, Action::BUY);
+        assert_eq!(serde_json::to_string(&Action::new("ALERT_ABOVE")).unwrap(), "\"ALERT_ABOVE\"");
+        let own: Action = serde_json::from_str("\"BLOCK\"").unwrap();
+        assert_eq!(own, Action::new("BLOCK"));
+        for bad in ["\"\"", "\"buy\"", "\"9LIVES\"", "\"A-B\""] {
+            let err = serde_json::from_str::<Action>(bad).unwrap_err().to_string();
+            assert!(err.contains("must be 1-40 of A-Z"), "{bad}: {err}");
+        }
+        assert!(Action::new("OK_2").check().is_ok());
+        assert!(Action::new("way too long a name for an action, surely").check().is_err());
     }
 }

@@ -14,7 +14,28 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-/// One price observation of a key, with `C` the context the pipeline carries to the bar's close.
+/// What a bar keeps of its ticks' contexts, besides OHLCV. An `Option<T>` keeps the latest tick's
+/// (the trading pipeline's market trend); a pipeline's own type can sum (use [`ExactSum`] so the
+/// bar is the same whatever order its ticks arrive in, i.e. at any parallelism).
+pub trait BarContext: Clone {
+    /// Folds in `tick`, the context of a tick added to the bar; `latest`: that tick is the bar's
+    /// latest so far (by event time, then source position).
+    fn fold(&mut self, tick: Self, latest: bool);
+}
+
+impl<T: Clone> BarContext for Option<T> {
+    fn fold(&mut self, tick: Self, latest: bool) {
+        if latest {
+            *self = tick;
+        }
+    }
+}
+
+impl BarContext for () {
+    fn fold(&mut self, _: (), _: bool) {}
+}
+
+/// One price observation of a key, with `C` the context the pipeline carries into the bar.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tick<C> {
     /// The key (asset).
@@ -29,7 +50,7 @@ pub struct Tick<C> {
     pub pos: Position,
     /// Wall-clock nanoseconds when it was read.
     pub ingest_ns: u64,
-    /// Pipeline context (e.g. the market trend), kept from the bar's closing tick.
+    /// Pipeline context (e.g. the market trend), folded into the bar's.
     pub context: C,
 }
 
@@ -60,11 +81,11 @@ pub struct Bar<C> {
     pub last: (Millis, Position),
     /// Latest wall-clock read time of its ticks.
     pub ingest_ns: u64,
-    /// Context of the closing tick.
+    /// Its ticks' contexts, folded ([`BarContext`]).
     pub context: C,
 }
 
-impl<C: Clone> Bar<C> {
+impl<C: BarContext> Bar<C> {
     fn new(tick: Tick<C>, start: Millis, end: Millis) -> Self {
         let at = (tick.time, tick.pos);
         Bar {
@@ -99,11 +120,12 @@ impl<C: Clone> Bar<C> {
             self.first = at;
             self.open = tick.price;
         }
-        if at > self.last {
+        let latest = at > self.last;
+        if latest {
             self.last = at;
             self.close = tick.price;
-            self.context = tick.context;
         }
+        self.context.fold(tick.context, latest);
     }
 }
 
@@ -124,7 +146,7 @@ pub trait WindowExt<'scope, C> {
 
 impl<'scope, C> WindowExt<'scope, C> for Stream<'scope, Tick<C>>
 where
-    C: Clone + Send + Serialize + for<'de> Deserialize<'de> + 'static,
+    C: BarContext + Send + Serialize + for<'de> Deserialize<'de> + 'static,
 {
     fn bars(self, width: Millis) -> Stream<'scope, Bar<C>> {
         let width = width.max(1);

@@ -69,7 +69,7 @@ impl Prompts {
             .map_err(|e| format!("llm.system_prompt: {e}"))?;
         env.add_template_owned("user", config.user_template().to_owned())
             .map_err(|e| format!("llm.user_prompt: {e}"))?;
-        let actions = config.actions.iter().map(|a| action_name(*a).to_owned()).collect();
+        let actions = config.actions.iter().map(|a| a.as_str().to_owned()).collect();
         let prompts = Prompts { env, actions };
         // Render once on a sample, so a template that names a missing field fails at start.
         prompts.render(&Decision::sample()).map(|_| prompts)
@@ -102,7 +102,7 @@ impl Prompts {
 pub fn response_format(actions: &[Action], extra: &[(&'static str, serde_json::Value)]) -> serde_json::Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(LlmVerdict)).unwrap_or_default();
     if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
-        let names: Vec<&str> = actions.iter().map(|a| action_name(*a)).collect();
+        let names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
         props.insert("action".into(), serde_json::json!({ "type": "string", "enum": names }));
         for (name, field) in extra {
             props.insert((*name).into(), field.clone());
@@ -128,13 +128,17 @@ pub fn validate(content: &str, actions: &[Action]) -> Result<LlmVerdict, String>
         return Err(format!("reply is {} bytes, more than {MAX_REPLY}", content.len()));
     }
     let text = unfence(content);
-    let mut verdict: LlmVerdict = serde_json::from_str(text).map_err(|e| {
+    // The action is read as text and matched against the allowed ones, so a model that invents
+    // names does not grow the process's set of actions.
+    let raw: Reply = serde_json::from_str(text).map_err(|e| {
         let start: String = text.chars().take(120).collect();
         format!("not a JSON object {{action, reason, confidence}}: {e} (reply starts {start:?})")
     })?;
-    if !actions.contains(&verdict.action) {
-        return Err(format!("action {} is not one of {:?}", action_name(verdict.action), actions));
-    }
+    let Some(&action) = actions.iter().find(|a| a.as_str() == raw.action) else {
+        let shown: String = raw.action.chars().take(40).collect();
+        return Err(format!("action {shown:?} is not one of {actions:?}"));
+    };
+    let mut verdict = LlmVerdict { action, reason: raw.reason, confidence: raw.confidence, code: raw.code };
     if !(0.0..=1.0).contains(&verdict.confidence) {
         return Err(format!("confidence {} is outside [0, 1]", verdict.confidence));
     }
@@ -168,36 +172,43 @@ fn unfence(content: &str) -> &str {
     rest.strip_suffix("```").unwrap_or(rest).trim()
 }
 
-fn action_name(action: Action) -> &'static str {
-    action.as_str()
+/// A reply before its action is matched.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reply {
+    action: String,
+    reason: String,
+    confidence: f64,
+    #[serde(default)]
+    code: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: [Action; 3] = [Action::Buy, Action::Sell, Action::Hold];
+    const ALL: [Action; 3] = [Action::BUY, Action::SELL, Action::HOLD];
 
     #[test]
     fn valid_replies_pass_and_fences_are_tolerated() {
         let v = validate(r#"{"action":"BUY","reason":"momentum","confidence":0.8}"#, &ALL).unwrap();
-        assert_eq!((v.action, v.confidence), (Action::Buy, 0.8));
+        assert_eq!((v.action, v.confidence), (Action::BUY, 0.8));
         let fenced = "```json\n{\"action\":\"SELL\",\"reason\":\"r\",\"confidence\":1}\n```";
-        assert_eq!(validate(fenced, &ALL).unwrap().action, Action::Sell);
+        assert_eq!(validate(fenced, &ALL).unwrap().action, Action::SELL);
     }
 
     #[test]
     fn bad_replies_say_what_is_wrong() {
         let err = |s: &str| validate(s, &ALL).unwrap_err();
         assert!(err("I think you should buy").contains("not a JSON object"));
-        assert!(err(r#"{"action":"YOLO","reason":"r","confidence":0.5}"#).contains("not a JSON object"));
+        assert!(err(r#"{"action":"YOLO","reason":"r","confidence":0.5}"#).contains(r#"action "YOLO" is not one of"#));
         assert!(err(r#"{"action":"BUY","reason":"r","confidence":1.5}"#).contains("outside [0, 1]"));
         assert!(err(r#"{"action":"BUY","reason":"r","confidence":-0.1}"#).contains("outside [0, 1]"));
         assert!(err(r#"{"action":"BUY","reason":" ","confidence":0.5}"#).contains("reason is empty"));
         assert!(err(r#"{"action":"BUY","reason":"r","confidence":0.5,"extra":1}"#).contains("not a JSON object"));
         assert!(err(r#"{"action":"BUY","confidence":0.5}"#).contains("not a JSON object"));
         assert!(
-            validate(r#"{"action":"SELL","reason":"r","confidence":0.5}"#, &[Action::Buy])
+            validate(r#"{"action":"SELL","reason":"r","confidence":0.5}"#, &[Action::BUY])
                 .unwrap_err()
                 .contains("not one of")
         );
@@ -212,7 +223,7 @@ mod tests {
 
     #[test]
     fn schema_lists_only_allowed_actions_and_requires_every_field() {
-        let f = response_format(&[Action::Buy, Action::Hold], &[]);
+        let f = response_format(&[Action::BUY, Action::HOLD], &[]);
         let schema = &f["json_schema"]["schema"];
         assert_eq!(schema["properties"]["action"]["enum"], serde_json::json!(["BUY", "HOLD"]));
         assert_eq!(schema["additionalProperties"], false);

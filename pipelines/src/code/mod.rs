@@ -58,7 +58,7 @@ impl CodeConfig {
 
     /// The LLM settings with the code prompts and actions where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
-        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &[Action::Fix, Action::Suggest])
+        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &[Action::FIX, Action::SUGGEST])
     }
 
     /// The check every LLM reply of this pipeline passes.

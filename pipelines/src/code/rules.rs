@@ -67,16 +67,16 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
                 confidence -= 0.1;
             }
             let reason = format!("{} on line {}: the fixed code parses", describe(f.kind), f.line);
-            (Action::Fix, confidence, reason)
+            (Action::FIX, confidence, reason)
         }
         None if found.is_empty() => {
             let reason = format!("the code parses; {} needs more than a syntax fix", event.error_context.error_type);
-            (Action::Suggest, UNSURE, reason)
+            (Action::SUGGEST, UNSURE, reason)
         }
         None => {
             let first = &found[0];
             let reason = format!("no rule fixes the syntax error at line {} ({})", first.line, first.problem);
-            (Action::Suggest, UNSURE, reason)
+            (Action::SUGGEST, UNSURE, reason)
         }
     };
     let evidence = CodeEvidence {
@@ -148,7 +148,7 @@ impl ReplyCheck for CodeCheck {
         if !last {
             return Err(problem);
         }
-        verdict.action = Action::Suggest;
+        verdict.action = Action::SUGGEST;
         verdict.confidence = verdict.confidence.min(UNPARSED);
         verdict.reason = format!("{} — but {problem}", verdict.reason);
         Ok(())
@@ -164,8 +164,8 @@ impl ReplyCheck for CodeCheck {
         case.fix_kind = None;
         case.fix_line = None;
         // The check lets only parsing code through as FIX; this holds even for a replayed log.
-        if !case.validated && decision.action == Action::Fix {
-            decision.action = Action::Suggest;
+        if !case.validated && decision.action == Action::FIX {
+            decision.action = Action::SUGGEST;
             decision.confidence = decision.confidence.min(UNPARSED);
         }
         decision.evidence = Evidence::of(&case);
@@ -195,7 +195,7 @@ mod tests {
     fn the_specification_example_gets_a_validated_one_line_fix() {
         let e = CodeEvent::parse(crate::spec_example("code-event.json").as_bytes()).unwrap();
         let d = decide(e, Position::default(), 0, &source());
-        assert_eq!(d.action, Action::Fix);
+        assert_eq!(d.action, Action::FIX);
         assert!(d.confidence >= 0.9, "{}", d.confidence);
         let ev: CodeEvidence = serde_json::from_str(d.evidence.as_str()).unwrap();
         assert!(ev.validated);
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn unfixable_code_is_an_unsure_suggestion() {
         let d = decide(event("def f(:\n    return [1, 2\n", Some(1)), Position::default(), 0, &source());
-        assert_eq!((d.action, d.confidence), (Action::Suggest, UNSURE));
+        assert_eq!((d.action, d.confidence), (Action::SUGGEST, UNSURE));
         let ev: CodeEvidence = serde_json::from_str(d.evidence.as_str()).unwrap();
         assert!(!ev.validated && ev.diff.is_empty() && !ev.findings.is_empty());
     }
@@ -216,7 +216,7 @@ mod tests {
         let d = decide(event("if x\n    y = 1\n", Some(1)), Position::default(), 0, &source());
         let evidence = d.evidence.as_str();
         let verdict = |code: Option<&str>| LlmVerdict {
-            action: Action::Fix,
+            action: Action::FIX,
             reason: "r".into(),
             confidence: 0.9,
             code: code.map(str::to_owned),
@@ -228,12 +228,12 @@ mod tests {
         let mut bad = verdict(Some("if x\n    y = 1\n"));
         assert!(CodeCheck.check(evidence, &mut bad, false).unwrap_err().contains("does not parse"));
         assert!(CodeCheck.check(evidence, &mut bad, true).is_ok());
-        assert_eq!((bad.action, bad.confidence), (Action::Suggest, UNPARSED));
+        assert_eq!((bad.action, bad.confidence), (Action::SUGGEST, UNPARSED));
 
         let mut decision = d.clone();
-        decision.action = Action::Fix;
+        decision.action = Action::FIX;
         CodeCheck.apply(&mut decision, &verdict(Some("if x\n    y = 2\n")));
-        assert_eq!(decision.action, Action::Suggest, "never FIX with code that does not parse");
+        assert_eq!(decision.action, Action::SUGGEST, "never FIX with code that does not parse");
         let mut decision = d;
         CodeCheck.apply(&mut decision, &good);
         let ev: CodeEvidence = serde_json::from_str(decision.evidence.as_str()).unwrap();

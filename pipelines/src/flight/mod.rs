@@ -84,7 +84,7 @@ impl FlightConfig {
 
     /// The LLM settings with the flight prompts and actions where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
-        let actions = [Action::Rebook, Action::Protect, Action::Escalate, Action::NoAction];
+        let actions = [Action::REBOOK, Action::PROTECT, Action::ESCALATE, Action::NONE];
         self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &actions)
     }
 }

@@ -374,9 +374,9 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
                 let slack = (c.departure - ready.min(c.departure)) / MINUTE;
                 let reason =
                     format!("{id} {status}; the connection to {} still holds ({slack} min to spare)", c.flight_id);
-                (Action::NoAction, 0.95, reason)
+                (Action::NONE, 0.95, reason)
             }
-            _ => (Action::NoAction, 0.95, format!("{id} {status}; it is the booking's last leg, no connection")),
+            _ => (Action::NONE, 0.95, format!("{id} {status}; it is the booking's last leg, no connection")),
         },
         Outcome::Rebook => {
             let what = if e.status == FlightStatus::Cancelled {
@@ -384,7 +384,7 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
             } else {
                 format!("this breaks the connection to {broken_id}")
             };
-            (Action::Rebook, 0.9, format!("{id} {status} and {what}: rebook {pax} on {}", alt_text(alt)))
+            (Action::REBOOK, 0.9, format!("{id} {status} and {what}: rebook {pax} on {}", alt_text(alt)))
         }
         Outcome::RebookBreaksNext => {
             let next = case.following.as_ref().map(|f| f.flight_id.as_str()).unwrap_or_default();
@@ -392,21 +392,21 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
                 "{id} {status}; {broken_id} must be replaced, but {} misses {next}: several legs broken",
                 alt_text(alt)
             );
-            (Action::Rebook, 0.5, reason)
+            (Action::REBOOK, 0.5, reason)
         }
         Outcome::NoAlternative => {
             let route = broken.map(|b| format!("{}→{}", b.flight.origin, b.flight.destination)).unwrap_or_default();
             let reason =
                 format!("{id} {status}; no later flight {route} has seats for {pax}: no alternative, escalate");
-            (Action::Escalate, 0.5, reason)
+            (Action::ESCALATE, 0.5, reason)
         }
         Outcome::Protect => (
-            Action::Protect,
+            Action::PROTECT,
             0.75,
             format!("{id} {status}: hold {pax} seats on {} in case {broken_id} is missed", alt_text(alt)),
         ),
-        Outcome::Diverted => (Action::Escalate, 0.6, format!("{id} is diverted: the itinerary must be rebuilt")),
-        Outcome::Missing(what) => (Action::Escalate, 0.4, format!("{id} {status}, but {what}")),
+        Outcome::Diverted => (Action::ESCALATE, 0.6, format!("{id} is diverted: the itinerary must be rebuilt")),
+        Outcome::Missing(what) => (Action::ESCALATE, 0.4, format!("{id} {status}, but {what}")),
     }
 }
 
@@ -538,7 +538,7 @@ mod tests {
         // Arrives 11:15, +45 min MCT = 12:00, exactly the connection's departure.
         let case = run(delayed("F1", Some(15)), &schedule(), &booking(&["F1", "C1"]));
         assert_eq!(case.outcome, Some(Outcome::Unaffected));
-        assert_eq!(verdict(&case, &Mct::default()).0, Action::NoAction);
+        assert_eq!(verdict(&case, &Mct::default()).0, Action::NONE);
         let late = run(delayed("F1", Some(16)), &schedule(), &booking(&["F1", "C1"]));
         assert_eq!(late.outcome, Some(Outcome::Rebook));
     }
@@ -562,14 +562,14 @@ mod tests {
         ];
         let case = run(delayed("F1", Some(60)), &only_full, &booking(&["F1", "C1"]));
         assert_eq!(case.outcome, Some(Outcome::NoAlternative));
-        assert_eq!(verdict(&case, &Mct::default()).0, Action::Escalate);
+        assert_eq!(verdict(&case, &Mct::default()).0, Action::ESCALATE);
 
         let mut s = schedule();
         s.push(flight("V1", "YVR", "NRT", 10, 20, 10)); // C3 lands at 20:00: too late for V1 at 20:00
         let case = run(delayed("F1", Some(60)), &s, &booking(&["F1", "C1", "V1"]));
         assert_eq!(case.outcome, Some(Outcome::RebookBreaksNext));
         let (action, confidence, _) = verdict(&case, &Mct::default());
-        assert_eq!((action, confidence < 0.7), (Action::Rebook, true));
+        assert_eq!((action, confidence < 0.7), (Action::REBOOK, true));
     }
 
     #[test]

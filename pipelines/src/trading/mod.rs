@@ -86,7 +86,7 @@ impl TradingConfig {
 
     /// The LLM settings with the trading prompts where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
-        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &[Action::Buy, Action::Sell, Action::Hold])
+        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &[Action::BUY, Action::SELL, Action::HOLD])
     }
 }
 

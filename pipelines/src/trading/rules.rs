@@ -104,11 +104,11 @@ impl Rules for TradingRules {
 
     fn verdict(&self, s: &Scored) -> Option<Verdict> {
         let (action, confidence) = if s.rsi > self.rsi_sell_above {
-            (Action::Sell, self.sell_confidence)
+            (Action::SELL, self.sell_confidence)
         } else if s.macd.histogram > self.macd_buy_above && s.bar.context == Some(Trend::Bullish) {
-            (Action::Buy, self.buy_confidence)
+            (Action::BUY, self.buy_confidence)
         } else {
-            (Action::Hold, self.hold_confidence)
+            (Action::HOLD, self.hold_confidence)
         };
         Some(Verdict { action, confidence })
     }
@@ -116,8 +116,8 @@ impl Rules for TradingRules {
     fn explain(&self, s: Scored, v: Verdict) -> Decision {
         let trend = s.bar.context.map_or("unknown", Trend::as_str);
         let reason = match v.action {
-            Action::Sell => format!("RSI {:.2} is above {} (overbought)", s.rsi, self.rsi_sell_above),
-            Action::Buy => format!(
+            Action::SELL => format!("RSI {:.2} is above {} (overbought)", s.rsi, self.rsi_sell_above),
+            Action::BUY => format!(
                 "MACD histogram {:.4} is above {} and the trend is bullish",
                 s.macd.histogram, self.macd_buy_above
             ),
@@ -190,11 +190,11 @@ mod tests {
     fn specification_rules() {
         let r = TradingRules::default();
         let v = |rsi, h, t| r.verdict(&scored(rsi, h, t)).unwrap();
-        assert_eq!(v(70.5, 50.0, Some(Trend::Bullish)), Verdict { action: Action::Sell, confidence: 0.85 });
-        assert_eq!(v(70.0, 10.5, Some(Trend::Bullish)), Verdict { action: Action::Buy, confidence: 0.92 });
-        assert_eq!(v(50.0, 10.5, Some(Trend::Bearish)).action, Action::Hold);
-        assert_eq!(v(50.0, 10.0, Some(Trend::Bullish)).action, Action::Hold);
-        assert_eq!(v(50.0, 50.0, None), Verdict { action: Action::Hold, confidence: 0.65 });
+        assert_eq!(v(70.5, 50.0, Some(Trend::Bullish)), Verdict { action: Action::SELL, confidence: 0.85 });
+        assert_eq!(v(70.0, 10.5, Some(Trend::Bullish)), Verdict { action: Action::BUY, confidence: 0.92 });
+        assert_eq!(v(50.0, 10.5, Some(Trend::Bearish)).action, Action::HOLD);
+        assert_eq!(v(50.0, 10.0, Some(Trend::Bullish)).action, Action::HOLD);
+        assert_eq!(v(50.0, 50.0, None), Verdict { action: Action::HOLD, confidence: 0.65 });
     }
 
     #[test]

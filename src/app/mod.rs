@@ -1,0 +1,273 @@
+//! The runner library: a [`Pipeline`] is a Rust type that says how to parse its events, what it
+//! may be configured with, and how to build its dataflow; an [`App`] turns a set of them into a
+//! command line with every flag and behaviour of the bundled `inflight` binary: file, stdin and
+//! Kafka in and out, dead letters, cluster flags, checkpoints and restore, the live view, metrics,
+//! the LLM stage, TOML config with INFLIGHT_* / OPENAI_* environment and flags over it, Ctrl-C
+//! handling, a progress line and the run summary.
+//!
+//! ```no_run
+//! # use inflight::app::{App, BuildCx, NoFlags, Pipeline};
+//! # use inflight::engine::{Sourced, Stream};
+//! # use inflight::Decision;
+//! # struct Vwap;
+//! # impl Pipeline for Vwap {
+//! #     const NAME: &'static str = "vwap";
+//! #     const ABOUT: &'static str = "VWAP bands";
+//! #     const ACTIONS: &'static [inflight::operators::Action] = &[];
+//! #     type Event = inflight::pipelines::trading::MarketTick;
+//! #     type Config = ();
+//! #     type Flags = NoFlags;
+//! #     type Shared = ();
+//! #     fn prepare(_: &(), _: &NoFlags, _: usize) -> anyhow::Result<()> { Ok(()) }
+//! #     fn build<'s>(_: BuildCx<'_, 's, Self>, _: Stream<'s, Sourced<Self::Event>>) -> Stream<'s, Decision> { todo!() }
+//! # }
+//! fn main() {
+//!     App::new("vwap").about("VWAP bands on market ticks").pipeline::<Vwap>().main()
+//! }
+//! ```
+
+mod cli;
+mod run;
+
+pub use cli::{ClusterArgs, EmitFlag, KafkaArgs, LlmArgs, NoFlags, RunArgs, ServeArgs, parse_speed};
+pub use run::{SideInput, or_default, percentiles, print_summary, run_job};
+
+use crate::engine::event::{Event, Sourced};
+use crate::engine::time::Millis;
+use crate::engine::{Scope, SourceName, Stream};
+use crate::operators::{Action, Decision, LlmConfig, LlmService, ReplyCheck};
+use anyhow::Result;
+use clap::{ArgMatches, Args, Command, FromArgMatches, Subcommand};
+use std::sync::Arc;
+
+/// A pipeline: events of one type in, decisions out.
+pub trait Pipeline: Sized + 'static {
+    /// Its name: `run NAME` in an app with several, decisions' `pipeline`, the default consumer
+    /// group (`inflight-NAME`), the checkpoint manifest, the live view's title.
+    const NAME: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// Every action its decisions may carry (checked at start; the LLM stage may answer only
+    /// these).
+    const ACTIONS: &'static [Action];
+    /// What one input record parses into.
+    type Event: Event;
+    /// Its settings: read from `--config FILE` (TOML), defaults where the file is silent.
+    type Config: Clone + Default + serde::de::DeserializeOwned + Send + Sync + 'static;
+    /// Its own flags (clap `Args`), after the runner's; [`NoFlags`] when it has none.
+    type Flags: Args + FromArgMatches + Send + Sync + 'static;
+    /// Data loaded once per process before the dataflow is built (reference tables), shared by
+    /// its workers; `()` when there is none.
+    type Shared: Send + Sync + 'static;
+
+    /// The input read when neither `--input` nor `--input-topic` is given.
+    fn sample() -> Option<&'static str> {
+        None
+    }
+
+    /// `--max-lag` for file inputs when the flag is not given: 0 (no pacing) unless a stage of
+    /// the pipeline holds records waiting for other workers (a lookup), see the README.
+    fn file_max_lag() -> Millis {
+        0
+    }
+
+    /// Event time a bounded source waits for stragglers before ending windows (a window's width).
+    fn settle(_config: &Self::Config) -> Millis {
+        1
+    }
+
+    /// Applies the pipeline's flags to its config (flags override the file).
+    fn configure(_config: &mut Self::Config, _flags: &Self::Flags) -> Result<()> {
+        Ok(())
+    }
+
+    /// The config's LLM settings, which `--llm*` flags and `OPENAI_*` variables change; None when
+    /// the pipeline has no LLM stage.
+    fn llm_settings(_config: &mut Self::Config) -> Option<&mut LlmConfig> {
+        None
+    }
+
+    /// The LLM service's settings for a run: the config's, with the pipeline's prompts and the
+    /// actions the model may answer. None: no LLM stage.
+    fn llm_config(_config: &Self::Config) -> Option<LlmConfig> {
+        None
+    }
+
+    /// Checks a model's proposal before it counts (the code pipeline parses fixes).
+    fn reply_check() -> Option<Arc<dyn ReplyCheck>> {
+        None
+    }
+
+    /// Checks the config once flags and environment are applied.
+    fn validate(_config: &Self::Config) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// More inputs of the event type, read beside the main one (live reference changes).
+    fn side_inputs(_flags: &Self::Flags) -> Vec<SideInput> {
+        Vec::new()
+    }
+
+    /// Loads what every worker of process `process` shares.
+    fn prepare(config: &Self::Config, flags: &Self::Flags, process: usize) -> Result<Self::Shared>;
+
+    /// Builds the dataflow on one worker.
+    fn build<'s>(cx: BuildCx<'_, 's, Self>, events: Stream<'s, Sourced<Self::Event>>) -> Stream<'s, Decision>;
+}
+
+/// What [`Pipeline::build`] gets besides its events.
+pub struct BuildCx<'a, 's, P: Pipeline> {
+    /// The worker's dataflow scope.
+    pub scope: Scope<'s>,
+    /// The run's settings.
+    pub config: &'a P::Config,
+    /// What [`Pipeline::prepare`] loaded.
+    pub shared: &'a Arc<P::Shared>,
+    /// The main input's name, which decisions carry in their `source`.
+    pub source: SourceName,
+    /// The LLM service, when the run has one.
+    pub llm: Option<&'a Arc<LlmService>>,
+}
+
+/// Help and version as clap prints them; a usage error as one line (clap's first) and exit 2.
+fn exit_on_bad_args(app: &str, e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: bad arguments");
+    eprintln!("{app}: {first} (see --help)");
+    std::process::exit(2)
+}
+
+/// One registered pipeline, type-erased: how to add its `run` flags and how to run it.
+struct Entry {
+    name: &'static str,
+    about: &'static str,
+    args: fn(Command) -> Command,
+    run: fn(&ArgMatches) -> Result<()>,
+}
+
+/// Runs an extra command if `matches` names one of its subcommands (None: not one of them).
+type RunExtra = Box<dyn Fn(&ArgMatches) -> Option<Result<()>>>;
+
+/// Extra commands of an app (the bundled binary's `gen` and `bench`).
+struct Extra {
+    augment: fn(Command) -> Command,
+    run: RunExtra,
+}
+
+/// A command-line program running one or more pipelines.
+pub struct App {
+    name: &'static str,
+    about: &'static str,
+    version: &'static str,
+    pipelines: Vec<Entry>,
+    extra: Vec<Extra>,
+}
+
+impl App {
+    /// An app called `name` (the binary's name in `--help`).
+    pub fn new(name: &'static str) -> Self {
+        App { name, about: "", version: env!("CARGO_PKG_VERSION"), pipelines: Vec::new(), extra: Vec::new() }
+    }
+
+    /// Its one-line description.
+    pub fn about(mut self, about: &'static str) -> Self {
+        self.about = about;
+        self
+    }
+
+    /// Its version for `--version` (default: inflight's).
+    pub fn version(mut self, version: &'static str) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Registers a pipeline: `run NAME` (or just `run` when it is the only one).
+    pub fn pipeline<P: Pipeline>(mut self) -> Self {
+        self.pipelines.push(Entry {
+            name: P::NAME,
+            about: P::ABOUT,
+            args: |cmd| P::Flags::augment_args(cli::run_command(cmd)),
+            run: run::from_matches::<P>,
+        });
+        self
+    }
+
+    /// Adds the subcommands of `C` (a clap `Subcommand` enum), run by `run`.
+    pub fn commands<C: Subcommand + 'static>(mut self, run: fn(C) -> Result<()>) -> Self {
+        self.extra.push(Extra {
+            augment: C::augment_subcommands,
+            run: Box::new(move |m| C::has_subcommand(m.subcommand_name()?).then(|| run(C::from_arg_matches(m)?))),
+        });
+        self
+    }
+
+    /// The clap command of the whole app.
+    pub fn command(&self) -> Command {
+        let mut root = Command::new(self.name).version(self.version).subcommand_required(true);
+        root = cli::Global::augment_args(root);
+        // Derived args and subcommands bring their doc comments as `about`: the app's and the
+        // pipelines' own descriptions are set after them.
+        let mut run = Command::new("run");
+        match self.pipelines.as_slice() {
+            [one] => run = (one.args)(run).about(one.about),
+            many => {
+                run = run.subcommand_required(true);
+                for p in many {
+                    run = run.subcommand((p.args)(Command::new(p.name)).about(p.about));
+                }
+                run = run.about("Run a pipeline over a file, stdin or a Kafka topic");
+            }
+        }
+        root = cli::Tools::augment_subcommands(root.subcommand(run));
+        for extra in &self.extra {
+            root = (extra.augment)(root);
+        }
+        root.about(self.about)
+    }
+
+    /// Parses the process's arguments and runs; exits 1 with a one-line error on failure (2 for
+    /// bad arguments, from clap).
+    pub fn main(self) -> ! {
+        let matches = self.command().try_get_matches().unwrap_or_else(|e| exit_on_bad_args(self.name, e));
+        let global = cli::Global::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        global.init_logs();
+        match self.dispatch(&matches) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("{}: error: {e:#}", self.name);
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Runs what `matches` (of [`App::command`]) asks for.
+    pub fn dispatch(&self, matches: &ArgMatches) -> Result<()> {
+        let Some((name, sub)) = matches.subcommand() else { anyhow::bail!("no command given") };
+        if name == "run" {
+            return match self.pipelines.as_slice() {
+                [one] => (one.run)(sub),
+                many => {
+                    let Some((pipeline, args)) = sub.subcommand() else { anyhow::bail!("run: no pipeline given") };
+                    let entry = many.iter().find(|p| p.name == pipeline);
+                    entry.map_or_else(|| anyhow::bail!("no pipeline {pipeline:?}"), |p| (p.run)(args))
+                }
+            };
+        }
+        if cli::Tools::has_subcommand(name) {
+            return cli::Tools::from_arg_matches(matches)?.run();
+        }
+        for extra in &self.extra {
+            if let Some(result) = (extra.run)(matches) {
+                return result;
+            }
+        }
+        anyhow::bail!("unknown command {name:?}")
+    }
+}

@@ -1,0 +1,204 @@
+//! The user pipelines in examples/, end to end from their own command lines (built by `cargo
+//! test`, found next to this test's binary): their decisions against a reference computed here
+//! from the input, the same at -w 1, -w 4 and two processes, bad input dead-lettered.
+
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::{assert_same, decisions_by_id, inflight, json_lines, ok};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// An example's binary: target/<profile>/examples/<name>, beside this test's deps/ directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let path = profile.join("examples").join(name);
+    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+    path
+}
+
+fn run_example(name: &str, args: &[&str]) -> std::process::Output {
+    Command::new(example(name)).args(args).output().unwrap()
+}
+
+/// What the reference expects of one decision: (asset, bar end ms, action, vwap, upper, lower).
+type Expected = (String, i64, String, f64, f64, f64);
+
+/// A tick as the reference reads it: (time ms, line, price, volume).
+type RefTick = (i64, usize, f64, f64);
+
+/// Session VWAP bands computed the plain way: ticks grouped into 1 s bars per asset, bars in time
+/// order, sums since 00:00 UTC, the state of each bar's close, kept when it changes or a session
+/// starts. Independent of the pipeline's code (it shares only the definition).
+fn reference(input: &Path) -> Vec<Expected> {
+    // asset -> bar start -> ticks
+    let mut bars: BTreeMap<String, BTreeMap<i64, Vec<RefTick>>> = BTreeMap::new();
+    for (line, text) in std::fs::read_to_string(input).unwrap().lines().enumerate() {
+        let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
+        let (Some(asset), Some(price), Some(volume), Some(ts)) =
+            (v["asset"].as_str(), v["price"].as_f64(), v["volume"].as_f64(), v["timestamp"].as_str())
+        else {
+            continue;
+        };
+        if price <= 0.0 || volume < 0.0 || asset.is_empty() {
+            continue;
+        }
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { continue };
+        let ms = t.timestamp_millis();
+        bars.entry(asset.to_owned())
+            .or_default()
+            .entry(ms - ms.rem_euclid(1000))
+            .or_default()
+            .push((ms, line, price, volume));
+    }
+    let mut out = Vec::new();
+    for (asset, by_start) in bars {
+        let (mut day, mut pv, mut p2v, mut v, mut last) = (None, 0.0, 0.0, 0.0, None::<String>);
+        for (start, mut ticks) in by_start {
+            ticks.sort_by_key(|&(t, line, ..)| (t, line));
+            if day != Some(start.div_euclid(86_400_000)) {
+                (day, pv, p2v, v, last) = (Some(start.div_euclid(86_400_000)), 0.0, 0.0, 0.0, None);
+            }
+            for &(_, _, p, vol) in &ticks {
+                pv += p * vol;
+                p2v += p * p * vol;
+                v += vol;
+            }
+            if v <= 0.0 {
+                continue;
+            }
+            let vwap = pv / v;
+            let sigma = (p2v / v - vwap * vwap).max(0.0).sqrt();
+            let (upper, lower) = (vwap + 2.0 * sigma, vwap - 2.0 * sigma);
+            let close = ticks.last().unwrap().2;
+            let state = if close > upper {
+                "ALERT_ABOVE"
+            } else if close < lower {
+                "ALERT_BELOW"
+            } else {
+                "INSIDE"
+            };
+            if last.as_deref() != Some(state) {
+                last = Some(state.to_owned());
+                out.push((asset.clone(), start + 1000, state.to_owned(), vwap, upper, lower));
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    out
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[track_caller]
+fn assert_matches_reference(got: &[Value], want: &[Expected]) {
+    let mut got: Vec<&Value> = got.iter().collect();
+    got.sort_by_key(|d| (d["key"].as_str().unwrap().to_owned(), d["id"].as_str().unwrap().to_owned()));
+    let rows: Vec<(String, i64, String)> = got
+        .iter()
+        .map(|d| {
+            let t = chrono::DateTime::parse_from_rfc3339(d["event_time"].as_str().unwrap()).unwrap();
+            (d["key"].as_str().unwrap().to_owned(), t.timestamp_millis(), d["action"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let mut rows_sorted = rows.clone();
+    rows_sorted.sort();
+    let want_rows: Vec<(String, i64, String)> = want.iter().map(|w| (w.0.clone(), w.1, w.2.clone())).collect();
+    assert_eq!(rows_sorted, want_rows, "decisions (asset, bar end, action)");
+    for d in got {
+        let t = chrono::DateTime::parse_from_rfc3339(d["event_time"].as_str().unwrap()).unwrap().timestamp_millis();
+        let w = want.iter().find(|w| w.0 == d["key"].as_str().unwrap() && w.1 == t).unwrap();
+        let e = &d["evidence"];
+        for (name, value) in [("vwap", w.3), ("upper", w.4), ("lower", w.5)] {
+            assert!(close(e[name].as_f64().unwrap(), value), "{name} of {d}: want {value}");
+        }
+        assert_eq!(d["pipeline"], "vwap_bands");
+    }
+}
+
+#[test]
+fn vwap_bands_matches_the_reference_at_any_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("ticks.jsonl");
+    // 6,000 ticks on 3 assets over ~17 h of event time from 10:00 UTC: sessions restart at midnight.
+    ok(inflight(&[
+        "gen",
+        "market",
+        "--events",
+        "6000",
+        "--assets",
+        "3",
+        "--rate",
+        "0.1",
+        "--seed",
+        "11",
+        "--malformed",
+        "0.02",
+        "-o",
+        input.to_str().unwrap(),
+    ]));
+    let want = reference(&input);
+    assert!(want.len() > 50, "the input exercises the bands: {} decisions", want.len());
+    let days: std::collections::BTreeSet<i64> = want.iter().map(|w| (w.1 - 1).div_euclid(86_400_000)).collect();
+    assert!(days.len() >= 2, "the input crosses midnight");
+    let mut runs = Vec::new();
+    for workers in ["1", "4"] {
+        let (out, dead) = (d.join(format!("w{workers}.jsonl")), d.join(format!("w{workers}.dead")));
+        let r = run_example(
+            "vwap_bands",
+            &[
+                "run",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--dead-letter",
+                dead.to_str().unwrap(),
+                "-w",
+                workers,
+                "--chunk-size",
+                "65536",
+            ],
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_matches_reference(&json_lines(&out), &want);
+        let dead = json_lines(&dead);
+        assert!(!dead.is_empty() && dead.iter().all(|l| l["reason"] == "malformed" || l["reason"] == "invalid"));
+        assert!(dead.iter().all(|l| l["source"]["line"].as_u64().is_some()), "dead letters name their line");
+        runs.push(decisions_by_id(&out));
+    }
+    assert_same("-w 1 vs -w 4", &runs[0], &runs[1]);
+    let out = d.join("n2.jsonl");
+    let exe = example("vwap_bands");
+    for o in cli::cluster(d, |cmd| {
+        *cmd = Command::new(&exe);
+        cmd.args(["run", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+        cmd.args(["--dead-letter", "/dev/null", "--chunk-size", "65536"]);
+    }) {
+        ok(o);
+    }
+    assert_same("-w 1 vs -n 2", &runs[0], &decisions_by_id(&out));
+}
+
+#[test]
+fn vwap_bands_refuses_bad_flags_in_one_line() {
+    for (args, want) in [
+        (&["run", "--window", "1s"][..], "unexpected argument '--window'"),
+        (&["run", "--input", "/no/such/file.jsonl"][..], "cannot read input"),
+        (&["run", "--llm"][..], "has no LLM stage"),
+    ] {
+        let r = run_example("vwap_bands", args);
+        assert!(!r.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got {err}");
+    }
+}
