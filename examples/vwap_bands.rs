@@ -13,7 +13,7 @@
 
 use inflight::app::{App, BuildCx, NoFlags, Pipeline};
 use inflight::engine::{Millis, Sourced, Stream};
-use inflight::operators::{Action, BarContext, Decision, ExactSum, KeyedStateExt, Order, Tick, WindowExt};
+use inflight::operators::{Action, BarContext, Decision, ExactSum, KeyedStateExt, Order, WindowExt};
 use inflight::pipelines::trading::MarketTick;
 use inflight::timely::dataflow::operators::vec::Map;
 use serde::{Deserialize, Serialize};
@@ -88,14 +88,9 @@ impl Pipeline for VwapBands {
     fn build<'s>(cx: BuildCx<'_, 's, Self>, ticks: Stream<'s, Sourced<MarketTick>>) -> Stream<'s, Decision> {
         let source = cx.source;
         ticks
-            .map(|s: Sourced<MarketTick>| Tick {
-                key: s.event.asset,
-                time: s.event.timestamp,
-                price: s.event.price,
-                volume: s.event.volume,
-                pos: s.pos,
-                ingest_ns: s.ingest_ns,
-                context: Sums::of(s.event.price, s.event.volume),
+            .map(|s: Sourced<MarketTick>| {
+                let sums = Sums::of(s.event.price, s.event.volume);
+                MarketTick::into_tick(s, sums)
             })
             .bars(1_000)
             .keyed_state("Session", Order::Arrival, move |session: &mut Session, bar, out| {

@@ -2,7 +2,8 @@
 //! `indicators` and `market_context`), parsed from one JSON line. Unknown fields are ignored.
 
 use inflight_engine::time::{parse_utc_fast, rfc3339};
-use inflight_engine::{Event, Key, Millis, ParseError, json};
+use inflight_engine::{Event, Key, Millis, ParseError, Sourced, json};
+use inflight_operators::Tick;
 use serde::{Deserialize, Serialize};
 
 /// A market tick.
@@ -151,6 +152,21 @@ pub struct MarketTick {
 }
 
 impl MarketTick {
+    /// The tick the windows take (key, time, price, volume, where and when it was read), carrying
+    /// `context` into its bar.
+    pub fn into_tick<C>(s: Sourced<MarketTick>, context: C) -> Tick<C> {
+        let e = s.event;
+        Tick {
+            key: e.asset,
+            time: e.timestamp,
+            price: e.price,
+            volume: e.volume,
+            pos: s.pos,
+            ingest_ns: s.ingest_ns,
+            context,
+        }
+    }
+
     /// The fast path ([`json::scan_object`]): None for anything it does not read exactly as the
     /// serde path would (an escape, a duplicate field, a wrong type, a timestamp chrono must
     /// parse, a malformed line), which then goes through serde and gets its error message there.

@@ -17,7 +17,7 @@ use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Millis, Scope, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Macd, MacdValue, Rsi};
 use inflight_operators::{
-    Action, Bar, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, Tick, WindowExt,
+    Action, Bar, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -138,14 +138,9 @@ pub fn trading<'s>(
 ) -> Stream<'s, Decision> {
     let c = config.clone();
     let indicated = events
-        .map(|s: Sourced<MarketTick>| Tick {
-            key: s.event.asset,
-            time: s.event.timestamp,
-            price: s.event.price,
-            volume: s.event.volume,
-            pos: s.pos,
-            ingest_ns: s.ingest_ns,
-            context: s.event.trend,
+        .map(|s: Sourced<MarketTick>| {
+            let trend = s.event.trend;
+            MarketTick::into_tick(s, trend)
         })
         .bars(config.window_ms)
         // A key's bars come out of `bars` in time order on the worker that owns it, and stay there:
