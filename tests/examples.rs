@@ -4,10 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
+#[path = "support/broker.rs"]
+mod broker;
 #[path = "support/cli.rs"]
 mod cli;
 
-use cli::{assert_same, decisions_by_id, inflight, json_lines, ok};
+use broker::{Broker, unique};
+use cli::{BIN, assert_same, decisions_by_id, inflight, json_lines, ok};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,28 +126,21 @@ fn assert_matches_reference(got: &[Value], want: &[Expected]) {
     }
 }
 
+/// 6,000 ticks on 3 assets over ~17 h of event time from 10:00 UTC (sessions restart at midnight),
+/// a fraction `malformed` of them malformed.
+fn ticks(dir: &Path, malformed: f64) -> PathBuf {
+    let input = dir.join("ticks.jsonl");
+    let malformed = malformed.to_string();
+    let args = ["gen", "market", "--events", "6000", "--assets", "3", "--rate", "0.1", "--seed", "11"];
+    ok(inflight(&[&args[..], &["--malformed", &malformed, "-o", input.to_str().unwrap()]].concat()));
+    input
+}
+
 #[test]
 fn vwap_bands_matches_the_reference_at_any_parallelism() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let input = d.join("ticks.jsonl");
-    // 6,000 ticks on 3 assets over ~17 h of event time from 10:00 UTC: sessions restart at midnight.
-    ok(inflight(&[
-        "gen",
-        "market",
-        "--events",
-        "6000",
-        "--assets",
-        "3",
-        "--rate",
-        "0.1",
-        "--seed",
-        "11",
-        "--malformed",
-        "0.02",
-        "-o",
-        input.to_str().unwrap(),
-    ]));
+    let input = ticks(d, 0.02);
     let want = reference(&input);
     assert!(want.len() > 50, "the input exercises the bands: {} decisions", want.len());
     let days: std::collections::BTreeSet<i64> = want.iter().map(|w| (w.1 - 1).div_euclid(86_400_000)).collect();
@@ -201,4 +197,125 @@ fn vwap_bands_refuses_bad_flags_in_one_line() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got {err}");
     }
+}
+
+/// Ticks over ~11 h of event time on 20 assets: many checkpoints at a 10-minute interval.
+fn long_input(dir: &Path) -> PathBuf {
+    let input = dir.join("long.jsonl");
+    ok(inflight(&[
+        "gen",
+        "market",
+        "--events",
+        "200000",
+        "--assets",
+        "20",
+        "--rate",
+        "5",
+        "--seed",
+        "4",
+        "--malformed",
+        "0.001",
+        "-o",
+        input.to_str().unwrap(),
+    ]));
+    input
+}
+
+#[test]
+fn vwap_bands_after_a_crash_mid_checkpoint_and_a_kill_9_restarts_to_the_uninterrupted_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = long_input(d);
+    let args = |out: &Path, ckpt: Option<&Path>| -> Vec<String> {
+        let mut a: Vec<String> = ["run", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()]
+            .into_iter()
+            .chain(["--dead-letter", "/dev/null", "-w", "2", "--chunk-size", "262144"])
+            .map(String::from)
+            .collect();
+        if let Some(c) = ckpt {
+            a.extend(["--checkpoint-dir", c.to_str().unwrap(), "--checkpoint-interval", "10m"].map(String::from));
+        }
+        a
+    };
+    let want_path = d.join("want.jsonl");
+    let r = Command::new(example("vwap_bands")).args(args(&want_path, None)).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let want = decisions_by_id(&want_path);
+    assert!(want.len() > 500, "{} decisions", want.len());
+
+    // An abort after the 23rd checkpoint part leaves a half-written checkpoint behind.
+    let (ckpt, out) = (d.join("ckpt-a"), d.join("a.jsonl"));
+    let crashed = Command::new(example("vwap_bands"))
+        .args(args(&out, Some(&ckpt)))
+        .env("INFLIGHT_CRASH_AFTER_PARTS", "23")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the abort happened: {}", String::from_utf8_lossy(&crashed.stderr));
+    let again = Command::new(example("vwap_bands")).args(args(&out, Some(&ckpt))).output().unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(err.contains("restored from the checkpoint at"), "the restart restored: {err}");
+    assert_same("after the abort", &want, &decisions_by_id(&out));
+
+    // A kill -9 once the first checkpoint is on disk (or the run's end, on a fast machine).
+    let (ckpt, out) = (d.join("ckpt-b"), d.join("b.jsonl"));
+    let mut child = Command::new(example("vwap_bands"))
+        .args(args(&out, Some(&ckpt)))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        let committed = std::fs::read_dir(&ckpt)
+            .map(|d| d.flatten().any(|e| e.path().join("MANIFEST.json").is_file()))
+            .unwrap_or(false);
+        if committed {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let again = Command::new(example("vwap_bands")).args(args(&out, Some(&ckpt))).output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_same("after kill -9", &want, &decisions_by_id(&out));
+}
+
+#[test]
+fn vwap_bands_reads_and_writes_kafka() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = ticks(d, 0.0);
+    let with_broker = |program: &Path, args: &[&str]| {
+        let out = Command::new(program).args(args).env("KAFKA_BROKERS", &broker.addr).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let (ticks, decisions) = (unique("vwap-ticks"), unique("vwap-decisions"));
+    with_broker(
+        Path::new(BIN),
+        &["produce", "--topic", &ticks, "--input", input.to_str().unwrap(), "--key-field", "asset"],
+    );
+    let run = with_broker(
+        &example("vwap_bands"),
+        &["run", "--input-topic", &ticks, "--from", "earliest", "--bounded", "--output-topic", &decisions, "-w", "2"],
+    );
+    let summary = String::from_utf8_lossy(&run.stderr);
+    let written = cli::summary_value(&summary, "decisions out") as usize;
+    let want = reference(&input);
+    assert_eq!(written, want.len(), "{summary}");
+    // The broker may acknowledge a write a moment before a reader sees it: read until all are there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let got = loop {
+        let out = with_broker(Path::new(BIN), &["consume", "--topic", &decisions]);
+        let got: Vec<Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if got.len() >= written || std::time::Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_matches_reference(&got, &want);
+    assert!(got.iter().all(|d| d["source"]["topic"] == ticks.as_str()), "decisions name the topic they came from");
 }
