@@ -1,7 +1,7 @@
 //! The three bundled pipelines as [`Pipeline`]s: ordinary users of the runner, registered by
 //! `src/main.rs` as a user's binary registers its own.
 
-use crate::app::{BuildCx, EmitFlag, NoFlags, Pipeline, SideInput, or_default};
+use crate::app::{BuildCx, EmitFlag, NoFlags, Pipeline, SideInput};
 use crate::engine::Stream;
 use crate::engine::event::Sourced;
 use crate::engine::time::{Millis, parse_duration};
@@ -30,7 +30,7 @@ pub struct TradingFlags {
 impl Pipeline for Trading {
     const NAME: &'static str = "trading";
     const ABOUT: &'static str = "Market ticks → bars → RSI/MACD → BUY/SELL/HOLD";
-    const ACTIONS: &'static [Action] = &[Action::BUY, Action::SELL, Action::HOLD];
+    const ACTIONS: &'static [Action] = crate::pipelines::trading::ACTIONS;
     type Event = MarketTick;
     type Config = TradingConfig;
     type Flags = TradingFlags;
@@ -104,7 +104,7 @@ pub struct FlightFlags {
 impl Pipeline for Flight {
     const NAME: &'static str = "flight";
     const ABOUT: &'static str = "Flight status + schedule + bookings → REBOOK/PROTECT/ESCALATE/NONE per booking";
-    const ACTIONS: &'static [Action] = &[Action::REBOOK, Action::PROTECT, Action::ESCALATE, Action::NONE];
+    const ACTIONS: &'static [Action] = flight::ACTIONS;
     type Event = FlightInput;
     type Config = FlightConfig;
     type Flags = FlightFlags;
@@ -152,8 +152,8 @@ impl Pipeline for Flight {
     }
 
     fn prepare(_: &FlightConfig, flags: &FlightFlags, process: usize) -> Result<Reference> {
-        let schedule = or_default(&flags.schedule, "data/flight-schedule.jsonl");
-        let bookings = or_default(&flags.bookings, "data/flight-bookings.jsonl");
+        let schedule = flags.schedule.clone().unwrap_or_else(|| "data/flight-schedule.jsonl".into());
+        let bookings = flags.bookings.clone().unwrap_or_else(|| "data/flight-bookings.jsonl".into());
         let reference = Reference::load(Some(&schedule), Some(&bookings))?;
         if process == 0 {
             eprintln!(
@@ -176,7 +176,7 @@ pub struct Code;
 impl Pipeline for Code {
     const NAME: &'static str = "code";
     const ABOUT: &'static str = "Code + error context → a validated fix (FIX) or a suggestion (SUGGEST)";
-    const ACTIONS: &'static [Action] = &[Action::FIX, Action::SUGGEST];
+    const ACTIONS: &'static [Action] = crate::pipelines::code::ACTIONS;
     type Event = CodeEvent;
     type Config = CodeConfig;
     type Flags = NoFlags;

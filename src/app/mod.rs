@@ -30,7 +30,7 @@ mod cli;
 mod run;
 
 pub use cli::{ClusterArgs, EmitFlag, KafkaArgs, LlmArgs, NoFlags, RunArgs, ServeArgs, parse_speed};
-pub use run::{SideInput, or_default, percentiles, print_summary, run_job};
+pub use run::{SideInput, percentiles, print_summary, run_job};
 
 use crate::engine::event::{Event, Sourced};
 use crate::engine::time::Millis;

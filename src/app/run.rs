@@ -14,7 +14,6 @@ use crate::operators::{LlmConfig, LlmService, ReplyCheck};
 use anyhow::{Context, Result, bail};
 use clap::{ArgMatches, FromArgMatches};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -391,9 +390,4 @@ pub fn percentiles(h: &hdrhistogram::Histogram<u64>) -> String {
         h.max() as f64 / 1000.0,
         h.len()
     )
-}
-
-/// A path flag's value, or the pipeline's bundled default.
-pub fn or_default(given: &Option<PathBuf>, default: &str) -> PathBuf {
-    given.clone().unwrap_or_else(|| default.into())
 }

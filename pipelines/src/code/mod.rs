@@ -25,6 +25,9 @@ use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+/// The actions of code decisions.
+pub const ACTIONS: &[Action] = &[Action::FIX, Action::SUGGEST];
+
 /// The code pipeline's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,7 +61,7 @@ impl CodeConfig {
 
     /// The LLM settings with the code prompts and actions where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
-        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &[Action::FIX, Action::SUGGEST])
+        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, ACTIONS)
     }
 
     /// The check every LLM reply of this pipeline passes.

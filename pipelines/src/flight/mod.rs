@@ -44,6 +44,9 @@ use timely::dataflow::operators::{Concatenate, ToStream};
 /// stages hold nothing waiting on another worker (trading, code) read files unpaced.
 pub const FILE_MAX_LAG: Millis = 5_000;
 
+/// The actions of flight decisions.
+pub const ACTIONS: &[Action] = &[Action::REBOOK, Action::PROTECT, Action::ESCALATE, Action::NONE];
+
 /// The flight pipeline's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -84,8 +87,7 @@ impl FlightConfig {
 
     /// The LLM settings with the flight prompts and actions where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
-        let actions = [Action::REBOOK, Action::PROTECT, Action::ESCALATE, Action::NONE];
-        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &actions)
+        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, ACTIONS)
     }
 }
 

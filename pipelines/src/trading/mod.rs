@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use timely::dataflow::operators::vec::Map;
 
+/// The actions of trading decisions.
+pub const ACTIONS: &[Action] = &[Action::BUY, Action::SELL, Action::HOLD];
+
 /// The trading pipeline's settings (TOML `[trading]`-free: the file holds these keys at top level).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -86,7 +89,7 @@ impl TradingConfig {
 
     /// The LLM settings with the trading prompts where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
-        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, &[Action::BUY, Action::SELL, Action::HOLD])
+        self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, ACTIONS)
     }
 }
 
