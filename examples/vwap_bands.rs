@@ -13,7 +13,7 @@
 
 use inflight::app::{App, BuildCx, NoFlags, Pipeline};
 use inflight::engine::{Millis, Sourced, Stream};
-use inflight::operators::{Action, BarContext, Decision, ExactSum, KeyedStateExt, Order, WindowExt};
+use inflight::operators::{Action, BarContext, Decision, ExactSum, KeyedStateExt, WindowExt};
 use inflight::pipelines::trading::MarketTick;
 use inflight::timely::dataflow::operators::vec::Map;
 use serde::{Deserialize, Serialize};
@@ -86,14 +86,14 @@ impl Pipeline for VwapBands {
     }
 
     fn build<'s>(cx: BuildCx<'_, 's, Self>, ticks: Stream<'s, Sourced<MarketTick>>) -> Stream<'s, Decision> {
-        let source = cx.source;
+        let source = cx.source.clone();
         ticks
             .map(|s: Sourced<MarketTick>| {
                 let sums = Sums::of(s.event.price, s.event.volume);
                 MarketTick::into_tick(s, sums)
             })
-            .bars(1_000)
-            .keyed_state("Session", Order::Arrival, move |session: &mut Session, bar, out| {
+            .bars(1_000, cx.state("bars", 1))
+            .keyed_state(cx.state("session", 1), move |session: &mut Session, bar, out| {
                 let day = bar.start.div_euclid(DAY_MS);
                 if session.day != Some(day) {
                     *session = Session { day: Some(day), ..Session::default() };
@@ -126,6 +126,7 @@ impl Pipeline for VwapBands {
                         .source(&source, bar.last.1, bar.ingest_ns),
                 );
             })
+            .into_stream()
     }
 }
 

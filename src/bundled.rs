@@ -71,7 +71,7 @@ impl Pipeline for Trading {
     }
 
     fn build<'s>(cx: BuildCx<'_, 's, Self>, events: Stream<'s, Sourced<MarketTick>>) -> Stream<'s, Decision> {
-        trading(cx.scope, events, cx.config, cx.source, cx.llm)
+        trading(cx.graph, events, cx.config, cx.source, cx.llm)
     }
 }
 
@@ -166,7 +166,7 @@ impl Pipeline for Flight {
     }
 
     fn build<'s>(cx: BuildCx<'_, 's, Self>, events: Stream<'s, Sourced<FlightInput>>) -> Stream<'s, Decision> {
-        flight::flight(cx.scope, events, cx.config, cx.shared, cx.source, cx.llm)
+        flight::flight(cx.graph, events, cx.config, cx.shared, cx.source, cx.llm)
     }
 }
 

@@ -72,8 +72,8 @@ fn source_pauses_while_outputs_lag_and_resumes_when_they_catch_up() {
         std::thread::spawn(move || {
             let config = TradingConfig::default();
             let source = job.input.name();
-            run::<MarketTick, _, _>(&job, &ctx, move |scope, events| {
-                hold(trading(scope, events, &config, source.clone(), None), Arc::clone(&released))
+            run::<MarketTick, _, _>(&job, &ctx, move |graph, events| {
+                hold(trading(graph, events, &config, source.clone(), None), Arc::clone(&released))
             })
         })
     };

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// The manifest's file name inside a checkpoint directory.
 pub const MANIFEST: &str = "MANIFEST.json";
 /// The manifest format this build writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const PREFIX: &str = "ckpt-";
 
 /// Why a checkpoint cannot be written or read.
@@ -77,8 +77,20 @@ pub struct Manifest {
     pub processes: usize,
     /// Wall-clock milliseconds when it was completed.
     pub written_at: u64,
+    /// The state one worker's graph declared (every worker declares the same): a restore into a
+    /// graph that declares other state, or another version of it, is refused.
+    pub state: Vec<StateInfo>,
     /// Every part, by name.
     pub parts: Vec<PartInfo>,
+}
+
+/// One declared piece of operator state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateInfo {
+    /// Its name, unique in the graph.
+    pub name: String,
+    /// The version of its encoding: bump it when the state's type changes.
+    pub version: u32,
 }
 
 impl Manifest {
@@ -354,6 +366,7 @@ mod tests {
             workers: 2,
             processes: 1,
             written_at: 0,
+            state: Vec::new(),
             parts,
         };
         commit(root, &manifest).unwrap();

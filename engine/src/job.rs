@@ -5,12 +5,15 @@
 use crate::checkpoint::CheckpointError;
 use crate::dead_letter::DeadLetter;
 use crate::event::{Event, Sourced};
+use crate::graph::Graph;
 use crate::kafka::{Committer, KafkaError};
 use crate::metrics::names;
 use crate::recovery::{self, CheckpointConfig, Checkpoints, Coordinator};
 use crate::runtime::{Cluster, ClusterError, RunContext};
+use crate::serve::tap::Taps;
 use crate::sink::{KafkaOutput, KafkaRecord, LineSink, OpenOutput, Output, SinkError, produce, write_lines};
 use crate::source::{Input, KafkaInput, OpenInput, SourceConfig, SourceError, SourceStats, source};
+use crate::state::States;
 use crate::stats::{gather_stats, latency_histogram};
 use crate::time::Millis;
 use crate::time::wall_nanos;
@@ -209,7 +212,7 @@ pub fn run<E, D, F>(config: &JobConfig, ctx: &RunContext, pipeline: F) -> Result
 where
     E: Event,
     D: Emitted,
-    F: for<'s> Fn(Scope<'s>, Stream<'s, Sourced<E>>) -> Stream<'s, D> + Send + Sync + 'static,
+    F: for<'s> Fn(&Graph<'s>, Stream<'s, Sourced<E>>) -> Stream<'s, D> + Send + Sync + 'static,
 {
     let start_ns = wall_nanos();
     let timely_config = config.cluster.timely_config()?;
@@ -266,6 +269,7 @@ where
     let started = Instant::now();
     let (worker_skip, worker_skipped, worker_first) = (skip.clone(), skipped.clone(), first_ns.clone());
 
+    let workers = config.cluster.workers.max(1);
     let guards = timely::execute(timely_config, move |worker| {
         let ctx = &worker_ctx;
         let shared = ctx.checkpoints.get().cloned();
@@ -277,19 +281,34 @@ where
             skipped: &worker_skipped,
             first: &worker_first,
         };
-        let ((totals, outputs, dead, latency), names) = crate::serve::tap::building(ctx.live.get(), || {
-            recovery::building(shared.as_ref(), index, &ctx.failures, || {
-                worker.dataflow::<crate::Millis, _, _>(|scope| {
-                    build(scope, &inputs, &source_config, &sinks, ctx, &pipeline)
-                })
-            })
+        let states = States::new(shared.clone(), index, worker.peers(), ctx.failures.clone());
+        let taps = Taps::new(ctx.live.get().cloned());
+        let (totals, outputs, dead, latency) = worker.dataflow::<crate::Millis, _, _>(|scope| {
+            let graph = Graph::new(scope, states.clone(), taps);
+            build(&graph, &inputs, &source_config, &sinks, ctx, &pipeline)
         });
+        let declared = states.declared();
+        // A bad declaration, or a graph whose state does not match the checkpoint's, ends the run
+        // before it reads anything: every worker builds the same graph and finds the same, and
+        // the first worker of each process says why.
+        let mut refused = states.errors();
+        if let Some(Err(e)) = shared.as_ref().map(|s| s.check_state(&declared)) {
+            refused.push(e);
+        }
+        if !refused.is_empty() {
+            if index % workers == 0 {
+                refused.into_iter().for_each(|e| ctx.failures.report(e));
+            }
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        }
         ctx.ready.set();
         match &shared {
             None => while worker.step_or_park(None) {},
             Some(shared) => {
                 let mut coordinator =
-                    (index == 0).then(|| Coordinator::new(shared.clone(), &names, ctx.failures.clone()));
+                    (index == 0).then(|| Coordinator::new(shared.clone(), &declared, ctx.failures.clone()));
                 while worker.step_or_park(Some(Duration::from_millis(1))) {
                     if let Some(c) = coordinator.as_mut() {
                         c.poll();
@@ -376,7 +395,7 @@ struct Sinks<'a> {
 }
 
 fn build<'s, E, D, F>(
-    scope: Scope<'s>,
+    graph: &Graph<'s>,
     inputs: &[OpenInput],
     source_config: &SourceConfig,
     sinks: &Sinks<'_>,
@@ -386,29 +405,38 @@ fn build<'s, E, D, F>(
 where
     E: Event,
     D: Emitted,
-    F: for<'a> Fn(Scope<'a>, Stream<'a, Sourced<E>>) -> Stream<'a, D>,
+    F: for<'a> Fn(&Graph<'a>, Stream<'a, Sourced<E>>) -> Stream<'a, D>,
 {
+    let scope = graph.scope();
     // The outputs' probe: how far results (and dead letters) are handed over, or with Kafka
     // acknowledged. Sources use it to commit offsets and to pause when the graph lags behind.
     let probe = ProbeHandle::new();
     let (mut events, mut dead, mut stats) = (Vec::new(), Vec::new(), Vec::new());
     for input in inputs {
-        let src = source::<E>(scope, input, source_config, ctx, &probe);
+        let src = source::<E>(graph, input, source_config, ctx, &probe);
         events.push(src.events);
         dead.push(src.dead);
         stats.push(src.stats);
     }
-    let results = pipeline(scope, merged(scope, events));
+    let results = pipeline(graph, merged(scope, events));
     let histogram = || Rc::new(RefCell::new(latency_histogram()));
     let latency = (histogram(), histogram(), histogram());
-    let outputs = emit(results, sinks.output, sinks, ctx, Some(latency.clone()), &probe);
+    let outputs = emit(
+        graph,
+        results,
+        Target { state: "output", output: sinks.output, latency: Some(latency.clone()) },
+        sinks,
+        ctx,
+        &probe,
+    );
     let dead = merged(scope, dead);
     let stats = merged(scope, stats);
-    if crate::serve::tap::serving() {
-        crate::serve::tap::dead_letters(dead.clone().map(|d: DeadLetter| d.reason.as_str().to_owned()));
-        crate::serve::tap::source_stats(stats.clone());
+    if graph.taps().serving() {
+        graph.taps().dead_letters(dead.clone().map(|d: DeadLetter| d.reason.as_str().to_owned()));
+        graph.taps().source_stats(stats.clone());
     }
-    let dead = emit(dead, sinks.dead, sinks, ctx, None, &probe);
+    let dead =
+        emit(graph, dead, Target { state: "dead-letter", output: sinks.dead, latency: None }, sinks, ctx, &probe);
     let totals = gather_stats(stats);
     (totals, outputs, dead, latency)
 }
@@ -423,15 +451,24 @@ fn merged<'s, D: 'static>(scope: Scope<'s>, mut streams: Vec<Stream<'s, D>>) -> 
     scope.concatenate(streams)
 }
 
+/// One output of the graph: its checkpoint state's prefix, where it goes, and (for results,
+/// not dead letters) the latency histograms it feeds.
+struct Target<'a> {
+    state: &'a str,
+    output: &'a Prepared,
+    latency: Option<Timing>,
+}
+
 /// Formats results as JSON and hands them to their sink, timing read → result on the way.
-fn emit<D: Emitted>(
-    stream: Stream<'_, D>,
-    output: &Prepared,
+fn emit<'s, D: Emitted>(
+    graph: &Graph<'s>,
+    stream: Stream<'s, D>,
+    target: Target<'_>,
     sinks: &Sinks<'_>,
     ctx: &RunContext,
-    latency: Option<Timing>,
     probe: &ProbeHandle<Millis>,
 ) -> LineSink {
+    let Target { state, output, latency } = target;
     let failures = ctx.failures.clone();
     let latency_is_some = latency.is_some();
     let (stop, clock) = (ctx.stop.clone(), ctx.clock.clone());
@@ -467,14 +504,14 @@ fn emit<D: Emitted>(
         to_line(r, &failures)
     };
     // Results (not dead letters) go to the live view too, as the lines written.
-    let live = latency_is_some && crate::serve::tap::serving();
+    let live = latency_is_some && graph.taps().serving();
     match output {
         Prepared::Lines(open) => {
             let lines = stream.flat_map(move |r: D| format(&r));
             if live {
-                crate::serve::tap::decisions(lines.clone());
+                graph.taps().decisions(lines.clone());
             }
-            write_lines(lines.probe_with(probe), open, ctx)
+            write_lines(graph, lines.probe_with(probe), open, &format!("{state}-lines"), ctx)
         }
         Prepared::Kafka(k) => {
             let (skip, skipped) = (sinks.skip.clone(), sinks.skipped.clone());
@@ -492,15 +529,16 @@ fn emit<D: Emitted>(
                 })
             });
             if live {
-                crate::serve::tap::decisions(records.clone().map(|r: KafkaRecord| r.payload));
+                graph.taps().decisions(records.clone().map(|r: KafkaRecord| r.payload));
             }
             let (sink, durable) = produce(records, k, ctx);
             let durable = durable.probe_with(probe);
             // A checkpoint is whole only once everything before it is acknowledged by the broker.
-            if let Some(mut part) = recovery::participant("kafka-sink") {
+            let mut state = graph.state(&format!("{state}-kafka"), 1);
+            if state.saved() {
                 durable.sink(Pipeline, "KafkaDurable", move |(input, frontier)| {
                     input.for_each(|_, _| {});
-                    part.offer(frontier.frontier().first().copied(), |_| crate::checkpoint::encode(&()));
+                    state.offer(frontier.frontier().first().copied(), |_| crate::checkpoint::encode(&()));
                 });
             }
             sink

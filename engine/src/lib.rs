@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod event;
+pub mod graph;
 pub mod job;
 pub mod json;
 pub mod kafka;
@@ -16,13 +17,16 @@ pub mod runtime;
 pub mod serve;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod stats;
 pub mod time;
 pub mod watermark;
 
 pub use dead_letter::{DeadLetter, DeadReason, Position, SourceName, SourceRef};
 pub use event::{Event, ParseError, Sourced};
+pub use graph::Graph;
 pub use key::{Key, key_hash};
+pub use state::State;
 pub use time::Millis;
 
 /// A stream of vectors of `D` in event time (milliseconds), the only kind of stream inflight builds.

@@ -14,14 +14,14 @@
 //! part valid for `M`: it links the parts into `ckpt-M`, records the output topics' end offsets,
 //! and writes the manifest last.
 //!
-//! Operators reach their [`Participant`] through [`participant`], which works while the engine
-//! builds a worker's dataflow (a thread-local registry, so pipelines need no extra plumbing).
+//! Operators take part through the state they declare while a worker's graph is built
+//! ([`crate::state`]): each declaration is a [`Participant`] with a unique name and a version, and
+//! the manifest lists them, so a restore into a graph with other state fails at start.
 
-use crate::checkpoint::{self, CheckpointError, Found, Manifest, PartInfo};
+use crate::checkpoint::{self, CheckpointError, Found, Manifest, PartInfo, StateInfo};
 use crate::kafka::KafkaConfig;
 use crate::runtime::Failures;
 use crate::time::Millis;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +66,8 @@ pub struct LastCheckpoint {
 pub struct Restored {
     /// The checkpoint's time T.
     pub time: Millis,
+    /// The state the graph that wrote it declared.
+    state: Vec<StateInfo>,
     /// Parts by participant: (worker that wrote it, bytes).
     parts: HashMap<String, Vec<(usize, Vec<u8>)>>,
 }
@@ -211,6 +213,42 @@ impl Checkpoints {
         }
     }
 
+    /// Checks that a graph declaring `declared` can restore the checkpoint restored from: the same
+    /// state names with the same versions, or one line naming what is missing, extra or changed.
+    pub fn check_state(&self, declared: &[StateInfo]) -> Result<(), String> {
+        let Some(restored) = &self.restored else { return Ok(()) };
+        let saved = &restored.state;
+        let names = |list: Vec<&StateInfo>| list.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ");
+        let missing: Vec<&StateInfo> = saved.iter().filter(|s| !declared.iter().any(|d| d.name == s.name)).collect();
+        let extra: Vec<&StateInfo> = declared.iter().filter(|d| !saved.iter().any(|s| s.name == d.name)).collect();
+        let changed: Vec<String> = declared
+            .iter()
+            .filter_map(|d| {
+                let s = saved.iter().find(|s| s.name == d.name)?;
+                (s.version != d.version)
+                    .then(|| format!("'{}' is version {} there, {} here", d.name, s.version, d.version))
+            })
+            .collect();
+        if missing.is_empty() && extra.is_empty() && changed.is_empty() {
+            return Ok(());
+        }
+        let mut what = Vec::new();
+        if !extra.is_empty() {
+            what.push(format!("this graph has state the checkpoint lacks: {}", names(extra)));
+        }
+        if !missing.is_empty() {
+            what.push(format!("the checkpoint has state this graph lacks: {}", names(missing)));
+        }
+        what.extend(changed);
+        Err(format!(
+            "checkpoint {} in {} was written by another graph of {} ({}); restore it with the build that wrote it, or use another --checkpoint-dir",
+            restored.time,
+            self.config.dir.display(),
+            self.pipeline,
+            what.join("; ")
+        ))
+    }
+
     /// The output topic offsets recorded by the checkpoint restored from: (topic, partition, end).
     pub fn restored_output_offsets(&self) -> Result<Vec<(String, i32, i64)>, CheckpointError> {
         match self.restored.as_ref().and_then(|r| r.parts.get(KAFKA_OUT)).and_then(|p| p.first()) {
@@ -232,7 +270,7 @@ fn load(found: Found) -> Result<Restored, CheckpointError> {
     for list in parts.values_mut() {
         list.sort_by_key(|(w, _)| *w);
     }
-    Ok(Restored { time: found.manifest.time, parts })
+    Ok(Restored { time: found.manifest.time, state: found.manifest.state.clone(), parts })
 }
 
 fn part_name(participant: &str, worker: usize, lo: Millis) -> String {
@@ -245,62 +283,6 @@ fn parse_part(name: &str) -> Option<(&str, usize, Millis)> {
     let worker = it.next()?.strip_prefix('w')?.parse().ok()?;
     let lo = it.next()?.parse().ok()?;
     it.next().is_none().then_some((participant, worker, lo))
-}
-
-thread_local! {
-    /// The registry of the worker whose dataflow is being built on this thread.
-    static BUILDING: RefCell<Option<Registry>> = const { RefCell::new(None) };
-}
-
-/// One worker's participants, in the order the dataflow registered them.
-#[derive(Clone, Debug)]
-struct Registry {
-    shared: Arc<Checkpoints>,
-    worker: usize,
-    failures: Failures,
-    names: Arc<Mutex<Vec<String>>>,
-}
-
-/// Makes [`participant`] work on this thread while `build` runs; returns the names registered.
-pub fn building<R>(
-    shared: Option<&Arc<Checkpoints>>,
-    worker: usize,
-    failures: &Failures,
-    build: impl FnOnce() -> R,
-) -> (R, Vec<String>) {
-    let Some(shared) = shared else {
-        return (build(), Vec::new());
-    };
-    let names = Arc::new(Mutex::new(Vec::new()));
-    let registry = Registry { shared: shared.clone(), worker, failures: failures.clone(), names: names.clone() };
-    BUILDING.with(|b| *b.borrow_mut() = Some(registry));
-    let result = build();
-    BUILDING.with(|b| *b.borrow_mut() = None);
-    let names = names.lock().map(|n| n.clone()).unwrap_or_default();
-    (result, names)
-}
-
-/// A checkpoint participant for an operator being built now (None when the run takes no
-/// checkpoints). `kind` names it in part files; it gets a sequence number, so every worker and
-/// every run of the same pipeline gives the same operator the same name.
-pub fn participant(kind: &str) -> Option<Participant> {
-    BUILDING.with(|b| {
-        let b = b.borrow();
-        let registry = b.as_ref()?;
-        let mut names = registry.names.lock().ok()?;
-        let kind: String = kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        let name = format!("{kind}-{}", names.len());
-        names.push(name.clone());
-        let covered_to = registry.shared.restored_time();
-        Some(Participant {
-            shared: registry.shared.clone(),
-            name,
-            worker: registry.worker,
-            covered_to,
-            applied_max: None,
-            failures: registry.failures.clone(),
-        })
-    })
 }
 
 /// One operator's share of the checkpoints on one worker.
@@ -317,6 +299,17 @@ pub struct Participant {
 }
 
 impl Participant {
+    /// The participant `name` of worker `worker` (see [`crate::state::States::declare`]).
+    pub(crate) fn new(shared: Arc<Checkpoints>, name: String, worker: usize, failures: Failures) -> Self {
+        let covered_to = shared.restored_time();
+        Participant { shared, name, worker, covered_to, applied_max: None, failures }
+    }
+
+    /// Its name in part files and in the manifest.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Notes that input at `time` changed the state.
     pub fn applied(&mut self, time: Millis) {
         self.applied_max = Some(self.applied_max.map_or(time, |m| m.max(time)));
@@ -397,6 +390,7 @@ struct Pending {
 /// Commits checkpoints once they are whole (worker 0 of process 0).
 pub struct Coordinator {
     shared: Arc<Checkpoints>,
+    state: Vec<StateInfo>,
     expected: Vec<(String, usize)>,
     last_poll: Instant,
     /// `parts_written` at the last poll.
@@ -410,12 +404,13 @@ pub struct Coordinator {
 const POLL: Duration = Duration::from_millis(1);
 
 impl Coordinator {
-    /// A coordinator expecting `names` (one worker's participants) from every worker.
-    pub fn new(shared: Arc<Checkpoints>, names: &[String], failures: Failures) -> Self {
+    /// A coordinator expecting the parts of `state` (one worker's declarations) from every worker.
+    pub fn new(shared: Arc<Checkpoints>, state: &[StateInfo], failures: Failures) -> Self {
         let peers = shared.workers * shared.processes;
-        let expected = (0..peers).flat_map(|w| names.iter().map(move |n| (n.clone(), w))).collect();
+        let expected = (0..peers).flat_map(|w| state.iter().map(move |s| (s.name.clone(), w))).collect();
         Coordinator {
             shared,
+            state: state.to_vec(),
             expected,
             last_poll: Instant::now() - POLL,
             seen_parts: 0,
@@ -489,6 +484,7 @@ impl Coordinator {
             workers: self.shared.workers,
             processes: self.shared.processes,
             written_at: crate::time::wall_nanos() / 1_000_000,
+            state: self.state.clone(),
             parts,
         };
         checkpoint::commit(root, &manifest)?;

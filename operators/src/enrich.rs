@@ -11,9 +11,8 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use inflight_engine::checkpoint::{decode, encode};
-use inflight_engine::recovery::participant;
-use inflight_engine::{Millis, Stream};
+use inflight_engine::checkpoint::encode;
+use inflight_engine::{Millis, State, Stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -121,12 +120,12 @@ fn give_at_times<D2: 'static>(
 pub trait LookupExt<'scope, K: TableKey, D> {
     /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
     /// `table` at the record's event time `time_of(record)` (sorted, possibly none), once the table
-    /// is complete up to it. Results leave at the record's event time (or its timely time, if that
+    /// is complete up to it; records waiting for the table are kept in `state`. Results leave at the record's event time (or its timely time, if that
     /// is later), so they come out in the same order whatever the parallelism and timing.
     fn lookup<V, D2, F>(
         self,
         table: &Table<'scope, K, V>,
-        name: &str,
+        state: State,
         time_of: fn(&D) -> Millis,
         logic: F,
     ) -> Stream<'scope, D2>
@@ -140,7 +139,7 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
     fn lookup<V, D2, F>(
         self,
         table: &Table<'scope, K, V>,
-        name: &str,
+        state: State,
         time_of: fn(&D) -> Millis,
         mut logic: F,
     ) -> Stream<'scope, D2>
@@ -153,27 +152,15 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
         // Same hash and the same worker as the table's own exchange, so the key's values are here.
         let exchange = Exchange::new(|(key, _): &(K, D)| key.hashed());
         // With checkpoints, the records waiting for the table are this operator's state.
-        let mut part = participant(name);
-        let (index, peers) = (self.scope().index(), self.scope().peers());
-        self.binary_frontier(table.stream.clone(), exchange, Pipeline, name, move |cap, _info| {
+        let mut part = state;
+        self.binary_frontier(table.stream.clone(), exchange, Pipeline, "Lookup", move |cap, _info| {
             // A record the table is already complete for is looked up at once; one that must wait
             // is held at its own event time, so the outputs' frontier never lags behind a wait (a
             // source pausing for lagging outputs would otherwise wait on the lookup, and the
             // lookup on the source). Either way results leave at their event time.
             let mut waiting: Waiting<K, D> = BTreeMap::new();
-            for (_, bytes) in part.as_ref().map_or(&[][..], |p| p.restored()) {
-                match decode::<Vec<(Millis, Vec<(K, D)>)>>(bytes) {
-                    Ok(saved) => {
-                        for (at, records) in saved {
-                            let mine =
-                                records.into_iter().filter(|(k, _)| (k.hashed() % peers as u64) as usize == index);
-                            waiting.entry(at).or_insert_with(|| (cap.delayed(&at), Vec::new())).1.extend(mine);
-                        }
-                    }
-                    Err(e) => part
-                        .iter()
-                        .for_each(|p| p.report(format!("a checkpoint part cannot be read by this build: {e}"))),
-                }
+            for (at, (key, record)) in part.restore_by_key(|(_, (k, _)): &(Millis, (K, D))| k.hashed()) {
+                waiting.entry(at).or_insert_with(|| (cap.delayed(&at), Vec::new())).1.push((key, record));
             }
             waiting.retain(|_, (_, records)| !records.is_empty());
             let mut ready: Vec<(Millis, K, D)> = Vec::new();
@@ -184,8 +171,8 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                 // The batches are in the trace already; their stream only tells how far it is.
                 batches.for_each(|_cap, _data| {});
                 events.for_each_stamp(|cap, data| {
-                    if let (Some(p), Some(t)) = (part.as_mut(), cap.least()) {
-                        p.applied(*t);
+                    if let Some(t) = cap.least() {
+                        part.applied(*t);
                     }
                     let Some(cap) = cap.retain_least(output.output_index()) else { return };
                     for (key, record) in data.flat_map(|batch| batch.drain(..)) {
@@ -224,7 +211,7 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                     trace.set_physical_compaction(lower.borrow());
                     compaction = lower;
                 }
-                if let Some(p) = part.as_mut() {
+                if part.saved() {
                     // Complete once both inputs passed: records waiting before then leave first.
                     let (e, t) =
                         (event_frontier.frontier().first().copied(), table_frontier.frontier().first().copied());
@@ -232,8 +219,9 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
-                    p.offer(frontier, |_| {
-                        let saved: Vec<(Millis, &Vec<(K, D)>)> = waiting.iter().map(|(t, (_, r))| (*t, r)).collect();
+                    part.offer(frontier, |_| {
+                        let saved: Vec<(Millis, &(K, D))> =
+                            waiting.iter().flat_map(|(t, (_, r))| r.iter().map(move |kd| (*t, kd))).collect();
                         encode(&saved)
                     });
                 }
@@ -294,7 +282,7 @@ mod tests {
                     events
                         .lookup(
                             &table,
-                            "Lookup",
+                            State::transient(),
                             |(t, _)| *t,
                             |(t, k), values: &[&u32], out| out.push((t, k, values.iter().map(|v| **v).collect())),
                         )

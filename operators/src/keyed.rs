@@ -1,23 +1,76 @@
 //! Per-key state applied in event-time order. Order across times is what makes stateful logic
 //! (indicators, "only when the action changes") deterministic whatever the interleaving of workers.
+//!
+//! Keying is in the types: per-key state works only on a [`KeyedStream`], which exists only where
+//! the records are on the worker that owns their key — after [`KeyByExt::key_by`] (an exchange by
+//! key) or out of an operator that keys its output (`bars`, `keyed_state`). A plain stream does
+//! not offer `keyed_state` at all:
+//!
+//! ```compile_fail
+//! use inflight_engine::{Key, State};
+//! use inflight_operators::{Keyed, KeyedStateExt};
+//! use timely::dataflow::operators::ToStream;
+//!
+//! #[derive(Clone, serde::Serialize, serde::Deserialize)]
+//! struct Payment { card: Key, amount: f64 }
+//! impl Keyed for Payment { fn key(&self) -> &Key { &self.card } }
+//!
+//! timely::example(|scope| {
+//!     let payments = vec![Payment { card: "c1".into(), amount: 5.0 }].to_stream(scope);
+//!     // Not keyed: at -w 2 each worker would keep its own total of a card. Does not compile.
+//!     payments.keyed_state(State::transient(), |total: &mut f64, p: Payment, out: &mut Vec<f64>| {
+//!         *total += p.amount;
+//!         out.push(*total);
+//!     });
+//! });
+//! ```
+//!
+//! Keyed by `key_by`, the same builds and runs:
+//!
+//! ```
+//! use inflight_engine::{Key, State};
+//! use inflight_operators::{KeyByExt, Keyed, KeyedStateExt};
+//! use timely::dataflow::operators::{Inspect, ToStream};
+//!
+//! #[derive(Clone, serde::Serialize, serde::Deserialize)]
+//! struct Payment { card: Key, amount: f64 }
+//! impl Keyed for Payment { fn key(&self) -> &Key { &self.card } }
+//!
+//! timely::example(|scope| {
+//!     let payments = vec![
+//!         Payment { card: "c1".into(), amount: 5.0 },
+//!         Payment { card: "c1".into(), amount: 7.5 },
+//!     ];
+//!     payments
+//!         .to_stream(scope)
+//!         .key_by()
+//!         .keyed_state(State::transient(), |total: &mut f64, p: Payment, out: &mut Vec<f64>| {
+//!             *total += p.amount;
+//!             out.push(*total);
+//!         })
+//!         .into_stream()
+//!         .inspect(|total| assert!(*total == 5.0 || *total == 12.5));
+//! });
+//! ```
+//!
 //! Either the operator holds each input until the frontier has passed its time and then feeds it,
 //! time by time, to the key's state ([`Order::Frontier`]), or the input is known to arrive in time
 //! order per key already and is applied at once ([`Order::Arrival`]): every frontier wait costs a
-//! round of progress messages between workers, which is most of the engine's latency.
-//! The state lives in a plain map of serde structs so it can be saved: with checkpoints on, the
-//! map is a checkpoint part, and a restore keeps the keys this worker owns (`key_hash % peers`, the
-//! routing of the exchange that partitioned the stream).
+//! round of progress messages between workers, which is most of the engine's latency. A
+//! [`KeyedStream`] knows which it is. The state lives in a plain map of serde structs so it can be
+//! saved: with checkpoints on, the map is the declared [`State`]'s part, and a restore keeps the
+//! keys this worker owns (`key_hash % peers`, the routing of the exchange that keyed the stream).
 
-use inflight_engine::checkpoint::{decode, encode};
-use inflight_engine::recovery::{Participant, participant};
-use inflight_engine::{Key, Millis, Stream, key_hash};
+use inflight_engine::checkpoint::encode;
+use inflight_engine::{Key, Millis, State, Stream, key_hash};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 
 /// A record that belongs to a key.
 pub trait Keyed {
@@ -36,28 +89,92 @@ pub enum Order {
     Arrival,
 }
 
-/// Keyed state on a stream that is already partitioned by key (e.g. the output of `bars`).
+/// A stream whose records are on the worker that owns their key (`key_hash(key) % peers`).
+pub struct KeyedStream<'scope, D> {
+    stream: Stream<'scope, D>,
+    order: Order,
+}
+
+impl<'scope, D: Clone + 'static> Clone for KeyedStream<'scope, D> {
+    fn clone(&self) -> Self {
+        KeyedStream { stream: self.stream.clone(), order: self.order }
+    }
+}
+
+impl<'scope, D: 'static> KeyedStream<'scope, D> {
+    /// Wraps a stream known to be keyed: for operators that route by `key_hash` themselves.
+    pub(crate) fn assume_keyed(stream: Stream<'scope, D>, order: Order) -> Self {
+        KeyedStream { stream, order }
+    }
+
+    /// The records as a plain stream.
+    pub fn stream(&self) -> &Stream<'scope, D> {
+        &self.stream
+    }
+
+    /// The records as a plain stream (keying is forgotten).
+    pub fn into_stream(self) -> Stream<'scope, D> {
+        self.stream
+    }
+
+    /// How the records arrive per key.
+    pub fn order(&self) -> Order {
+        self.order
+    }
+
+    /// Maps each record to any number of records on the same worker, in order; the results must
+    /// keep their input's key (they stay where that key is owned).
+    pub fn flat_map_keyed<D2: 'static, I>(self, logic: impl FnMut(D) -> I + 'static) -> KeyedStream<'scope, D2>
+    where
+        I: IntoIterator<Item = D2>,
+    {
+        KeyedStream { stream: self.stream.flat_map(logic), order: self.order }
+    }
+}
+
+/// Keys a stream.
+pub trait KeyByExt<'scope, D> {
+    /// Sends each record to the worker that owns its key; per key, records then come in time
+    /// order only once the frontier has passed (so keyed operators wait for it).
+    fn key_by(self) -> KeyedStream<'scope, D>;
+}
+
+impl<'scope, D: Keyed + timely::ExchangeData> KeyByExt<'scope, D> for Stream<'scope, D> {
+    fn key_by(self) -> KeyedStream<'scope, D> {
+        let by_key = Exchange::new(|d: &D| key_hash(d.key()));
+        let stream = self.unary(by_key, "KeyBy", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| output.session(&cap).give_container(data));
+            }
+        });
+        KeyedStream { stream, order: Order::Frontier }
+    }
+}
+
+/// Per-key state on a [`KeyedStream`].
 pub trait KeyedStateExt<'scope, D> {
-    /// Applies `logic(state_of_key, record, output)` to each record, in time order per key.
-    fn keyed_state<S, D2, F>(self, name: &str, order: Order, logic: F) -> Stream<'scope, D2>
+    /// Applies `logic(state_of_key, record, output)` to each record, in time order per key, with
+    /// `state` (declared on the graph) saved in checkpoints. The output stays on the key's worker,
+    /// in time order per key.
+    fn keyed_state<S, D2, F>(self, state: State, logic: F) -> KeyedStream<'scope, D2>
     where
         S: Default + Serialize + DeserializeOwned + 'static,
         D2: 'static,
         F: FnMut(&mut S, D, &mut Vec<D2>) + 'static;
 }
 
-impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> {
-    fn keyed_state<S, D2, F>(self, name: &str, order: Order, mut logic: F) -> Stream<'scope, D2>
+impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for KeyedStream<'scope, D> {
+    fn keyed_state<S, D2, F>(self, mut part: State, mut logic: F) -> KeyedStream<'scope, D2>
     where
         S: Default + Serialize + DeserializeOwned + 'static,
         D2: 'static,
         F: FnMut(&mut S, D, &mut Vec<D2>) + 'static,
     {
-        let mut part = participant(name);
-        let (index, peers) = (self.scope().index(), self.scope().peers());
-        self.unary_frontier(Pipeline, name, move |_cap, _info| {
+        let order = self.order;
+        let stream = self.stream.unary_frontier(Pipeline, "KeyedState", move |_cap, _info| {
             let mut pending: BTreeMap<Millis, (Capability<Millis>, Vec<D>)> = BTreeMap::new();
-            let mut states: FxHashMap<Key, S> = restore(part.as_ref(), index, peers);
+            let mut states: FxHashMap<Key, S> =
+                part.restore_by_key(|(key, _): &(Key, S)| key_hash(key)).into_iter().collect();
             let mut out = Vec::new();
             // The most records one give has sent: handing `out` to timely leaves it empty, and
             // growing it again record by record was part of the 8 % of a trading tick's
@@ -72,9 +189,7 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                         return;
                     };
                     if order == Order::Arrival {
-                        if let Some(p) = part.as_mut() {
-                            p.applied(time);
-                        }
+                        part.applied(time);
                         out.reserve(most);
                         for record in data.flat_map(|batch| batch.drain(..)) {
                             apply(&mut states, &mut logic, record, &mut out);
@@ -95,9 +210,7 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                         break;
                     }
                     let (cap, records) = entry.remove();
-                    if let Some(p) = part.as_mut() {
-                        p.applied(*cap.time());
-                    }
+                    part.applied(*cap.time());
                     out.reserve(most);
                     for record in records {
                         apply(&mut states, &mut logic, record, &mut out);
@@ -107,36 +220,12 @@ impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for Stream<'scope, D> 
                         output.session(&cap).give_container(&mut out);
                     }
                 }
-                if let Some(p) = part.as_mut() {
-                    p.offer(frontier.frontier().first().copied(), |_| encode(&states));
-                }
+                part.offer(frontier.frontier().first().copied(), |_| encode(&states));
             }
-        })
+        });
+        // Either way each key's outputs leave in time order, on the key's worker.
+        KeyedStream { stream, order: Order::Arrival }
     }
-}
-
-/// The states of the keys worker `index` of `peers` owns, from every part of a checkpoint.
-pub(crate) fn restore<S: DeserializeOwned>(
-    part: Option<&Participant>,
-    index: usize,
-    peers: usize,
-) -> FxHashMap<Key, S> {
-    let mut states = FxHashMap::default();
-    for (_, bytes) in part.map_or(&[][..], Participant::restored) {
-        match decode::<FxHashMap<Key, S>>(bytes) {
-            Ok(saved) => states.extend(saved.into_iter().filter(|(k, _)| owns(k, index, peers))),
-            // A part that passed its checksum but does not decode is another build's: the run fails.
-            Err(e) => {
-                part.iter().for_each(|p| p.report(format!("a checkpoint part cannot be read by this build: {e}")))
-            }
-        }
-    }
-    states
-}
-
-/// Whether worker `index` of `peers` owns `key` (timely's exchange sends hash % peers).
-pub(crate) fn owns(key: &Key, index: usize, peers: usize) -> bool {
-    (key_hash(key) % peers as u64) as usize == index
 }
 
 /// Feeds one record to its key's state.

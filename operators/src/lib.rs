@@ -14,7 +14,7 @@ pub mod window;
 pub use decision::{Action, DecidedBy, Decision, Evidence};
 pub use enrich::{LookupExt, Table, multi_table, upsert_table};
 pub use exact_sum::ExactSum;
-pub use keyed::{Keyed, KeyedStateExt, Order};
+pub use keyed::{KeyByExt, Keyed, KeyedStateExt, KeyedStream, Order};
 pub use llm::{LlmConfig, LlmExt, LlmService, LlmVerdict, ReplyCheck};
 pub use rules::{DecideExt, Emit, Rules, Verdict};
 pub use window::{Bar, BarContext, Tick, WindowExt};

@@ -3,8 +3,8 @@
 //! a decision on every input or only when the action changes.
 
 use crate::decision::{Action, Decision};
-use crate::keyed::{Keyed, KeyedStateExt, Order};
-use inflight_engine::Stream;
+use crate::keyed::{Keyed, KeyedStateExt, KeyedStream};
+use inflight_engine::{State, Stream};
 use serde::{Deserialize, Serialize};
 
 /// Which decisions leave the pipeline.
@@ -39,14 +39,14 @@ pub trait Rules: 'static {
 
 /// The decide operator.
 pub trait DecideExt<'scope, R: Rules> {
-    /// Applies `rules` per key in event-time order (got as `order` says) and emits decisions per
-    /// `emit`.
-    fn decide(self, rules: R, emit: Emit, order: Order) -> Stream<'scope, Decision>;
+    /// Applies `rules` per key in event-time order and emits decisions per `emit`; each key's
+    /// last action is kept in `state`.
+    fn decide(self, state: State, rules: R, emit: Emit) -> Stream<'scope, Decision>;
 }
 
-impl<'scope, R: Rules> DecideExt<'scope, R> for Stream<'scope, R::Input> {
-    fn decide(self, rules: R, emit: Emit, order: Order) -> Stream<'scope, Decision> {
-        self.keyed_state("Decide", order, move |last: &mut Option<Action>, input: R::Input, out| {
+impl<'scope, R: Rules> DecideExt<'scope, R> for KeyedStream<'scope, R::Input> {
+    fn decide(self, state: State, rules: R, emit: Emit) -> Stream<'scope, Decision> {
+        self.keyed_state(state, move |last: &mut Option<Action>, input: R::Input, out| {
             let Some(verdict) = rules.verdict(&input) else {
                 return;
             };
@@ -55,5 +55,6 @@ impl<'scope, R: Rules> DecideExt<'scope, R> for Stream<'scope, R::Input> {
                 out.push(rules.explain(input, verdict));
             }
         })
+        .into_stream()
     }
 }

@@ -4,9 +4,9 @@
 //! (event time, source position), so ties break the same way at any parallelism.
 
 use crate::exact_sum::ExactSum;
-use inflight_engine::checkpoint::{decode, encode};
-use inflight_engine::recovery::participant;
-use inflight_engine::{Key, Millis, Position, Stream, key_hash};
+use crate::keyed::{KeyedStream, Order};
+use inflight_engine::checkpoint::encode;
+use inflight_engine::{Key, Millis, Position, State, Stream, key_hash};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -140,40 +140,26 @@ type OpenWindow<C> = (Capability<Millis>, FxHashMap<Key, Bar<C>>);
 
 /// Windowing operators on tick streams.
 pub trait WindowExt<'scope, C> {
-    /// Tumbling event-time windows of `width` ms (aligned to the epoch) into OHLCV bars per key.
-    fn bars(self, width: Millis) -> Stream<'scope, Bar<C>>;
+    /// Tumbling event-time windows of `width` ms (aligned to the epoch) into OHLCV bars per key,
+    /// with the open windows kept in `state`. Each key's bars leave in time order on the worker
+    /// that owns the key.
+    fn bars(self, width: Millis, state: State) -> KeyedStream<'scope, Bar<C>>;
 }
 
 impl<'scope, C> WindowExt<'scope, C> for Stream<'scope, Tick<C>>
 where
     C: BarContext + Send + Serialize + for<'de> Deserialize<'de> + 'static,
 {
-    fn bars(self, width: Millis) -> Stream<'scope, Bar<C>> {
+    fn bars(self, width: Millis, mut part: State) -> KeyedStream<'scope, Bar<C>> {
         let width = width.max(1);
         let by_key = Exchange::new(|t: &Tick<C>| key_hash(&t.key));
-        let mut part = participant("Bars");
-        let (index, peers) = (self.scope().index(), self.scope().peers());
-        self.unary_frontier(by_key, "Bars", move |cap, _info| {
+        let bars = self.unary_frontier(by_key, "Bars", move |cap, _info| {
             // Restored open windows (of the keys this worker owns), each under a capability for its
             // last millisecond, as if their ticks had just arrived.
             let mut open: BTreeMap<Millis, OpenWindow<C>> = BTreeMap::new();
-            for (_, bytes) in part.as_ref().map_or(&[][..], |p| p.restored()) {
-                match decode::<Vec<(Millis, Vec<Bar<C>>)>>(bytes) {
-                    Ok(windows) => {
-                        for (end, bars) in windows {
-                            let (_, slot) =
-                                open.entry(end).or_insert_with(|| (cap.delayed(&(end - 1)), FxHashMap::default()));
-                            slot.extend(
-                                bars.into_iter()
-                                    .filter(|b| crate::keyed::owns(&b.key, index, peers))
-                                    .map(|b| (b.key.clone(), b)),
-                            );
-                        }
-                    }
-                    Err(e) => part
-                        .iter()
-                        .for_each(|p| p.report(format!("a checkpoint part cannot be read by this build: {e}"))),
-                }
+            for (end, bar) in part.restore_by_key(|(_, bar): &(Millis, Bar<C>)| key_hash(&bar.key)) {
+                let (_, slot) = open.entry(end).or_insert_with(|| (cap.delayed(&(end - 1)), FxHashMap::default()));
+                slot.insert(bar.key.clone(), bar);
             }
             open.retain(|_, (_, bars)| !bars.is_empty());
             // Bars in the last window closed: a new window's map starts that large instead of
@@ -181,8 +167,8 @@ where
             let mut keys = 0;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    if let (Some(p), Some(t)) = (part.as_mut(), cap.least()) {
-                        p.applied(*t);
+                    if let Some(t) = cap.least() {
+                        part.applied(*t);
                     }
                     for batch in data {
                         for tick in batch.drain(..) {
@@ -209,14 +195,13 @@ where
                     keys = bars.len();
                     output.session(&cap).give_iterator(bars.into_values());
                 }
-                if let Some(p) = part.as_mut() {
-                    p.offer(frontier.frontier().first().copied(), |_| {
-                        let windows: Vec<(Millis, Vec<&Bar<C>>)> =
-                            open.iter().map(|(end, (_, bars))| (*end, bars.values().collect())).collect();
-                        encode(&windows)
-                    });
-                }
+                part.offer(frontier.frontier().first().copied(), |_| {
+                    let bars: Vec<(Millis, &Bar<C>)> =
+                        open.iter().flat_map(|(end, (_, bars))| bars.values().map(move |b| (*end, b))).collect();
+                    encode(&bars)
+                });
             }
-        })
+        });
+        KeyedStream::assume_keyed(bars, Order::Arrival)
     }
 }

@@ -33,8 +33,9 @@ pub use cli::{ClusterArgs, EmitFlag, KafkaArgs, LlmArgs, NoFlags, RunArgs, Serve
 pub use run::{SideInput, percentiles, print_summary, run_job};
 
 use crate::engine::event::{Event, Sourced};
+use crate::engine::serve::tap::Taps;
 use crate::engine::time::Millis;
-use crate::engine::{Scope, SourceName, Stream};
+use crate::engine::{Graph, Scope, SourceName, State, Stream};
 use crate::operators::{Action, Decision, LlmConfig, LlmService, ReplyCheck};
 use anyhow::Result;
 use clap::{ArgMatches, Args, Command, FromArgMatches, Subcommand};
@@ -117,8 +118,8 @@ pub trait Pipeline: Sized + 'static {
 
 /// What [`Pipeline::build`] gets besides its events.
 pub struct BuildCx<'a, 's, P: Pipeline> {
-    /// The worker's dataflow scope.
-    pub scope: Scope<'s>,
+    /// The worker's graph: its scope, its declared state, its live-view taps.
+    pub graph: &'a Graph<'s>,
     /// The run's settings.
     pub config: &'a P::Config,
     /// What [`Pipeline::prepare`] loaded.
@@ -127,6 +128,25 @@ pub struct BuildCx<'a, 's, P: Pipeline> {
     pub source: SourceName,
     /// The LLM service, when the run has one.
     pub llm: Option<&'a Arc<LlmService>>,
+}
+
+impl<'s, P: Pipeline> BuildCx<'_, 's, P> {
+    /// The worker's dataflow scope.
+    pub fn scope(&self) -> Scope<'s> {
+        self.graph.scope()
+    }
+
+    /// Declares operator state `name` (unique in the graph) at `version`, for the stateful
+    /// operator that keeps it (`bars`, `keyed_state`, `decide`, `lookup`): checkpoints save it
+    /// under that name, and a restore into a graph with other state fails at start.
+    pub fn state(&self, name: &str, version: u32) -> State {
+        self.graph.state(name, version)
+    }
+
+    /// The live view's taps (charts of per-key series).
+    pub fn taps(&self) -> &Taps {
+        self.graph.taps()
+    }
 }
 
 /// Help and version as clap prints them; a usage error as one line (clap's first) and exit 2.

@@ -38,9 +38,9 @@ pub fn run_job<P: Pipeline>(
     let config = config.clone();
     let source = job.input.name();
     let service = llm.clone();
-    let result = crate::engine::job::run::<P::Event, _, _>(job, ctx, move |scope, events| {
+    let result = crate::engine::job::run::<P::Event, _, _>(job, ctx, move |graph, events| {
         let cx =
-            BuildCx::<P> { scope, config: &config, shared: &shared, source: source.clone(), llm: service.as_ref() };
+            BuildCx::<P> { graph, config: &config, shared: &shared, source: source.clone(), llm: service.as_ref() };
         P::build(cx, events)
     });
     if let Some(service) = &llm {

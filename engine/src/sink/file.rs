@@ -1,6 +1,7 @@
 //! The ordered line writer behind file and stdout outputs.
 
 use super::OpenOutput;
+use crate::Graph;
 use crate::Stream;
 use crate::runtime::RunContext;
 use crate::time::Millis;
@@ -28,7 +29,13 @@ impl LineSink {
 /// Sends every line to worker 0, which writes the lines of each time once the frontier has passed
 /// it, sorted, and flushes when its input ends. A write error is reported as a run failure and the
 /// sink stops writing (it never panics a worker).
-pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunContext) -> LineSink {
+pub fn write_lines<'s>(
+    graph: &Graph<'s>,
+    lines: Stream<'s, String>,
+    output: &OpenOutput,
+    state: &str,
+    ctx: &RunContext,
+) -> LineSink {
     let sink = LineSink::default();
     let written = Rc::clone(&sink.written);
     if output.discard {
@@ -38,16 +45,9 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
         });
         return sink;
     }
-    let mut part = crate::recovery::participant("lines");
+    let mut state = graph.state(state, 1);
     // After a restore: the length the output had at the checkpoint (written by worker 0).
-    let restored = part.as_ref().and_then(|p| p.restored().iter().find(|(w, _)| *w == 0).map(|(_, b)| b.clone()));
-    let mut bytes: u64 = match restored.map(|b| crate::checkpoint::decode::<u64>(&b)).transpose() {
-        Ok(len) => len.unwrap_or(0),
-        Err(e) => {
-            ctx.failures.report(format!("restoring output {}: {e}", output.name));
-            0
-        }
-    };
+    let mut bytes: u64 = state.restore_worker_zero().unwrap_or(0);
     let mut failed = false;
     let mut writer = if lines.scope().index() != 0 {
         None
@@ -91,9 +91,7 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
                     bytes += line.len() as u64 + 1;
                 }
             }
-            if let Some(p) = part.as_mut() {
-                p.applied(time);
-            }
+            state.applied(time);
             written.set(written.get() + lines.len() as u64);
             wrote = true;
         }
@@ -112,8 +110,8 @@ pub fn write_lines(lines: Stream<'_, String>, output: &OpenOutput, ctx: &RunCont
             writer = None;
         }
         // Everything before the frontier is written and flushed: the output's length is its state.
-        if let (Some(p), false) = (part.as_mut(), failed) {
-            p.offer(frontier.frontier().first().copied(), |_| crate::checkpoint::encode(&bytes));
+        if !failed {
+            state.offer(frontier.frontier().first().copied(), |_| crate::checkpoint::encode(&bytes));
         }
     });
     sink

@@ -7,11 +7,11 @@ use super::kafka::KafkaFeed;
 use super::lines::Batch;
 use super::stdin::StdinFeed;
 use super::{OpenInput, Restart, SourceConfig, SourceStats, SplitState};
+use crate::Stream;
 use crate::dead_letter::DeadLetter;
 use crate::event::{Event, Sourced};
 use crate::runtime::RunContext;
 use crate::time::Millis;
-use crate::{Scope, Stream};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -61,18 +61,10 @@ pub(crate) trait Feed<E> {
     }
 }
 
-/// The split states saved by every worker of a source in the checkpoint restored from.
-fn restart(part: Option<&crate::recovery::Participant>, ctx: &RunContext) -> Option<Restart> {
-    let part = part?;
-    part.shared().restored()?;
-    let mut all = Restart::new();
-    for (_, bytes) in part.restored() {
-        match crate::checkpoint::decode::<Vec<SplitState>>(bytes) {
-            Ok(splits) => all.extend(splits.into_iter().map(|s| (s.id, s))),
-            Err(e) => ctx.failures.report(format!("restoring a source: {e}")),
-        }
-    }
-    Some(all)
+/// The split states saved by every worker of a source in the checkpoint restored from (each
+/// worker claims its own by id).
+fn restart(state: &crate::state::State) -> Option<Restart> {
+    state.restoring().then(|| state.restore_all::<SplitState>().into_iter().map(|s| (s.id, s)).collect())
 }
 
 /// The streams a source produces.
@@ -88,12 +80,13 @@ pub struct SourceStreams<'scope, E> {
 /// Builds the source for `input` in `scope`: every worker reads its share (file chunks, or stdin
 /// on worker 0) and parses it into `E`.
 pub fn source<'scope, E: Event>(
-    scope: Scope<'scope>,
+    graph: &crate::Graph<'scope>,
     input: &OpenInput,
     config: &SourceConfig,
     ctx: &RunContext,
     outputs: &ProbeHandle<Millis>,
 ) -> SourceStreams<'scope, E> {
+    let scope = graph.scope();
     let mut builder = OperatorBuilder::new("Source".to_owned(), scope);
     let address = builder.operator_info().address;
     let (events_out, events) = builder.new_output::<Vec<Sourced<E>>>();
@@ -104,8 +97,11 @@ pub fn source<'scope, E: Event>(
     let mut stats_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(stats_out);
 
     let (index, peers) = (scope.index(), scope.peers());
-    let mut part = crate::recovery::participant("source");
-    let restart = restart(part.as_ref(), ctx);
+    // Each source of the graph is its own state: the first "source", then "source-1", ...
+    let sources = graph.states().declared().iter().filter(|d| d.name.starts_with("source")).count();
+    let name = if sources == 0 { "source".to_owned() } else { format!("source-{sources}") };
+    let mut part = graph.state(&name, 1);
+    let restart = restart(&part);
     let mut feed: Option<Box<dyn Feed<E>>> = match input {
         OpenInput::File { map: Some(map), name } => Some(Box::new(FileFeed::<E>::new(
             map.clone(),
@@ -139,7 +135,7 @@ pub fn source<'scope, E: Event>(
     let (outputs, max_lag, replay) = (outputs.clone(), config.max_lag, config.replay_speed);
 
     let events_in = metrics::counter!(crate::metrics::names::EVENTS_IN);
-    let ckpt = part.as_ref().map(|p| p.shared().clone());
+    let ckpt = part.checkpoints().cloned();
     let restored_at = ckpt.as_ref().map(|c| c.restored_time()).filter(|t| *t > 0);
     builder.build(move |mut caps| {
         // A restored source continues at the checkpoint's time: nothing before it is sent again.
@@ -211,9 +207,7 @@ pub fn source<'scope, E: Event>(
                 feed.as_mut().map_or(FeedState::Done, |f| f.fill(floor, &mut batch))
             };
             if !batch.events.is_empty() || !batch.dead.is_empty() {
-                if let Some(p) = part.as_mut() {
-                    p.applied(floor);
-                }
+                part.applied(floor);
             }
             if !batch.events.is_empty() {
                 batch.sending();
@@ -244,9 +238,9 @@ pub fn source<'scope, E: Event>(
                     if let Some(end) = ending.filter(|end| *end > floor && *end <= to) {
                         barrier = Some(end);
                     }
-                    if let (Some(m), Some(p)) = (barrier, part.as_mut()) {
+                    if let (Some(m), true) = (barrier, part.saved()) {
                         to = m;
-                        p.offer(Some(m), |_| splits(&feed));
+                        part.offer(Some(m), |_| splits(&feed));
                         holding = Some(m);
                     }
                     if to > floor {
@@ -257,9 +251,7 @@ pub fn source<'scope, E: Event>(
                     }
                 }
                 _ => {
-                    if let Some(p) = part.as_mut() {
-                        p.offer(None, |_| splits(&feed));
-                    }
+                    part.offer(None, |_| splits(&feed));
                     if let Some(f) = feed.as_mut() {
                         f.finish();
                         if let Some(topic) = &topic {

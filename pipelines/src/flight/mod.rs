@@ -20,9 +20,8 @@ pub mod synthetic;
 pub use event::{Booking, Change, FlightEvent, FlightInput, FlightStatus, ScheduledFlight};
 pub use rules::{Case, Mct, Next, Outcome};
 
-use inflight_engine::checkpoint::{decode, encode};
-use inflight_engine::recovery::{Participant, participant};
-use inflight_engine::{Key, Millis, Scope, SourceName, Sourced, Stream};
+use inflight_engine::checkpoint::encode;
+use inflight_engine::{Graph, Key, Millis, SourceName, Sourced, Stream};
 use inflight_operators::{
     Action, Decision, Emit, LlmConfig, LlmExt, LlmService, LookupExt, Table, multi_table, upsert_table,
 };
@@ -162,13 +161,16 @@ struct Tables<'s> {
     legs: Table<'s, Key, Booking>,
 }
 
-fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference: &Reference) -> Tables<'s> {
-    let mut log = participant("ChangeLog");
+fn tables<'s>(graph: &Graph<'s>, changes: Stream<'s, (Millis, Change)>, reference: &Reference) -> Tables<'s> {
+    let scope = graph.scope();
+    let mut log = graph.state("change-log", 1);
     // After a restore the checkpoint's change log is the reference data (it holds the files' rows
-    // too); otherwise the files are, at time 0.
-    let initial = match log.as_ref().filter(|l| l.shared().restored().is_some()) {
-        Some(l) => restored_changes(l, scope.index(), scope.peers()),
-        None => reference.share(scope.index(), scope.peers()).into_iter().map(|c| (0, c)).collect(),
+    // too), each old worker's share on one new worker (the tables exchange rows by key
+    // themselves); otherwise the files are, at time 0.
+    let initial: Vec<(Millis, Change)> = if log.restoring() {
+        log.restore_by_worker()
+    } else {
+        reference.share(scope.index(), scope.peers()).into_iter().map(|c| (0, c)).collect()
     };
     let initial = initial.to_stream(scope);
     let all = scope.concatenate([initial, changes]);
@@ -176,9 +178,9 @@ fn tables<'s>(scope: Scope<'s>, changes: Stream<'s, (Millis, Change)>, reference
     // changes of its latest time before M and every change from M on: all that lookups at M or
     // later can see, so restoring them at their own times rebuilds the tables (the upsert
     // arrangements take the time from the record).
-    let all = match log.take() {
-        None => all,
-        Some(mut log) => all.unary_frontier(Pipeline, "ChangeLog", move |_, _| {
+    let all = match log.saved() {
+        false => all,
+        true => all.unary_frontier(Pipeline, "ChangeLog", move |_, _| {
             let mut rows: FxHashMap<(bool, Key), BTreeMap<Millis, Vec<Change>>> = FxHashMap::default();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
@@ -253,22 +255,6 @@ fn row_of(change: &Change) -> (bool, Key) {
     }
 }
 
-/// This worker's share of the change log restored from (the parts of old workers `w` with
-/// `w % peers == index`; the tables exchange rows by key themselves).
-fn restored_changes(log: &Participant, index: usize, peers: usize) -> Vec<(Millis, Change)> {
-    let mut out = Vec::new();
-    for (worker, bytes) in log.restored() {
-        if worker % peers != index {
-            continue;
-        }
-        match decode::<Vec<(Millis, Change)>>(bytes) {
-            Ok(changes) => out.extend(changes),
-            Err(e) => log.report(format!("a checkpoint part cannot be read by this build: {e}")),
-        }
-    }
-    out
-}
-
 fn route<'s>(cases: Stream<'s, Box<Case>>) -> [Stream<'s, Box<Case>>; 4] {
     let parts = cases.partition(4, |c| (c.next as u64, c));
     match <[Stream<'s, Box<Case>>; 4]>::try_from(parts) {
@@ -286,7 +272,7 @@ enum Split {
 /// Builds the flight dataflow: `inputs` carries status events and reference changes; `reference`
 /// is the state at time 0; `source` names the input in decisions.
 pub fn flight<'s>(
-    scope: Scope<'s>,
+    graph: &Graph<'s>,
     inputs: Stream<'s, Sourced<FlightInput>>,
     config: &FlightConfig,
     reference: &Reference,
@@ -310,21 +296,22 @@ pub fn flight<'s>(
         })
     });
     let (Some(changes), Some(cases)) = (changes, cases) else { unreachable!("partition(2) makes two streams") };
-    let t = tables(scope, changes, reference);
+    let scope = graph.scope();
+    let t = tables(graph, changes, reference);
     let flight_key = |c: Box<Case>| (c.event.flight_id.clone(), c);
     #[allow(clippy::borrowed_box)] // the lookup's records are the boxes themselves
     let time = |c: &Box<Case>| c.time();
     let with_booking = cases
         .map(flight_key)
-        .lookup(&t.flights, "FlightOfStatus", time, rules::with_flight)
+        .lookup(&t.flights, graph.state("flight-of-status", 1), time, rules::with_flight)
         .map(flight_key)
-        .lookup(&t.legs, "BookingsOfFlight", time, rules::per_booking);
+        .lookup(&t.legs, graph.state("bookings-of-flight", 1), time, rules::per_booking);
     let [decided_3, connection, alternatives_3, _] = route(with_booking);
     let mct = config.mct.clone();
     let [decided_4, _, alternatives_4, _] =
         route(connection.map(|c| (c.leg_id(1).cloned().unwrap_or_default(), c)).lookup(
             &t.flights,
-            "Connection",
+            graph.state("connection", 1),
             time,
             move |c, f, out| rules::with_connection(c, f, &mct, out),
         ));
@@ -335,12 +322,12 @@ pub fn flight<'s>(
                 let route = c.broken.as_ref().map(|b| (b.flight.origin.clone(), b.flight.destination.clone()));
                 (route.unwrap_or_default(), c)
             })
-            .lookup(&t.routes, "Alternatives", time, rules::with_alternatives),
+            .lookup(&t.routes, graph.state("alternatives", 1), time, rules::with_alternatives),
     );
     let mct = config.mct.clone();
     let decided_6 = following.map(|c| (c.following_id().cloned().unwrap_or_default(), c)).lookup(
         &t.flights,
-        "Following",
+        graph.state("following", 1),
         time,
         move |c, f, out| rules::with_following(c, f, &mct, out),
     );

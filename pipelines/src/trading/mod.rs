@@ -14,10 +14,10 @@ pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, MarketTi
 pub use rules::{Scored, TradingRules};
 
 use inflight_engine::serve::tap::LiveBar;
-use inflight_engine::{Millis, Scope, SourceName, Sourced, Stream};
+use inflight_engine::{Graph, Millis, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Macd, MacdValue, Rsi};
 use inflight_operators::{
-    Action, Bar, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, Order, WindowExt,
+    Action, Bar, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -133,7 +133,7 @@ fn live_bar(bar: &Bar<Option<Trend>>, rsi: Option<f64>, macd: Option<MacdValue>)
 
 /// Builds the trading dataflow from parsed market events; `source` names the input in decisions.
 pub fn trading<'s>(
-    _scope: Scope<'s>,
+    graph: &Graph<'s>,
     events: Stream<'s, Sourced<MarketTick>>,
     config: &TradingConfig,
     source: SourceName,
@@ -145,10 +145,10 @@ pub fn trading<'s>(
             let trend = s.event.trend;
             MarketTick::into_tick(s, trend)
         })
-        .bars(config.window_ms)
+        .bars(config.window_ms, graph.state("bars", 1))
         // A key's bars come out of `bars` in time order on the worker that owns it, and stay there:
         // the stateful steps after it apply them on arrival instead of waiting for the frontier.
-        .keyed_state("Indicators", Order::Arrival, move |state: &mut Option<Indicators>, bar, out| {
+        .keyed_state(graph.state("indicators", 1), move |state: &mut Option<Indicators>, bar, out| {
             let ind = state.get_or_insert_with(|| Indicators {
                 rsi: Rsi::new(c.rsi_period),
                 macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
@@ -159,11 +159,11 @@ pub fn trading<'s>(
             out.push((bar, rsi, macd));
         });
     // Every bar, warmed up or not, is charted by the live view.
-    inflight_engine::serve::tap::bars(&indicated, |(bar, rsi, macd)| live_bar(bar, *rsi, *macd));
-    let decisions = indicated.flat_map(|(bar, rsi, macd)| Some(Scored { bar, rsi: rsi?, macd: macd? })).decide(
+    graph.taps().bars(indicated.stream(), |(bar, rsi, macd)| live_bar(bar, *rsi, *macd));
+    let decisions = indicated.flat_map_keyed(|(bar, rsi, macd)| Some(Scored { bar, rsi: rsi?, macd: macd? })).decide(
+        graph.state("decide", 1),
         config.rules.clone().with_source(source),
         config.emit,
-        Order::Arrival,
     );
     match llm {
         Some(service) => decisions.llm_decide(service),
