@@ -4,7 +4,6 @@
 use anyhow::{Context, Result, bail};
 use inflight::engine::job::{JobConfig, JobReport};
 use inflight::engine::kafka::{KafkaConfig, send_when_room};
-use inflight::engine::recovery::{CheckpointConfig, LastCheckpoint};
 use inflight::engine::runtime::{Cluster, RunContext};
 use inflight::engine::sink::{KafkaOutput, Output};
 use inflight::engine::source::{Input, KAFKA_MAX_LAG, KafkaInput, SourceConfig, StartFrom};
@@ -26,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inflight::app::FileBench;
 pub use inflight::app::percentiles;
 
 /// File → decisions, `runs` times; prints each run and the median.
@@ -108,7 +108,7 @@ fn generated(
 /// Runs `run` over the file `runs` times, printing each run and the median; `max_lag` is the
 /// pipeline's `--max-lag` default for files.
 fn file_runs(
-    name: &str,
+    name: &'static str,
     path: PathBuf,
     runs: usize,
     cluster: Cluster,
@@ -116,82 +116,8 @@ fn file_runs(
     max_lag: Millis,
     run: impl Fn(&JobConfig) -> Result<JobReport>,
 ) -> Result<()> {
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let (workers, processes) = (cluster.workers, cluster.processes);
-    let mut job = JobConfig {
-        input: Input::File(path.clone()),
-        side_inputs: Vec::new(),
-        source: SourceConfig { max_lag, ..SourceConfig::default() },
-        output: Output::Discard,
-        dead_letter: Output::Discard,
-        cluster,
-        checkpoint: None,
-    };
-    eprintln!(
-        "bench {name}: {} ({:.1} MB), {workers} worker(s) x {processes} process(es), {runs} run(s)",
-        path.display(),
-        size as f64 / 1e6,
-    );
-    let mut reports = Vec::new();
-    for i in 0..runs {
-        // A fresh checkpoint directory per run: each run starts from nothing.
-        let ckpt = tempfile::tempdir().context("creating a checkpoint directory")?;
-        job.checkpoint = checkpoint.map(|interval| CheckpointConfig {
-            pipeline: name.to_owned(),
-            dir: ckpt.path().to_owned(),
-            interval,
-            keep: 3,
-        });
-        let r = run(&job)?;
-        println!(
-            "run {}: {} events in {:.3} s = {:.0} events/s, {} decisions",
-            i + 1,
-            r.source.records(),
-            r.elapsed.as_secs_f64(),
-            r.events_per_sec(),
-            r.outputs
-        );
-        if checkpoint.is_some() {
-            print_checkpoints(&r.checkpoints);
-        }
-        reports.push(r);
-    }
-    print_median(&mut reports);
-    Ok(())
-}
-
-/// How many checkpoints a run committed, how long they took and how big they were.
-fn print_checkpoints(all: &[LastCheckpoint]) {
-    if all.is_empty() {
-        println!("  checkpoints: none committed");
-        return;
-    }
-    let mut ms: Vec<u64> = all.iter().map(|c| c.duration_ms).collect();
-    let mut bytes: Vec<u64> = all.iter().map(|c| c.bytes).collect();
-    ms.sort_unstable();
-    bytes.sort_unstable();
-    println!(
-        "  checkpoints: {} committed, duration median {} ms (max {} ms), size median {:.1} KB (max {:.1} KB)",
-        all.len(),
-        ms[ms.len() / 2],
-        ms[ms.len() - 1],
-        bytes[bytes.len() / 2] as f64 / 1e3,
-        bytes[bytes.len() - 1] as f64 / 1e3
-    );
-}
-
-fn print_median(reports: &mut [JobReport]) {
-    reports.sort_by_key(|r| r.elapsed);
-    let m = &reports[reports.len() / 2];
-    println!(
-        "median: {:.0} events/s, wall {:.3} s; read → decision latency {}",
-        m.events_per_sec(),
-        m.elapsed.as_secs_f64(),
-        percentiles(&m.latency)
-    );
+    let source = SourceConfig { max_lag, ..SourceConfig::default() };
+    FileBench { name, path, side_inputs: Vec::new(), runs, source, checkpoint }.run(cluster, run)
 }
 
 /// Settings of `bench kafka`.

@@ -10,24 +10,13 @@ mod broker;
 mod cli;
 
 use broker::{Broker, unique};
-use cli::{BIN, assert_same, decisions_by_id, inflight, json_lines, ok};
+use cli::{
+    BIN, assert_same, decisions_by_id, example, inflight, json_lines, kill_9_after_first_checkpoint, ok, run_example,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// An example's binary: target/<profile>/examples/<name>, beside this test's deps/ directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().unwrap().parent().unwrap();
-    let path = profile.join("examples").join(name);
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
-
-fn run_example(name: &str, args: &[&str]) -> std::process::Output {
-    Command::new(example(name)).args(args).output().unwrap()
-}
 
 /// What the reference expects of one decision: (asset, bar end ms, action, vwap, upper, lower).
 type Expected = (String, i64, String, f64, f64, f64);
@@ -259,23 +248,9 @@ fn vwap_bands_after_a_crash_mid_checkpoint_and_a_kill_9_restarts_to_the_uninterr
 
     // A kill -9 once the first checkpoint is on disk (or the run's end, on a fast machine).
     let (ckpt, out) = (d.join("ckpt-b"), d.join("b.jsonl"));
-    let mut child = Command::new(example("vwap_bands"))
-        .args(args(&out, Some(&ckpt)))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        let committed = std::fs::read_dir(&ckpt)
-            .map(|d| d.flatten().any(|e| e.path().join("MANIFEST.json").is_file()))
-            .unwrap_or(false);
-        if committed {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    let _ = child.kill();
-    child.wait().unwrap();
+    let mut run = Command::new(example("vwap_bands"));
+    run.args(args(&out, Some(&ckpt)));
+    kill_9_after_first_checkpoint(run, &ckpt);
     let again = Command::new(example("vwap_bands")).args(args(&out, Some(&ckpt))).output().unwrap();
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_same("after kill -9", &want, &decisions_by_id(&out));
@@ -318,4 +293,60 @@ fn vwap_bands_reads_and_writes_kafka() {
     };
     assert_matches_reference(&got, &want);
     assert!(got.iter().all(|d| d["source"]["topic"] == ticks.as_str()), "decisions name the topic they came from");
+}
+
+#[test]
+fn vwap_bands_bench_prints_each_run_and_the_median() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = ticks(dir.path(), 0.0);
+    let want = reference(&input).len();
+    let path = input.to_str().unwrap();
+    let r = ok(run_example(
+        "vwap_bands",
+        &["bench", "--input", path, "--runs", "2", "-w", "2", "--checkpoint-interval", "1m"],
+    ));
+    let out = String::from_utf8_lossy(&r.stdout);
+    let runs: Vec<&str> = out.lines().filter(|l| l.starts_with("run ")).collect();
+    assert_eq!(runs.len(), 2, "{out}");
+    for line in runs {
+        // "run 1: 6000 events in 0.012 s = 500000 events/s, 57 decisions"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[2], "6000", "every tick counted: {line}");
+        assert_eq!(words[words.len() - 2], want.to_string(), "the decisions a run makes: {line}");
+        assert!(words[8].parse::<f64>().unwrap() > 0.0, "{line}");
+    }
+    assert!(out.lines().filter(|l| l.contains("checkpoints:")).all(|l| l.contains("committed")), "{out}");
+    let median = out.lines().find(|l| l.starts_with("median:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(median.contains("events/s") && median.contains("p50") && median.contains("p99"), "{median}");
+    for (args, want) in [
+        (&["bench", "--runs", "0", "--input", path][..], "--runs"),
+        (&["bench", "--input", "/no/such/file.jsonl"][..], "cannot read input"),
+        (&["bench"][..], "needs --input"),
+    ] {
+        let r = run_example("vwap_bands", args);
+        assert!(!r.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got {err}");
+    }
+}
+
+/// The README shows examples/vwap_bands.rs whole: its copy must be the file, which the test suite
+/// builds (`INFLIGHT_UPDATE_README=1` rewrites the copy).
+#[test]
+fn the_readme_shows_the_example_as_it_is_built() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let file = std::fs::read_to_string(root.join("examples/vwap_bands.rs")).unwrap();
+    let (begin, end) = ("<!-- include examples/vwap_bands.rs -->\n```rust\n", "```\n<!-- end include -->");
+    let start = readme.find(begin).expect("the README includes examples/vwap_bands.rs") + begin.len();
+    let stop = start + readme[start..].find(end).expect("the include ends");
+    if readme[start..stop] != file && std::env::var_os("INFLIGHT_UPDATE_README").is_some() {
+        std::fs::write(root.join("README.md"), format!("{}{file}{}", &readme[..start], &readme[stop..])).unwrap();
+        return;
+    }
+    assert!(
+        readme[start..stop] == file,
+        "README.md's copy of examples/vwap_bands.rs differs from the file: run this test with INFLIGHT_UPDATE_README=1"
+    );
 }

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::{Capability, Concatenate, ToStream};
 use timely::progress::Antichain;
 
 /// Data that can live in a table: ordered, cloneable and sendable between processes.
@@ -41,6 +41,74 @@ pub fn upsert_table<'scope, K: TableKey, V: TableData>(
     name: &str,
 ) -> Table<'scope, K, V> {
     arrange_from_upsert::<ValBuilder<K, V, Millis, isize>, ValSpine<K, V, Millis, isize>, K, V>(changes, name)
+}
+
+/// [`upsert_table`] whose rows survive a restore. `initial` holds the rows at start (time 0; each
+/// worker inserts its share), `changes` the upserts and deletes that follow. With checkpoints every
+/// row passes a [`change_log`] declared as `log`, and a restored run rebuilds the table from it
+/// instead of `initial`.
+pub fn saved_upsert_table<'scope, K: TableKey, V: TableData>(
+    changes: Stream<'scope, (K, Option<V>, Millis)>,
+    initial: &[(K, V)],
+    log: State,
+    name: &str,
+) -> Table<'scope, K, V> {
+    let scope = changes.scope();
+    let start: Vec<(K, Option<V>, Millis)> = if log.restoring() {
+        log.restore_by_worker()
+    } else {
+        let share = initial.iter().skip(scope.index()).step_by(scope.peers());
+        share.map(|(k, v)| (k.clone(), Some(v.clone()), 0)).collect()
+    };
+    let all = scope.concatenate([start.to_stream(scope), changes]);
+    upsert_table(change_log(all, log, |(key, _, time)| (key.clone(), *time)), name)
+}
+
+/// Passes `changes` through; with checkpoints they are the state `log`. `row_of` names a change's
+/// row and its time: a part for checkpoint M keeps, per row, the changes of its latest time before
+/// M and every change from M on — all that lookups at M or later can see — so a restored run that
+/// feeds them back at their own times rebuilds the tables built from them (upsert arrangements
+/// take each change's time from the record).
+pub fn change_log<'scope, T, R>(
+    changes: Stream<'scope, T>,
+    mut log: State,
+    row_of: fn(&T) -> (R, Millis),
+) -> Stream<'scope, T>
+where
+    T: Clone + Serialize + 'static,
+    R: Ord + 'static,
+{
+    if !log.saved() {
+        return changes;
+    }
+    changes.unary_frontier(Pipeline, "ChangeLog", move |_, _| {
+        let mut rows: BTreeMap<R, BTreeMap<Millis, Vec<T>>> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                if let Some(t) = cap.least() {
+                    log.applied(*t);
+                }
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for change in batch.drain(..) {
+                        let (row, time) = row_of(&change);
+                        rows.entry(row).or_default().entry(time).or_default().push(change.clone());
+                        session.give(change);
+                    }
+                }
+            });
+            log.offer(frontier.frontier().first().copied(), |m| {
+                let mut flat: Vec<&T> = Vec::new();
+                for history in rows.values_mut() {
+                    if let Some(last_before) = history.range(..m).next_back().map(|(t, _)| *t) {
+                        *history = history.split_off(&last_before);
+                    }
+                    flat.extend(history.values().flatten());
+                }
+                encode(&flat)
+            });
+        }
+    })
 }
 
 /// Builds a table in which a key may hold several values, from `((key, value), time, diff)`
@@ -117,6 +185,28 @@ fn give_at_times<D2: 'static>(
 }
 
 /// The lookup operator.
+///
+/// ```
+/// use inflight_engine::State;
+/// use inflight_operators::{LookupExt, upsert_table};
+/// use timely::dataflow::operators::{Inspect, ToStream};
+///
+/// timely::example(|scope| {
+///     // Merchant M1 is "low" risk from time 0 and "high" from time 10.
+///     let rows = vec![("M1".to_string(), Some("low".to_string()), 0), ("M1".to_string(), Some("high".to_string()), 10)];
+///     let risk = upsert_table(rows.to_stream(scope), "Risk");
+///     // Payments (merchant, (time, amount)) see the table as of their own time.
+///     vec![("M1".to_string(), (5u64, 20.0)), ("M1".to_string(), (15, 30.0)), ("M2".to_string(), (15, 40.0))]
+///         .to_stream(scope)
+///         .lookup(&risk, State::transient(), |(time, _)| *time, |(time, amount), found: &[&String], out| {
+///             out.push((time, amount, found.first().map(|r| r.to_string())))
+///         })
+///         .inspect(|(time, _, risk)| match time {
+///             5 => assert_eq!(risk.as_deref(), Some("low")),
+///             _ => assert!(risk.as_deref() == Some("high") || risk.is_none()),
+///         });
+/// });
+/// ```
 pub trait LookupExt<'scope, K: TableKey, D> {
     /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
     /// `table` at the record's event time `time_of(record)` (sorted, possibly none), once the table
@@ -135,7 +225,9 @@ pub trait LookupExt<'scope, K: TableKey, D> {
         F: FnMut(D, &[&V], &mut Vec<D2>) + 'static;
 }
 
-impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scope, (K, D)> {
+impl<'scope, K: TableKey, D: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> LookupExt<'scope, K, D>
+    for Stream<'scope, (K, D)>
+{
     fn lookup<V, D2, F>(
         self,
         table: &Table<'scope, K, V>,
@@ -154,10 +246,11 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
         // With checkpoints, the records waiting for the table are this operator's state.
         let mut part = state;
         self.binary_frontier(table.stream.clone(), exchange, Pipeline, "Lookup", move |cap, _info| {
-            // A record the table is already complete for is looked up at once; one that must wait
-            // is held at its own event time, so the outputs' frontier never lags behind a wait (a
-            // source pausing for lagging outputs would otherwise wait on the lookup, and the
-            // lookup on the source). Either way results leave at their event time.
+            // A late record (event time before its timely time) the table is already complete
+            // for is looked up at once; any other waits until both inputs passed its event time,
+            // held at that time, so the outputs' frontier never lags behind a wait (a source
+            // pausing for lagging outputs would otherwise wait on the lookup, and the lookup on
+            // the source). Either way results leave at their event time.
             let mut waiting: Waiting<K, D> = BTreeMap::new();
             for (at, (key, record)) in part.restore_by_key(|(_, (k, _)): &(Millis, (K, D))| k.hashed()) {
                 waiting.entry(at).or_insert_with(|| (cap.delayed(&at), Vec::new())).1.push((key, record));
@@ -177,8 +270,12 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                     let Some(cap) = cap.retain_least(output.output_index()) else { return };
                     for (key, record) in data.flat_map(|batch| batch.drain(..)) {
                         let time = time_of(&record);
-                        if table_frontier.less_equal(&time) {
-                            let at = time.max(*cap.time());
+                        let at = time.max(*cap.time());
+                        // A record whose result would leave later than its timely time waits too
+                        // (in the saved state) until both inputs pass: a source sends a batch at
+                        // its floor, before a checkpoint time its records' event times may be
+                        // past, and a result sent ahead would be in no checkpoint's state.
+                        if at > *cap.time() || table_frontier.less_equal(&time) {
                             waiting.entry(at).or_insert_with(|| (cap.delayed(&at), Vec::new())).1.push((key, record));
                         } else {
                             ready.push((time, key, record));
@@ -190,11 +287,12 @@ impl<'scope, K: TableKey, D: TableData> LookupExt<'scope, K, D> for Stream<'scop
                     }
                 });
                 while let Some(entry) = waiting.first_entry() {
-                    if table_frontier.less_equal(entry.key()) {
+                    if table_frontier.less_equal(entry.key()) || event_frontier.less_equal(entry.key()) {
                         break;
                     }
                     let time = *entry.key();
                     let (cap, records) = entry.remove();
+                    part.applied(time);
                     ready.extend(records.into_iter().map(|(key, record)| (time, key, record)));
                     look_up(&mut trace, &mut ready, &mut logic, &mut scratch, &mut out);
                     give_at_times(output, &cap, &mut out);

@@ -133,6 +133,30 @@ impl<'scope, D: 'static> KeyedStream<'scope, D> {
 }
 
 /// Keys a stream.
+///
+/// ```
+/// use inflight_engine::{Key, key_hash};
+/// use inflight_operators::{KeyByExt, Keyed};
+/// use timely::dataflow::operators::{Inspect, ToStream};
+///
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Payment { card: Key, amount: f64 }
+/// impl Keyed for Payment { fn key(&self) -> &Key { &self.card } }
+///
+/// timely::execute(timely::Config::process(2), |worker| {
+///     let (index, peers) = (worker.index() as u64, worker.peers() as u64);
+///     worker.dataflow::<u64, _, _>(|scope| {
+///         // Both workers read payments of both cards...
+///         let read = ["c1", "c2", "c3"].map(|card| Payment { card: card.into(), amount: 1.0 });
+///         read.to_stream(scope)
+///             .key_by()
+///             .into_stream()
+///             // ...and after key_by each card's payments are on the one worker that owns it.
+///             .inspect(move |p| assert_eq!(key_hash(&p.card) % peers, index));
+///     });
+/// })
+/// .unwrap();
+/// ```
 pub trait KeyByExt<'scope, D> {
     /// Sends each record to the worker that owns its key; per key, records then come in time
     /// order only once the frontier has passed (so keyed operators wait for it).
@@ -161,71 +185,119 @@ pub trait KeyedStateExt<'scope, D> {
         S: Default + Serialize + DeserializeOwned + 'static,
         D2: 'static,
         F: FnMut(&mut S, D, &mut Vec<D2>) + 'static;
+
+    /// [`KeyedStateExt::keyed_state`] that applies the records of one time in the order `first`
+    /// gives (a stable sort; e.g. by source position), where arrival order is not determined:
+    /// records of one key and time may come from several workers. A stream in
+    /// [`Order::Arrival`] already comes in a determined order and is not sorted.
+    fn keyed_state_ordered<S, D2, F>(
+        self,
+        state: State,
+        first: fn(&D, &D) -> std::cmp::Ordering,
+        logic: F,
+    ) -> KeyedStream<'scope, D2>
+    where
+        S: Default + Serialize + DeserializeOwned + 'static,
+        D2: 'static,
+        F: FnMut(&mut S, D, &mut Vec<D2>) + 'static;
 }
 
 impl<'scope, D: Keyed + 'static> KeyedStateExt<'scope, D> for KeyedStream<'scope, D> {
-    fn keyed_state<S, D2, F>(self, mut part: State, mut logic: F) -> KeyedStream<'scope, D2>
+    fn keyed_state<S, D2, F>(self, part: State, logic: F) -> KeyedStream<'scope, D2>
     where
         S: Default + Serialize + DeserializeOwned + 'static,
         D2: 'static,
         F: FnMut(&mut S, D, &mut Vec<D2>) + 'static,
     {
-        let order = self.order;
-        let stream = self.stream.unary_frontier(Pipeline, "KeyedState", move |_cap, _info| {
-            let mut pending: BTreeMap<Millis, (Capability<Millis>, Vec<D>)> = BTreeMap::new();
-            let mut states: FxHashMap<Key, S> =
-                part.restore_by_key(|(key, _): &(Key, S)| key_hash(key)).into_iter().collect();
-            let mut out = Vec::new();
-            // The most records one give has sent: handing `out` to timely leaves it empty, and
-            // growing it again record by record was part of the 8 % of a trading tick's
-            // instructions that vector regrowth cost (with the source's batches).
-            let mut most = 0;
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    let Some(time) = cap.least().copied() else {
-                        return;
-                    };
-                    let Some(held) = cap.retain_least(output.output_index()) else {
-                        return;
-                    };
-                    if order == Order::Arrival {
-                        part.applied(time);
-                        out.reserve(most);
-                        for record in data.flat_map(|batch| batch.drain(..)) {
-                            apply(&mut states, &mut logic, record, &mut out);
-                        }
-                        if !out.is_empty() {
-                            most = most.max(out.len());
-                            output.session(&held).give_container(&mut out);
-                        }
-                        return;
-                    }
-                    let slot = &mut pending.entry(time).or_insert_with(|| (held, Vec::new())).1;
-                    for batch in data {
-                        slot.append(batch);
-                    }
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (cap, records) = entry.remove();
-                    part.applied(*cap.time());
+        keyed(self, part, None, logic)
+    }
+
+    fn keyed_state_ordered<S, D2, F>(
+        self,
+        part: State,
+        first: fn(&D, &D) -> std::cmp::Ordering,
+        logic: F,
+    ) -> KeyedStream<'scope, D2>
+    where
+        S: Default + Serialize + DeserializeOwned + 'static,
+        D2: 'static,
+        F: FnMut(&mut S, D, &mut Vec<D2>) + 'static,
+    {
+        keyed(self, part, Some(first), logic)
+    }
+}
+
+/// The keyed-state operator; `sort` orders the records of one time before they are applied.
+fn keyed<'scope, D, S, D2, F>(
+    input: KeyedStream<'scope, D>,
+    mut part: State,
+    sort: Option<fn(&D, &D) -> std::cmp::Ordering>,
+    mut logic: F,
+) -> KeyedStream<'scope, D2>
+where
+    D: Keyed + 'static,
+    S: Default + Serialize + DeserializeOwned + 'static,
+    D2: 'static,
+    F: FnMut(&mut S, D, &mut Vec<D2>) + 'static,
+{
+    let order = input.order;
+    let stream = input.stream.unary_frontier(Pipeline, "KeyedState", move |_cap, _info| {
+        let mut pending: BTreeMap<Millis, (Capability<Millis>, Vec<D>)> = BTreeMap::new();
+        let mut states: FxHashMap<Key, S> =
+            part.restore_by_key(|(key, _): &(Key, S)| key_hash(key)).into_iter().collect();
+        let mut out = Vec::new();
+        // The most records one give has sent: handing `out` to timely leaves it empty, and
+        // growing it again record by record was part of the 8 % of a trading tick's
+        // instructions that vector regrowth cost (with the source's batches).
+        let mut most = 0;
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(time) = cap.least().copied() else {
+                    return;
+                };
+                let Some(held) = cap.retain_least(output.output_index()) else {
+                    return;
+                };
+                if order == Order::Arrival {
+                    part.applied(time);
                     out.reserve(most);
-                    for record in records {
+                    for record in data.flat_map(|batch| batch.drain(..)) {
                         apply(&mut states, &mut logic, record, &mut out);
                     }
                     if !out.is_empty() {
                         most = most.max(out.len());
-                        output.session(&cap).give_container(&mut out);
+                        output.session(&held).give_container(&mut out);
                     }
+                    return;
                 }
-                part.offer(frontier.frontier().first().copied(), |_| encode(&states));
+                let slot = &mut pending.entry(time).or_insert_with(|| (held, Vec::new())).1;
+                for batch in data {
+                    slot.append(batch);
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (cap, mut records) = entry.remove();
+                if let Some(first) = sort {
+                    records.sort_by(first);
+                }
+                part.applied(*cap.time());
+                out.reserve(most);
+                for record in records {
+                    apply(&mut states, &mut logic, record, &mut out);
+                }
+                if !out.is_empty() {
+                    most = most.max(out.len());
+                    output.session(&cap).give_container(&mut out);
+                }
             }
-        });
-        // Either way each key's outputs leave in time order, on the key's worker.
-        KeyedStream { stream, order: Order::Arrival }
-    }
+            part.offer(frontier.frontier().first().copied(), |_| encode(&states));
+        }
+    });
+    // Either way each key's outputs leave in time order, on the key's worker.
+    KeyedStream { stream, order: Order::Arrival }
 }
 
 /// Feeds one record to its key's state.

@@ -12,7 +12,7 @@ pub mod rules;
 pub mod window;
 
 pub use decision::{Action, DecidedBy, Decision, Evidence};
-pub use enrich::{LookupExt, Table, multi_table, upsert_table};
+pub use enrich::{LookupExt, Table, change_log, multi_table, saved_upsert_table, upsert_table};
 pub use exact_sum::ExactSum;
 pub use keyed::{KeyByExt, Keyed, KeyedStateExt, KeyedStream, Order};
 pub use llm::{LlmConfig, LlmExt, LlmService, LlmVerdict, ReplyCheck};

@@ -38,6 +38,44 @@ pub trait Rules: 'static {
 }
 
 /// The decide operator.
+///
+/// ```
+/// use inflight_engine::{Position, State};
+/// use inflight_operators::{Action, Bar, DecideExt, Decision, Emit, Rules, Tick, Verdict, WindowExt};
+/// use timely::dataflow::operators::{Inspect, ToStream};
+///
+/// const UP: Action = Action::new("UP");
+/// const DOWN: Action = Action::new("DOWN");
+///
+/// /// A bar that closes above its open is UP, else DOWN.
+/// struct Direction;
+/// impl Rules for Direction {
+///     type Input = Bar<()>;
+///     fn verdict(&self, bar: &Bar<()>) -> Option<Verdict> {
+///         Some(Verdict { action: if bar.close > bar.open { UP } else { DOWN }, confidence: 0.9 })
+///     }
+///     fn explain(&self, bar: Bar<()>, v: Verdict) -> Decision {
+///         Decision::new("direction", &bar.key, bar.end, v.action, v.confidence).reason("close against open")
+///     }
+/// }
+///
+/// let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+/// let sink = seen.clone();
+/// timely::example(move |scope| {
+///     let tick = |time, price| Tick {
+///         key: "BTC".into(), time, price, volume: 1.0,
+///         pos: Position::default(), ingest_ns: 0, context: (),
+///     };
+///     // Bars: up, up, down. With Emit::Changes only the first UP and the DOWN leave.
+///     let ticks = vec![tick(0, 1.0), tick(500, 2.0), tick(1_000, 2.0), tick(1_500, 3.0), tick(2_000, 3.0), tick(2_500, 1.0)];
+///     ticks
+///         .to_stream(scope)
+///         .bars(1_000, State::transient())
+///         .decide(State::transient(), Direction, Emit::Changes)
+///         .inspect(move |d| sink.lock().unwrap().push(d.action));
+/// });
+/// assert_eq!(*seen.lock().unwrap(), vec![UP, DOWN]);
+/// ```
 pub trait DecideExt<'scope, R: Rules> {
     /// Applies `rules` per key in event-time order and emits decisions per `emit`; each key's
     /// last action is kept in `state`.

@@ -139,6 +139,29 @@ impl<C> crate::Keyed for Bar<C> {
 type OpenWindow<C> = (Capability<Millis>, FxHashMap<Key, Bar<C>>);
 
 /// Windowing operators on tick streams.
+///
+/// ```
+/// use inflight_engine::{Position, State};
+/// use inflight_operators::{Tick, WindowExt};
+/// use timely::dataflow::operators::{Inspect, ToStream};
+///
+/// timely::example(|scope| {
+///     let tick = |time, price| Tick {
+///         key: "BTC".into(), time, price, volume: 1.0,
+///         pos: Position::default(), ingest_ns: 0, context: (),
+///     };
+///     vec![tick(100, 10.0), tick(900, 12.0), tick(400, 9.0), tick(1_200, 11.0)]
+///         .to_stream(scope)
+///         .bars(1_000, State::transient())
+///         .into_stream()
+///         .inspect(|bar| match bar.start {
+///             // The first second's bar: open and close by event time, not by arrival.
+///             0 => assert_eq!((bar.open, bar.high, bar.low, bar.close, bar.count), (10.0, 12.0, 9.0, 12.0, 3)),
+///             1_000 => assert_eq!((bar.open, bar.close, bar.count), (11.0, 11.0, 1)),
+///             other => panic!("no bar starts at {other}"),
+///         });
+/// });
+/// ```
 pub trait WindowExt<'scope, C> {
     /// Tumbling event-time windows of `width` ms (aligned to the epoch) into OHLCV bars per key,
     /// with the open windows kept in `state`. Each key's bars leave in time order on the worker

@@ -66,6 +66,12 @@ pub(crate) fn run_command(cmd: Command) -> Command {
     cmd.disable_help_flag(true).arg(Arg::new("help").long("help").action(ArgAction::Help).help("Print help"))
 }
 
+/// `bench`'s command with its flags and the cluster flags (help is `--help` only, as in `run`).
+pub(crate) fn bench_command(cmd: Command) -> Command {
+    let cmd = ClusterArgs::augment_args(super::bench::BenchArgs::augment_args(cmd));
+    cmd.disable_help_flag(true).arg(Arg::new("help").long("help").action(ArgAction::Help).help("Print help"))
+}
+
 /// Commands every app has besides `run`.
 #[derive(Subcommand)]
 pub(crate) enum Tools {

@@ -26,9 +26,11 @@
 //! }
 //! ```
 
+mod bench;
 mod cli;
 mod run;
 
+pub use bench::{BenchArgs, FileBench};
 pub use cli::{ClusterArgs, EmitFlag, KafkaArgs, LlmArgs, NoFlags, RunArgs, ServeArgs, parse_speed};
 pub use run::{SideInput, percentiles, print_summary, run_job};
 
@@ -169,8 +171,13 @@ struct Entry {
     name: &'static str,
     about: &'static str,
     args: fn(Command) -> Command,
-    run: fn(&ArgMatches) -> Result<()>,
+    run: RunCommand,
+    bench_args: fn(Command) -> Command,
+    bench: RunCommand,
 }
+
+/// How one command of a pipeline runs from its parsed arguments.
+type RunCommand = fn(&ArgMatches) -> Result<()>;
 
 /// Runs an extra command if `matches` names one of its subcommands (None: not one of them).
 type RunExtra = Box<dyn Fn(&ArgMatches) -> Option<Result<()>>>;
@@ -215,6 +222,8 @@ impl App {
             about: P::ABOUT,
             args: |cmd| P::Flags::augment_args(cli::run_command(cmd)),
             run: run::from_matches::<P>,
+            bench_args: |cmd| P::Flags::augment_args(cli::bench_command(cmd)),
+            bench: bench::from_matches::<P>,
         });
         self
     }
@@ -234,22 +243,49 @@ impl App {
         root = cli::Global::augment_args(root);
         // Derived args and subcommands bring their doc comments as `about`: the app's and the
         // pipelines' own descriptions are set after them.
-        let mut run = Command::new("run");
-        match self.pipelines.as_slice() {
-            [one] => run = (one.args)(run).about(one.about),
-            many => {
-                run = run.subcommand_required(true);
-                for p in many {
-                    run = run.subcommand((p.args)(Command::new(p.name)).about(p.about));
-                }
-                run = run.about("Run a pipeline over a file, stdin or a Kafka topic");
-            }
-        }
+        let run = self.per_pipeline("run", |p| p.args, "Run a pipeline over a file, stdin or a Kafka topic");
         root = cli::Tools::augment_subcommands(root.subcommand(run));
         for extra in &self.extra {
             root = (extra.augment)(root);
         }
+        // Every app can bench its pipelines over a file, unless it brings a `bench` of its own.
+        if root.find_subcommand("bench").is_none() {
+            let about = "Measure a pipeline over a file: events/s and latency percentiles per run";
+            root = root.subcommand(self.per_pipeline("bench", |p| p.bench_args, about));
+        }
         root.about(self.about)
+    }
+
+    /// The command `name` with each pipeline's arguments (`args`): the arguments themselves when
+    /// there is one pipeline, one subcommand per pipeline when there are several.
+    fn per_pipeline(
+        &self,
+        name: &'static str,
+        args: fn(&Entry) -> fn(Command) -> Command,
+        about: &'static str,
+    ) -> Command {
+        let cmd = Command::new(name);
+        match self.pipelines.as_slice() {
+            [one] => args(one)(cmd).about(one.about),
+            many => many
+                .iter()
+                .fold(cmd.subcommand_required(true), |cmd, p| {
+                    cmd.subcommand(args(p)(Command::new(p.name)).about(p.about))
+                })
+                .about(about),
+        }
+    }
+
+    /// Runs `name` (`run` or `bench`) of the pipeline `sub` names.
+    fn dispatch_pipeline(&self, name: &str, sub: &ArgMatches, command: fn(&Entry) -> RunCommand) -> Result<()> {
+        match self.pipelines.as_slice() {
+            [one] => command(one)(sub),
+            many => {
+                let Some((pipeline, args)) = sub.subcommand() else { anyhow::bail!("{name}: no pipeline given") };
+                let entry = many.iter().find(|p| p.name == pipeline);
+                entry.map_or_else(|| anyhow::bail!("no pipeline {pipeline:?}"), |p| command(p)(args))
+            }
+        }
     }
 
     /// Parses the process's arguments and runs; exits 1 with a one-line error on failure (2 for
@@ -271,14 +307,7 @@ impl App {
     pub fn dispatch(&self, matches: &ArgMatches) -> Result<()> {
         let Some((name, sub)) = matches.subcommand() else { anyhow::bail!("no command given") };
         if name == "run" {
-            return match self.pipelines.as_slice() {
-                [one] => (one.run)(sub),
-                many => {
-                    let Some((pipeline, args)) = sub.subcommand() else { anyhow::bail!("run: no pipeline given") };
-                    let entry = many.iter().find(|p| p.name == pipeline);
-                    entry.map_or_else(|| anyhow::bail!("no pipeline {pipeline:?}"), |p| (p.run)(args))
-                }
-            };
+            return self.dispatch_pipeline(name, sub, |p| p.run);
         }
         if cli::Tools::has_subcommand(name) {
             return cli::Tools::from_arg_matches(matches)?.run();
@@ -287,6 +316,9 @@ impl App {
             if let Some(result) = (extra.run)(matches) {
                 return result;
             }
+        }
+        if name == "bench" {
+            return self.dispatch_pipeline(name, sub, |p| p.bench);
         }
         anyhow::bail!("unknown command {name:?}")
     }

@@ -60,13 +60,7 @@ pub(super) fn from_matches<P: Pipeline>(m: &ArgMatches) -> Result<()> {
 /// Reads the config file (or the defaults), applies the pipeline's flags, then the environment
 /// and flags of the LLM stage, and validates.
 fn configure<P: Pipeline>(args: &RunArgs, flags: &P::Flags) -> Result<P::Config> {
-    let mut config: P::Config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {path:?}"))?;
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {path:?}: {}", e.message()))?
-        }
-        None => P::Config::default(),
-    };
+    let mut config = read_config::<P>(args.config.as_deref())?;
     P::configure(&mut config, flags)?;
     match P::llm_settings(&mut config) {
         Some(llm) => args.llm.apply_with_env(llm),
@@ -76,6 +70,13 @@ fn configure<P: Pipeline>(args: &RunArgs, flags: &P::Flags) -> Result<P::Config>
     P::validate(&config).map_err(|e| anyhow::anyhow!("invalid {} config: {e}", P::NAME))?;
     check_actions::<P>(P::llm_config(&config).as_ref())?;
     Ok(config)
+}
+
+/// The pipeline's settings from a TOML file, or its defaults.
+pub(super) fn read_config<P: Pipeline>(path: Option<&std::path::Path>) -> Result<P::Config> {
+    let Some(path) = path else { return Ok(P::Config::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {path:?}"))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {path:?}: {}", e.message()))
 }
 
 /// The declared actions are usable names, each once, and the LLM stage answers only with them.

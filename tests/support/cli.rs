@@ -59,6 +59,38 @@ pub fn summary_value(stderr: &str, label: &str) -> f64 {
     line.trim_start()[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
+/// An example's binary: target/<profile>/examples/<name>, beside the test's deps/ directory.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let path = profile.join("examples").join(name);
+    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+    path
+}
+
+/// Runs an example's binary to completion.
+pub fn run_example(name: &str, args: &[&str]) -> Output {
+    Command::new(example(name)).args(args).output().unwrap()
+}
+
+/// Starts `run` (a run with `--checkpoint-dir ckpt`) and kills it with SIGKILL once its first
+/// checkpoint is committed (or when it ends first, on a fast machine; or after 60 s).
+pub fn kill_9_after_first_checkpoint(mut run: Command, ckpt: &Path) {
+    let mut child = run.stderr(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        let committed = std::fs::read_dir(ckpt)
+            .map(|d| d.flatten().any(|e| e.path().join("MANIFEST.json").is_file()))
+            .unwrap_or(false);
+        if committed {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -27,6 +27,36 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::{Operator, OperatorInfo};
 
 /// The LLM stage on a stream of rule decisions.
+///
+/// Not run here: it needs an OpenAI-compatible server (llama.cpp's `llama-server`, vLLM, Ollama or
+/// OpenAI itself) at `base_url`.
+///
+/// ```no_run
+/// use inflight_engine::runtime::Pressure;
+/// use inflight_operators::{Action, Decision, LlmConfig, LlmExt, LlmService};
+/// use timely::dataflow::operators::{Inspect, ToStream};
+///
+/// const ALLOW: Action = Action::new("ALLOW");
+/// const BLOCK: Action = Action::new("BLOCK");
+/// let config = LlmConfig {
+///     enabled: true,
+///     base_url: "http://127.0.0.1:8080/v1".into(),
+///     actions: vec![ALLOW, BLOCK],
+///     // Rule decisions below this confidence go to the model; the others pass as they are.
+///     min_confidence: 0.7,
+///     ..LlmConfig::default()
+/// };
+/// let service = LlmService::start(&config, Pressure::default()).unwrap();
+/// timely::example(move |scope| {
+///     let unsure = Decision::new("cards", "c1", 1_000, BLOCK, 0.5).reason("3 payments in a minute");
+///     let sure = Decision::new("cards", "c2", 1_000, ALLOW, 0.95).reason("one payment");
+///     vec![unsure, sure]
+///         .to_stream(scope)
+///         .llm_decide(&service)
+///         // Exactly one decision per input: by the rules, by the model, or the rules' as a fallback.
+///         .inspect(|d| println!("{} {} by {:?}", d.key, d.action, d.decided_by));
+/// });
+/// ```
 pub trait LlmExt<'scope> {
     /// Sends decisions whose confidence is below `llm.min_confidence` to the LLM; every input
     /// yields exactly one decision (`rules`, `llm` or `fallback`).

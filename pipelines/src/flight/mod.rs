@@ -20,18 +20,13 @@ pub mod synthetic;
 pub use event::{Booking, Change, FlightEvent, FlightInput, FlightStatus, ScheduledFlight};
 pub use rules::{Case, Mct, Next, Outcome};
 
-use inflight_engine::checkpoint::encode;
 use inflight_engine::{Graph, Key, Millis, SourceName, Sourced, Stream};
 use inflight_operators::{
-    Action, Decision, Emit, LlmConfig, LlmExt, LlmService, LookupExt, Table, multi_table, upsert_table,
+    Action, Decision, Emit, LlmConfig, LlmExt, LlmService, LookupExt, Table, change_log, multi_table, upsert_table,
 };
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concatenate, ToStream};
 
@@ -163,7 +158,7 @@ struct Tables<'s> {
 
 fn tables<'s>(graph: &Graph<'s>, changes: Stream<'s, (Millis, Change)>, reference: &Reference) -> Tables<'s> {
     let scope = graph.scope();
-    let mut log = graph.state("change-log", 1);
+    let log = graph.state("change-log", 1);
     // After a restore the checkpoint's change log is the reference data (it holds the files' rows
     // too), each old worker's share on one new worker (the tables exchange rows by key
     // themselves); otherwise the files are, at time 0.
@@ -174,40 +169,8 @@ fn tables<'s>(graph: &Graph<'s>, changes: Stream<'s, (Millis, Change)>, referenc
     };
     let initial = initial.to_stream(scope);
     let all = scope.concatenate([initial, changes]);
-    // With checkpoints, every change passes a log. A part for checkpoint M keeps, per row, the
-    // changes of its latest time before M and every change from M on: all that lookups at M or
-    // later can see, so restoring them at their own times rebuilds the tables (the upsert
-    // arrangements take the time from the record).
-    let all = match log.saved() {
-        false => all,
-        true => all.unary_frontier(Pipeline, "ChangeLog", move |_, _| {
-            let mut rows: FxHashMap<(bool, Key), BTreeMap<Millis, Vec<Change>>> = FxHashMap::default();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(t) = cap.least() {
-                        log.applied(*t);
-                    }
-                    let mut session = output.session(&cap);
-                    for batch in data {
-                        for (time, change) in batch.drain(..) {
-                            rows.entry(row_of(&change)).or_default().entry(time).or_default().push(change.clone());
-                            session.give((time, change));
-                        }
-                    }
-                });
-                log.offer(frontier.frontier().first().copied(), |m| {
-                    let mut flat: Vec<(Millis, &Change)> = Vec::new();
-                    for changes in rows.values_mut() {
-                        if let Some(last_before) = changes.range(..m).next_back().map(|(t, _)| *t) {
-                            *changes = changes.split_off(&last_before);
-                        }
-                        flat.extend(changes.iter().flat_map(|(t, cs)| cs.iter().map(move |c| (*t, c))));
-                    }
-                    encode(&flat)
-                });
-            }
-        }),
-    };
+    // With checkpoints, every change passes the log that rebuilds the tables on a restore.
+    let all = change_log(all, log, |(time, change)| (row_of(change), *time));
     let mut parts = all.partition(2, |(time, change)| match change {
         Change::Flight(_) | Change::DeleteFlight(_) => (0, (time, change)),
         Change::Booking(_) | Change::DeleteBooking(_) => (1, (time, change)),
