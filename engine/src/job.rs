@@ -197,17 +197,18 @@ pub enum JobError {
     Failed(String),
 }
 
+/// What one worker hands back when its dataflow is done.
 struct WorkerResult {
     source: Option<SourceStats>,
     outputs: u64,
     dead_letters: u64,
-    latency: Histogram<u64>,
-    lag: Histogram<u64>,
-    engine: Histogram<u64>,
+    timing: Histograms,
 }
 
 /// Runs `pipeline` over the job's input until the input ends. `pipeline` is called once per
-/// worker to build that worker's part of the dataflow.
+/// worker to build that worker's part of the dataflow. The phases: open the inputs, the
+/// checkpoints and the outputs; run every worker ([`run_worker`]); sum the workers' results;
+/// commit what was consumed.
 pub fn run<E, D, F>(config: &JobConfig, ctx: &RunContext, pipeline: F) -> Result<JobReport, JobError>
 where
     E: Event,
@@ -216,120 +217,14 @@ where
 {
     let start_ns = wall_nanos();
     let timely_config = config.cluster.timely_config()?;
-    let all_inputs: Vec<&Input> = std::iter::once(&config.input).chain(&config.side_inputs).collect();
-    let process = config.cluster.process;
-    let mut inputs = Vec::new();
-    for input in &all_inputs {
-        inputs.push(input.open()?);
-        if let (Input::Kafka(k), 0) = (input, process) {
-            k.kafka.ensure_topic(&k.topic, 1)?;
-        }
-    }
-    let checkpoints = match &config.checkpoint {
-        Some(c) => {
-            if all_inputs.iter().any(|i| matches!(i, Input::Stdin)) {
-                return Err(JobError::Config(
-                    "checkpoints need an input that can be read again (a file or a Kafka topic), not stdin".into(),
-                ));
-            }
-            let opened = Checkpoints::open(c.clone(), config.cluster.workers, config.cluster.processes, process)?;
-            let shared = Arc::new(opened);
-            let _ = ctx.checkpoints.set(shared.clone());
-            Some(shared)
-        }
-        None => None,
-    };
-    let output = Prepared::new(&config.output, process, checkpoints.as_ref())?;
-    let dead_output = Prepared::new(&config.dead_letter, process, checkpoints.as_ref())?;
-    // After a restore, what the output topics got after the checkpoint is not sent again.
-    let skip = Arc::new(match &checkpoints {
-        Some(c) => {
-            let offsets = c.restored_output_offsets()?;
-            let mut ids = HashSet::new();
-            for output in [&config.output, &config.dead_letter] {
-                if let Output::Kafka(k) = output {
-                    let own: Vec<_> = offsets.iter().filter(|(t, _, _)| *t == k.topic).cloned().collect();
-                    ids.extend(crate::sink::written_ids(&k.kafka, &own)?);
-                }
-            }
-            if !ids.is_empty() {
-                tracing::info!(
-                    records = ids.len(),
-                    "records already in the output topics after the checkpoint: not sent again"
-                );
-            }
-            ids
-        }
-        None => HashSet::new(),
-    });
-    let skipped = Arc::new(AtomicU64::new(0));
-    let first_ns = Arc::new(AtomicU64::new(0));
-    let source_config = config.source.clone();
-    let worker_ctx = ctx.clone();
+    let inputs = open_inputs(config)?;
+    let checkpoints = open_checkpoints(config, ctx)?;
+    let outputs = Outputs::open(config, checkpoints.as_ref())?;
+    let (skipped, first_ns) = (outputs.skipped.clone(), outputs.first.clone());
+    let job = WorkerJob { inputs, outputs, source: config.source.clone(), ctx: ctx.clone() };
     let started = Instant::now();
-    let (worker_skip, worker_skipped, worker_first) = (skip.clone(), skipped.clone(), first_ns.clone());
-
-    let workers = config.cluster.workers.max(1);
-    let guards = timely::execute(timely_config, move |worker| {
-        let ctx = &worker_ctx;
-        let shared = ctx.checkpoints.get().cloned();
-        let index = worker.index();
-        let sinks = Sinks {
-            output: &output,
-            dead: &dead_output,
-            skip: &worker_skip,
-            skipped: &worker_skipped,
-            first: &worker_first,
-        };
-        let states = States::new(shared.clone(), index, worker.peers(), ctx.failures.clone());
-        let taps = Taps::new(ctx.live.get().cloned());
-        let (totals, outputs, dead, latency) = worker.dataflow::<crate::Millis, _, _>(|scope| {
-            let graph = Graph::new(scope, states.clone(), taps);
-            build(&graph, &inputs, &source_config, &sinks, ctx, &pipeline)
-        });
-        let declared = states.declared();
-        // A bad declaration, or a graph whose state does not match the checkpoint's, ends the run
-        // before it reads anything: every worker builds the same graph and finds the same, and
-        // the first worker of each process says why.
-        let mut refused = states.errors();
-        if let Some(Err(e)) = shared.as_ref().map(|s| s.check_state(&declared)) {
-            refused.push(e);
-        }
-        if !refused.is_empty() {
-            if index % workers == 0 {
-                refused.into_iter().for_each(|e| ctx.failures.report(e));
-            }
-            for id in worker.installed_dataflows() {
-                worker.drop_dataflow(id);
-            }
-        }
-        ctx.ready.set();
-        match &shared {
-            None => while worker.step_or_park(None) {},
-            Some(shared) => {
-                let mut coordinator =
-                    (index == 0).then(|| Coordinator::new(shared.clone(), &declared, ctx.failures.clone()));
-                while worker.step_or_park(Some(Duration::from_millis(1))) {
-                    if let Some(c) = coordinator.as_mut() {
-                        c.poll();
-                    }
-                    // A stop request ended the run at a checkpoint: leave without draining (the
-                    // dataflow is dropped, or timely would wait for it to finish).
-                    if shared.ended().is_some() {
-                        for id in worker.installed_dataflows() {
-                            worker.drop_dataflow(id);
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        let source = (worker.index() == 0).then(|| *totals.borrow());
-        let (latency, lag, engine) =
-            (latency.0.borrow().clone(), latency.1.borrow().clone(), latency.2.borrow().clone());
-        WorkerResult { source, outputs: outputs.written(), dead_letters: dead.written(), latency, lag, engine }
-    })
-    .map_err(JobError::Start)?;
+    let guards =
+        timely::execute(timely_config, move |worker| run_worker(worker, &job, &pipeline)).map_err(JobError::Start)?;
 
     let mut report = JobReport {
         source: SourceStats::default(),
@@ -352,23 +247,15 @@ where
         }
         report.outputs += r.outputs;
         report.dead_letters += r.dead_letters;
-        let _ = report.latency.add(&r.latency);
-        let _ = report.lag.add(&r.lag);
-        let _ = report.engine.add(&r.engine);
+        let _ = report.latency.add(&r.timing.read);
+        let _ = report.lag.add(&r.timing.event);
+        let _ = report.engine.add(&r.timing.engine);
     }
     let failures = ctx.failures.take();
     if !failures.is_empty() {
         return Err(JobError::Failed(failures.join("; ")));
     }
-    // Everything read has left through the sinks (flushed and acknowledged): only now do the
-    // consumed offsets become committed, so a restart from `committed` neither skips nor repeats.
-    let positions = ctx.positions.take();
-    for input in &all_inputs {
-        if let Input::Kafka(k) = input {
-            let own: Vec<_> = positions.iter().filter(|(topic, _, _)| *topic == k.topic).cloned().collect();
-            commit(k, &own)?;
-        }
-    }
+    commit_consumed(config, ctx)?;
     report.skipped = skipped.load(Ordering::Relaxed);
     let first = first_ns.load(Ordering::Relaxed);
     report.first_output = (first > 0).then(|| Duration::from_nanos(first.saturating_sub(start_ns)));
@@ -378,27 +265,210 @@ where
     Ok(report)
 }
 
-/// Per-worker latency histograms: (read → result, event time → result, engine).
-type Timing = (Rc<RefCell<Histogram<u64>>>, Rc<RefCell<Histogram<u64>>>, Rc<RefCell<Histogram<u64>>>);
+/// Every input of the job opened (the main one first); Kafka input topics exist.
+fn open_inputs(config: &JobConfig) -> Result<Vec<OpenInput>, JobError> {
+    let mut inputs = Vec::new();
+    for input in std::iter::once(&config.input).chain(&config.side_inputs) {
+        inputs.push(input.open()?);
+        if let (Input::Kafka(k), 0) = (input, config.cluster.process) {
+            k.kafka.ensure_topic(&k.topic, 1)?;
+        }
+    }
+    Ok(inputs)
+}
 
-type Built = (Rc<RefCell<SourceStats>>, crate::sink::LineSink, crate::sink::LineSink, Timing);
+/// The run's checkpoints, if it takes them (the newest whole one found is restored from).
+fn open_checkpoints(config: &JobConfig, ctx: &RunContext) -> Result<Option<Arc<Checkpoints>>, JobError> {
+    let Some(c) = &config.checkpoint else { return Ok(None) };
+    if std::iter::once(&config.input).chain(&config.side_inputs).any(|i| matches!(i, Input::Stdin)) {
+        return Err(JobError::Config(
+            "checkpoints need an input that can be read again (a file or a Kafka topic), not stdin".into(),
+        ));
+    }
+    let cluster = &config.cluster;
+    let shared = Arc::new(Checkpoints::open(c.clone(), cluster.workers, cluster.processes, cluster.process)?);
+    let _ = ctx.checkpoints.set(shared.clone());
+    Ok(Some(shared))
+}
 
-/// The outputs as every worker sees them.
-struct Sinks<'a> {
-    output: &'a Prepared,
-    dead: &'a Prepared,
-    /// Ids already in the output topics (after a restore).
-    skip: &'a Arc<HashSet<String>>,
-    skipped: &'a Arc<AtomicU64>,
+/// Everything read has left through the sinks (flushed and acknowledged): only now do the
+/// consumed offsets become committed, so a restart from `committed` neither skips nor repeats.
+fn commit_consumed(config: &JobConfig, ctx: &RunContext) -> Result<(), JobError> {
+    let positions = ctx.positions.take();
+    for input in std::iter::once(&config.input).chain(&config.side_inputs) {
+        if let Input::Kafka(k) = input {
+            let own: Vec<_> = positions.iter().filter(|(topic, _, _)| *topic == k.topic).cloned().collect();
+            commit(k, &own)?;
+        }
+    }
+    Ok(())
+}
+
+/// What every worker of the process gets to build and run its dataflow.
+struct WorkerJob {
+    inputs: Vec<OpenInput>,
+    outputs: Outputs,
+    source: SourceConfig,
+    ctx: RunContext,
+}
+
+/// One worker: builds its graph, refuses to run a graph whose state does not match the checkpoint,
+/// steps it to the end (polling the checkpoint coordinator on worker 0), and reports its totals.
+fn run_worker<E, D, F>(worker: &mut timely::worker::Worker, job: &WorkerJob, pipeline: &F) -> WorkerResult
+where
+    E: Event,
+    D: Emitted,
+    F: for<'s> Fn(&Graph<'s>, Stream<'s, Sourced<E>>) -> Stream<'s, D>,
+{
+    let ctx = &job.ctx;
+    let shared = ctx.checkpoints.get().cloned();
+    let index = worker.index();
+    let states = States::new(shared.clone(), index, worker.peers(), ctx.failures.clone());
+    let taps = Taps::new(ctx.live.get().cloned());
+    let built = worker.dataflow::<crate::Millis, _, _>(|scope| {
+        let graph = Graph::new(scope, states.clone(), taps);
+        build(&graph, &job.inputs, &job.source, &job.outputs, ctx, pipeline)
+    });
+    let declared = states.declared();
+    // A bad declaration, or a graph whose state does not match the checkpoint's, ends the run
+    // before it reads anything: every worker builds the same graph and finds the same, and
+    // the first worker of each process says why.
+    let mut refused = states.errors();
+    if let Some(Err(e)) = shared.as_ref().map(|s| s.check_state(&declared)) {
+        refused.push(e);
+    }
+    if !refused.is_empty() {
+        if index % job.outputs.workers == 0 {
+            refused.into_iter().for_each(|e| ctx.failures.report(e));
+        }
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+    }
+    ctx.ready.set();
+    match &shared {
+        None => while worker.step_or_park(None) {},
+        Some(shared) => {
+            let mut coordinator =
+                (index == 0).then(|| Coordinator::new(shared.clone(), &declared, ctx.failures.clone()));
+            while worker.step_or_park(Some(Duration::from_millis(1))) {
+                if let Some(c) = coordinator.as_mut() {
+                    c.poll();
+                }
+                // A stop request ended the run at a checkpoint: leave without draining (the
+                // dataflow is dropped, or timely would wait for it to finish).
+                if shared.ended().is_some() {
+                    for id in worker.installed_dataflows() {
+                        worker.drop_dataflow(id);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    WorkerResult {
+        source: (index == 0).then(|| *built.totals.borrow()),
+        outputs: built.outputs.written(),
+        dead_letters: built.dead.written(),
+        timing: built.timing.take(),
+    }
+}
+
+/// Latency histograms, µs: read → result, event time → result, and the engine's own share.
+struct Histograms {
+    read: Histogram<u64>,
+    event: Histogram<u64>,
+    engine: Histogram<u64>,
+}
+
+/// A worker's [`Histograms`], fed by its result sink while the dataflow runs.
+#[derive(Clone)]
+struct Timing(Rc<RefCell<Histograms>>);
+
+impl Timing {
+    fn new() -> Self {
+        Timing(Rc::new(RefCell::new(Histograms {
+            read: latency_histogram(),
+            event: latency_histogram(),
+            engine: latency_histogram(),
+        })))
+    }
+
+    /// The histograms so far, leaving empty ones.
+    fn take(&self) -> Histograms {
+        std::mem::replace(
+            &mut *self.0.borrow_mut(),
+            Histograms { read: latency_histogram(), event: latency_histogram(), engine: latency_histogram() },
+        )
+    }
+}
+
+/// What a worker's built dataflow reports through.
+struct Built {
+    /// The sources' counters (summed over the workers on worker 0).
+    totals: Rc<RefCell<SourceStats>>,
+    outputs: LineSink,
+    dead: LineSink,
+    timing: Timing,
+}
+
+/// The outputs as every worker of the process sees them.
+struct Outputs {
+    output: Prepared,
+    dead: Prepared,
+    /// Ids already in the output topics (after a restore): not sent again.
+    skip: Arc<HashSet<String>>,
+    skipped: Arc<AtomicU64>,
     /// Wall-clock ns of the first result (0: none yet).
-    first: &'a Arc<AtomicU64>,
+    first: Arc<AtomicU64>,
+    /// Workers per process (the first of each process reports a refused graph).
+    workers: usize,
+}
+
+impl Outputs {
+    fn open(config: &JobConfig, checkpoints: Option<&Arc<Checkpoints>>) -> Result<Self, JobError> {
+        let process = config.cluster.process;
+        let output = Prepared::new(&config.output, process, checkpoints)?;
+        let dead = Prepared::new(&config.dead_letter, process, checkpoints)?;
+        let skip = match checkpoints {
+            Some(c) => already_written(config, c)?,
+            None => HashSet::new(),
+        };
+        Ok(Outputs {
+            output,
+            dead,
+            skip: Arc::new(skip),
+            skipped: Arc::default(),
+            first: Arc::default(),
+            workers: config.cluster.workers.max(1),
+        })
+    }
+}
+
+/// After a restore, the ids of what the output topics got after the checkpoint: not sent again.
+fn already_written(config: &JobConfig, checkpoints: &Checkpoints) -> Result<HashSet<String>, JobError> {
+    let offsets = checkpoints.restored_output_offsets()?;
+    let mut ids = HashSet::new();
+    for output in [&config.output, &config.dead_letter] {
+        if let Output::Kafka(k) = output {
+            let own: Vec<_> = offsets.iter().filter(|(t, _, _)| *t == k.topic).cloned().collect();
+            ids.extend(crate::sink::written_ids(&k.kafka, &own)?);
+        }
+    }
+    if !ids.is_empty() {
+        tracing::info!(
+            records = ids.len(),
+            "records already in the output topics after the checkpoint: not sent again"
+        );
+    }
+    Ok(ids)
 }
 
 fn build<'s, E, D, F>(
     graph: &Graph<'s>,
     inputs: &[OpenInput],
     source_config: &SourceConfig,
-    sinks: &Sinks<'_>,
+    sinks: &Outputs,
     ctx: &RunContext,
     pipeline: &F,
 ) -> Built
@@ -419,12 +489,11 @@ where
         stats.push(src.stats);
     }
     let results = pipeline(graph, merged(scope, events));
-    let histogram = || Rc::new(RefCell::new(latency_histogram()));
-    let latency = (histogram(), histogram(), histogram());
+    let timing = Timing::new();
     let outputs = emit(
         graph,
         results,
-        Target { state: "output", output: sinks.output, latency: Some(latency.clone()) },
+        Target { state: "output", output: &sinks.output, timing: Some(timing.clone()) },
         sinks,
         ctx,
         &probe,
@@ -436,9 +505,8 @@ where
         graph.taps().source_stats(stats.clone());
     }
     let dead =
-        emit(graph, dead, Target { state: "dead-letter", output: sinks.dead, latency: None }, sinks, ctx, &probe);
-    let totals = gather_stats(stats);
-    (totals, outputs, dead, latency)
+        emit(graph, dead, Target { state: "dead-letter", output: &sinks.dead, timing: None }, sinks, ctx, &probe);
+    Built { totals: gather_stats(stats), outputs, dead, timing }
 }
 
 /// One stream of all of `streams` (the one itself when there is one).
@@ -456,7 +524,7 @@ fn merged<'s, D: 'static>(scope: Scope<'s>, mut streams: Vec<Stream<'s, D>>) -> 
 struct Target<'a> {
     state: &'a str,
     output: &'a Prepared,
-    latency: Option<Timing>,
+    timing: Option<Timing>,
 }
 
 /// Formats results as JSON and hands them to their sink, timing read → result on the way.
@@ -464,18 +532,18 @@ fn emit<'s, D: Emitted>(
     graph: &Graph<'s>,
     stream: Stream<'s, D>,
     target: Target<'_>,
-    sinks: &Sinks<'_>,
+    sinks: &Outputs,
     ctx: &RunContext,
     probe: &ProbeHandle<Millis>,
 ) -> LineSink {
-    let Target { state, output, latency } = target;
+    let Target { state, output, timing } = target;
     let failures = ctx.failures.clone();
-    let latency_is_some = latency.is_some();
+    let latency_is_some = timing.is_some();
     let (stop, clock) = (ctx.stop.clone(), ctx.clock.clone());
     let (outputs, read_seconds) = (metrics::counter!(names::OUTPUTS), metrics::histogram!(names::LATENCY));
     let first = sinks.first.clone();
     let format = move |r: &D| {
-        if latency.is_some() && first.load(Ordering::Relaxed) == 0 {
+        if timing.is_some() && first.load(Ordering::Relaxed) == 0 {
             let _ = first.compare_exchange(0, wall_nanos(), Ordering::Relaxed, Ordering::Relaxed);
         }
         match r.dead_reason() {
@@ -483,21 +551,22 @@ fn emit<'s, D: Emitted>(
             None => outputs.increment(1),
         }
         // Results forced out by a stop request waited for the stop, not for the engine: not timed.
-        if let (Some((read, lag, engine)), false) = (&latency, stop.requested()) {
+        if let (Some(timing), false) = (&timing, stop.requested()) {
             let now = wall_nanos();
+            let h = &mut *timing.0.borrow_mut();
             if r.ingest_ns() > 0 {
                 let took = now.saturating_sub(r.ingest_ns());
-                let _ = read.borrow_mut().record((took / 1_000).max(1));
+                let _ = h.read.record((took / 1_000).max(1));
                 read_seconds.record(took as f64 / 1e9);
             }
             if let Some(t) = r.event_time_ms() {
                 if t.saturating_mul(1_000_000) <= now {
                     // Out-of-range values (old data replayed) are dropped by the histogram's bounds.
-                    let _ = lag.borrow_mut().record(((now - t * 1_000_000) / 1_000).max(1));
+                    let _ = h.event.record(((now - t * 1_000_000) / 1_000).max(1));
                 }
                 // The result for time t needed every source past t - 1.
                 if let Some(possible) = clock.passed(t.saturating_sub(1)) {
-                    let _ = engine.borrow_mut().record((now.saturating_sub(possible) / 1_000).max(1));
+                    let _ = h.engine.record((now.saturating_sub(possible) / 1_000).max(1));
                 }
             }
         }
@@ -563,7 +632,7 @@ fn commit(input: &KafkaInput, positions: &[(String, i32, i64)]) -> Result<(), Ka
     Ok(())
 }
 
-fn to_line<T: Serialize>(record: &T, failures: &crate::runtime::Failures) -> Option<String> {
+fn to_line<T: Serialize>(record: &T, failures: &crate::signals::Failures) -> Option<String> {
     thread_local! {
         // The last line's length: sizing the buffer once saves the reallocations of growing it
         // (a tenth of a flight decision's cost).

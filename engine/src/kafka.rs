@@ -353,7 +353,7 @@ pub fn consume_to(
     topic: &str,
     follow: bool,
     meta: bool,
-    stop: &crate::runtime::Stop,
+    stop: &crate::signals::Stop,
     out: &mut impl std::io::Write,
 ) -> Result<u64, KafkaError> {
     use rdkafka::message::{Headers, Message};

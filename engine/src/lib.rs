@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod recovery;
 pub mod runtime;
 pub mod serve;
+pub mod signals;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -20,7 +20,7 @@
 
 use crate::checkpoint::{self, CheckpointError, Found, Manifest, PartInfo, StateInfo};
 use crate::kafka::KafkaConfig;
-use crate::runtime::Failures;
+use crate::signals::Failures;
 use crate::time::Millis;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

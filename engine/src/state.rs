@@ -17,7 +17,7 @@
 
 use crate::checkpoint::{CheckpointError, StateInfo, decode};
 use crate::recovery::{Checkpoints, Participant};
-use crate::runtime::Failures;
+use crate::signals::Failures;
 use crate::time::Millis;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;

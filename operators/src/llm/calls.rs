@@ -9,7 +9,7 @@ use super::prompt::{self, LlmVerdict, Prompts, ReplyCheck};
 use super::stats::{LlmStats, bump};
 use crate::decision::Action;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use inflight_engine::runtime::Pressure;
+use inflight_engine::signals::Pressure;
 use rand::Rng;
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,7 @@ use super::client::Message;
 use super::prompt::LlmVerdict;
 use super::stats::bump;
 use crate::decision::{DecidedBy, Decision};
-use inflight_engine::runtime::Pressure;
+use inflight_engine::signals::Pressure;
 use inflight_engine::time::{format_rfc3339, wall_millis, wall_nanos};
 use inflight_engine::{Millis, Stream};
 use lru::LruCache;
@@ -32,7 +32,7 @@ use timely::dataflow::operators::generic::{Operator, OperatorInfo};
 /// OpenAI itself) at `base_url`.
 ///
 /// ```no_run
-/// use inflight_engine::runtime::Pressure;
+/// use inflight_engine::signals::Pressure;
 /// use inflight_operators::{Action, Decision, LlmConfig, LlmExt, LlmService};
 /// use timely::dataflow::operators::{Inspect, ToStream};
 ///
