@@ -210,8 +210,10 @@ fn give_at_times<D2: 'static>(
 pub trait LookupExt<'scope, K: TableKey, D> {
     /// For each `(key, record)`, calls `logic(record, values, out)` with the values `key` has in
     /// `table` at the record's event time `time_of(record)` (sorted, possibly none), once the table
-    /// is complete up to it; records waiting for the table are kept in `state`. Results leave at the record's event time (or its timely time, if that
-    /// is later), so they come out in the same order whatever the parallelism and timing.
+    /// is complete up to it. Results leave at the record's event time (or its timely time, if
+    /// that is later), so they come out in the same order whatever the parallelism and timing; a
+    /// record whose result would leave ahead of its timely time waits until both inputs have
+    /// passed its event time. Waiting records are kept in `state`, so a checkpoint holds them.
     fn lookup<V, D2, F>(
         self,
         table: &Table<'scope, K, V>,
