@@ -261,8 +261,11 @@ where
                 if order == Order::Arrival {
                     part.applied(time);
                     out.reserve(most);
-                    for record in data.flat_map(|batch| batch.drain(..)) {
-                        apply(&mut states, &mut logic, record, &mut out);
+                    // Plain loops: a flattened iterator moved every record once more.
+                    for batch in data {
+                        for record in batch.drain(..) {
+                            apply(&mut states, &mut logic, record, &mut out);
+                        }
                     }
                     if !out.is_empty() {
                         most = most.max(out.len());

@@ -10,6 +10,7 @@ use inflight_engine::{Key, Millis, Position, State, Stream, key_hash};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
@@ -135,6 +136,18 @@ impl<C> crate::Keyed for Bar<C> {
     }
 }
 
+/// Adds `tick` to its key's bar in one window's open bars, opening the bar if it is the first.
+fn add_tick<C: BarContext>(bars: &mut FxHashMap<Key, Bar<C>>, mut tick: Tick<C>, start: Millis, end: Millis) {
+    // One hash and probe per tick (on sparse data most ticks open a bar).
+    match bars.entry(std::mem::take(&mut tick.key)) {
+        Entry::Occupied(mut bar) => bar.get_mut().add(tick),
+        Entry::Vacant(slot) => {
+            tick.key = slot.key().clone();
+            slot.insert(Bar::new(tick, start, end));
+        }
+    }
+}
+
 /// The open bars of one window, under a capability for the window's last millisecond.
 type OpenWindow<C> = (Capability<Millis>, FxHashMap<Key, Bar<C>>);
 
@@ -194,19 +207,24 @@ where
                         part.applied(*t);
                     }
                     for batch in data {
+                        // Ticks come in runs of one window (a source reads in time order): the
+                        // window is looked up once per run, not once per tick.
+                        let mut window: Option<(Millis, &mut FxHashMap<Key, Bar<C>>)> = None;
                         for tick in batch.drain(..) {
                             let start = tick.time - tick.time % width;
                             let end = start.saturating_add(width);
-                            let (_, bars) = open.entry(end).or_insert_with(|| {
-                                let map = FxHashMap::with_capacity_and_hasher(keys, Default::default());
-                                (cap.delayed(&(end - 1), 0), map)
-                            });
-                            match bars.get_mut(&tick.key) {
-                                Some(bar) => bar.add(tick),
-                                None => {
-                                    bars.insert(tick.key.clone(), Bar::new(tick, start, end));
+                            let bars = match window {
+                                Some((e, bars)) if e == end => bars,
+                                _ => {
+                                    let (_, bars) = open.entry(end).or_insert_with(|| {
+                                        let map = FxHashMap::with_capacity_and_hasher(keys, Default::default());
+                                        (cap.delayed(&(end - 1), 0), map)
+                                    });
+                                    bars
                                 }
-                            }
+                            };
+                            add_tick(bars, tick, start, end);
+                            window = Some((end, bars));
                         }
                     }
                 });
