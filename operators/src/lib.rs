@@ -2,6 +2,7 @@
 //! windows into OHLCV bars, indicators (EMA, RSI, MACD), per-key state kept in time order, rules
 //! that turn inputs into [`Decision`]s — and the `Decision` type every pipeline emits.
 
+pub mod batch;
 pub mod decision;
 pub mod enrich;
 pub mod exact_sum;
@@ -11,6 +12,7 @@ pub mod llm;
 pub mod rules;
 pub mod window;
 
+pub use batch::MapBatchesExt;
 pub use decision::{Action, DecidedBy, Decision, Evidence};
 pub use enrich::{LookupExt, Table, change_log, multi_table, saved_upsert_table, upsert_table};
 pub use exact_sum::ExactSum;

@@ -11,17 +11,17 @@ mod rules;
 pub mod synthetic;
 
 pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, MarketTick, Trend};
+use rules::{Indicated, WarmedUp};
 pub use rules::{Scored, TradingRules};
 
 use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Graph, Millis, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Macd, MacdValue, Rsi};
 use inflight_operators::{
-    Action, Bar, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, WindowExt,
+    Action, Bar, DecideExt, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, MapBatchesExt, WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use timely::dataflow::operators::vec::Map;
 
 /// The actions of trading decisions.
 pub const ACTIONS: &[Action] = &[Action::BUY, Action::SELL, Action::HOLD];
@@ -141,7 +141,7 @@ pub fn trading<'s>(
 ) -> Stream<'s, Decision> {
     let c = config.clone();
     let indicated = events
-        .map(|s: Sourced<MarketTick>| {
+        .map_batches(|s: Sourced<MarketTick>| {
             let trend = s.event.trend;
             MarketTick::into_tick(s, trend)
         })
@@ -156,15 +156,12 @@ pub fn trading<'s>(
             // Both are fed every bar, so each keeps TA-Lib's warm-up; decide once both have values.
             let rsi = ind.rsi.update(bar.close);
             let macd = ind.macd.update(bar.close);
-            out.push((bar, rsi, macd));
+            out.push(Indicated { bar, rsi, macd });
         });
     // Every bar, warmed up or not, is charted by the live view.
-    graph.taps().bars(indicated.stream(), |(bar, rsi, macd)| live_bar(bar, *rsi, *macd));
-    let decisions = indicated.flat_map_keyed(|(bar, rsi, macd)| Some(Scored { bar, rsi: rsi?, macd: macd? })).decide(
-        graph.state("decide", 1),
-        config.rules.clone().with_source(source),
-        config.emit,
-    );
+    graph.taps().bars(indicated.stream(), |i: &Indicated| live_bar(&i.bar, i.rsi, i.macd));
+    let decisions =
+        indicated.decide(graph.state("decide", 1), WarmedUp(config.rules.clone().with_source(source)), config.emit);
     match llm {
         Some(service) => decisions.llm_decide(service),
         None => decisions,

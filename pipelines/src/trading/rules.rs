@@ -99,18 +99,59 @@ impl TradingRules {
     }
 }
 
-impl Rules for TradingRules {
-    type Input = Scored;
-
-    fn verdict(&self, s: &Scored) -> Option<Verdict> {
-        let (action, confidence) = if s.rsi > self.rsi_sell_above {
+impl TradingRules {
+    /// The specification's rules on the values they read.
+    fn verdict_of(&self, rsi: f64, histogram: f64, trend: Option<Trend>) -> Verdict {
+        let (action, confidence) = if rsi > self.rsi_sell_above {
             (Action::SELL, self.sell_confidence)
-        } else if s.macd.histogram > self.macd_buy_above && s.bar.context == Some(Trend::Bullish) {
+        } else if histogram > self.macd_buy_above && trend == Some(Trend::Bullish) {
             (Action::BUY, self.buy_confidence)
         } else {
             (Action::HOLD, self.hold_confidence)
         };
-        Some(Verdict { action, confidence })
+        Verdict { action, confidence }
+    }
+}
+
+/// A bar with its indicators, warmed up or not: what the indicators stage sends on (to the rules
+/// and the live view's charts).
+#[derive(Clone, Debug)]
+pub(crate) struct Indicated {
+    pub(crate) bar: Bar<Option<Trend>>,
+    pub(crate) rsi: Option<f64>,
+    pub(crate) macd: Option<MacdValue>,
+}
+
+impl Keyed for Indicated {
+    fn key(&self) -> &Key {
+        &self.bar.key
+    }
+}
+
+/// [`TradingRules`] on [`Indicated`] bars, undecided while either indicator warms up: deciding on
+/// the indicators' output directly saves a stage that moved every bar (192 bytes) once more.
+pub(crate) struct WarmedUp(pub(crate) TradingRules);
+
+impl Rules for WarmedUp {
+    type Input = Indicated;
+
+    fn verdict(&self, i: &Indicated) -> Option<Verdict> {
+        Some(self.0.verdict_of(i.rsi?, i.macd?.histogram, i.bar.context))
+    }
+
+    fn explain(&self, i: Indicated, v: Verdict) -> Decision {
+        // Only decided bars are explained, so both values are there.
+        let nan = MacdValue { value: f64::NAN, signal: f64::NAN, histogram: f64::NAN };
+        let (rsi, macd) = (i.rsi.unwrap_or(f64::NAN), i.macd.unwrap_or(nan));
+        self.0.explain(Scored { bar: i.bar, rsi, macd }, v)
+    }
+}
+
+impl Rules for TradingRules {
+    type Input = Scored;
+
+    fn verdict(&self, s: &Scored) -> Option<Verdict> {
+        Some(self.verdict_of(s.rsi, s.macd.histogram, s.bar.context))
     }
 
     fn explain(&self, s: Scored, v: Verdict) -> Decision {
