@@ -8,7 +8,7 @@ use crate::engine::job::{JobConfig, JobReport};
 use crate::engine::recovery::{CheckpointConfig, LastCheckpoint};
 use crate::engine::runtime::{Cluster, RunContext};
 use crate::engine::sink::Output;
-use crate::engine::source::{Input, SourceConfig};
+use crate::engine::source::{FileSkew, Input, SourceConfig};
 use crate::engine::time::{Millis, parse_duration};
 use anyhow::{Context, Result, bail};
 use clap::{ArgMatches, Args, FromArgMatches};
@@ -62,6 +62,7 @@ pub(super) fn from_matches<P: Pipeline>(m: &ArgMatches) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let source = SourceConfig {
         max_lag: args.max_lag.unwrap_or_else(P::file_max_lag),
+        file_skew: if args.max_lag.is_some() { FileSkew::Free } else { FileSkew::Bounded },
         settle: P::settle(&config),
         chunk_size: args.chunk_size,
         ..SourceConfig::default()

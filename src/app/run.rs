@@ -8,7 +8,7 @@ use crate::engine::recovery::CheckpointConfig;
 use crate::engine::runtime::RunContext;
 use crate::engine::serve::LiveServer;
 use crate::engine::sink::{KafkaOutput, Output};
-use crate::engine::source::{Input, KAFKA_MAX_LAG, KafkaInput, SourceConfig};
+use crate::engine::source::{FileSkew, Input, KAFKA_MAX_LAG, KafkaInput, SourceConfig};
 use crate::engine::time::Stamp;
 use crate::operators::{LlmConfig, LlmService, ReplyCheck};
 use anyhow::{Context, Result, bail};
@@ -246,6 +246,8 @@ fn job_config<P: Pipeline>(
             lateness: args.lateness,
             chunk_size: args.chunk_size,
             max_lag,
+            // A --max-lag given, 0 included, is the whole flow control.
+            file_skew: if args.max_lag.is_some() { FileSkew::Free } else { FileSkew::Bounded },
             settle,
             replay_speed: args.serve.replay_speed,
             // A replay reads one line at a time (a batch is rounded up to a whole line), so each

@@ -34,6 +34,8 @@ pub(crate) struct FileFeed<E> {
     unstarted_low: Vec<Millis>,
     current: usize,
     batch_bytes: usize,
+    /// See [`Feed::skew_bound`].
+    skew: Option<Millis>,
     _event: PhantomData<E>,
 }
 
@@ -65,6 +67,9 @@ impl<E: Event> FileFeed<E> {
         let size = usize::try_from(chunk_size.max(1)).unwrap_or(usize::MAX);
         let count = bytes.len().div_ceil(size);
         let mut chunks = Vec::new();
+        // The longest event time between the starts of two consecutive chunks of this worker:
+        // what one round of chunks (one per worker) covers.
+        let (mut round, mut last_first): (Millis, Option<Millis>) = (0, None);
         // Line numbers: count newlines up to each owned chunk (memchr counts ~30 GB/s, so even
         // a large file costs milliseconds).
         let (mut counted_to, mut lines_before) = (0usize, 0u64);
@@ -77,6 +82,12 @@ impl<E: Event> FileFeed<E> {
             lines_before += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count() as u64;
             counted_to = start;
             let first = first_event_time::<E>(&bytes[start..end]).unwrap_or(Millis::MAX);
+            if first != Millis::MAX {
+                if let Some(last) = last_first {
+                    round = round.max(first.saturating_sub(last));
+                }
+                last_first = Some(first);
+            }
             let mut next = Position { partition: 0, offset: start as u64, line: lines_before + 1 };
             let mut wm = Watermark::new(lateness, first);
             if let Some(saved) = restart.and_then(|r| r.get(&(k as u64))) {
@@ -91,7 +102,8 @@ impl<E: Event> FileFeed<E> {
         for i in (0..chunks.len()).rev() {
             unstarted_low[i] = unstarted_low[i + 1].min(chunks[i].wm.current());
         }
-        FileFeed { map, name, chunks, unstarted_low, current, batch_bytes, _event: PhantomData }
+        let skew = (peers > 1 && round > 0).then(|| round.saturating_mul(2));
+        FileFeed { map, name, chunks, unstarted_low, current, batch_bytes, skew, _event: PhantomData }
     }
 }
 
@@ -113,6 +125,10 @@ impl<E: Event> Feed<E> for FileFeed<E> {
     fn low_watermark(&self) -> Option<Millis> {
         let chunk = self.chunks.get(self.current)?;
         Some(chunk.wm.current().min(self.unstarted_low[self.current + 1]))
+    }
+
+    fn skew_bound(&self) -> Option<Millis> {
+        self.skew
     }
 
     fn splits(&self) -> Vec<SplitState> {

@@ -59,6 +59,11 @@ pub(crate) trait Feed<E> {
     fn splits(&self) -> Vec<SplitState> {
         Vec::new()
     }
+    /// The event time this worker may run ahead of the others when no `max_lag` is set (see
+    /// [`super::FileSkew`]); None: no bound.
+    fn skew_bound(&self) -> Option<Millis> {
+        None
+    }
 }
 
 /// The split states saved by every worker of a source in the checkpoint restored from (each
@@ -132,7 +137,11 @@ pub fn source<'scope, E: Event>(
     };
     let activator = scope.activator_for(address);
     let ctx = ctx.clone();
-    let (outputs, max_lag, replay) = (outputs.clone(), config.max_lag, config.replay_speed);
+    let max_lag = match (config.max_lag, config.file_skew) {
+        (0, super::FileSkew::Bounded) => feed.as_ref().and_then(|f| f.skew_bound()).unwrap_or(0),
+        (lag, _) => lag,
+    };
+    let (outputs, replay) = (outputs.clone(), config.replay_speed);
 
     let events_in = metrics::counter!(crate::metrics::names::EVENTS_IN);
     let ckpt = part.checkpoints().cloned();
