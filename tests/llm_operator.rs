@@ -195,3 +195,125 @@ fn cases_waiting_for_a_slot_fall_back_at_their_deadline_too() {
     }
     assert_eq!(server.requests(), 1, "the two waiting cases were never sent");
 }
+
+/// Runs `cases` through `llm_decide` against `server` and returns the decisions, by key.
+fn decide_all(config: LlmConfig, cases: Vec<Decision>) -> Vec<Decision> {
+    let service = started(config);
+    let mut outputs = timely::execute_directly(move |worker| {
+        let (mut input, probe, seen) = dataflow(worker, &service);
+        for c in cases {
+            input.send(c);
+        }
+        input.advance_to(1);
+        settle(worker, &probe, 1);
+        seen.take()
+    });
+    outputs.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+    outputs.into_iter().map(|(_, d)| d).collect()
+}
+
+/// A script answering each case with the verdict its key names: `<ACTION>_<confidence %>`.
+fn verdict_by_key() -> llm_server::Script {
+    Arc::new(|req: &llm_server::Request| {
+        let key = req.user.split_whitespace().nth(3).unwrap_or_default().trim_end_matches(',').to_owned();
+        let (action, pct) = key.split_once('_').unwrap_or(("HOLD", "50"));
+        let confidence = pct.parse::<f64>().unwrap_or(50.0) / 100.0;
+        let content =
+            format!(r#"{{"action":"{action}","reason":"the model says {action}","confidence":{confidence}}}"#);
+        llm_server::Reply::Content { content, delay: Duration::ZERO }
+    })
+}
+
+#[test]
+fn a_verdict_that_changes_the_action_must_beat_the_rules_confidence_by_the_margin() {
+    let server = LlmServer::start(verdict_by_key());
+    let config = LlmConfig { base_url: server.base_url(), override_margin: 0.2, ..LlmConfig::default() };
+    // The rules said HOLD at 0.6 for every case; the key is the model's answer.
+    let keys = ["SELL_65", "SELL_80", "SELL_81", "HOLD_30", "BUY_95"];
+    let cases = keys.iter().map(|k| Decision { action: Action::HOLD, ..case(k, 0.6) }).collect();
+    let out = decide_all(config, cases);
+    let got: Vec<(&str, Action, DecidedBy)> = out.iter().map(|d| (d.key.as_str(), d.action, d.decided_by)).collect();
+    assert_eq!(
+        got,
+        [
+            ("BUY_95", Action::BUY, DecidedBy::Llm),
+            ("HOLD_30", Action::HOLD, DecidedBy::Llm), // agrees: taken with its own confidence
+            ("SELL_65", Action::HOLD, DecidedBy::Rules),
+            ("SELL_80", Action::HOLD, DecidedBy::Rules), // 0.8 is not more than 0.6 + 0.2
+            ("SELL_81", Action::SELL, DecidedBy::Llm),
+        ]
+    );
+    assert_eq!(out[1].confidence, 0.3);
+    let stood = &out[2];
+    assert_eq!(stood.confidence, 0.6, "the rules' confidence stands too");
+    assert!(
+        stood.reason.starts_with(
+            "rules stand: the model's SELL at confidence 0.65 is not above the rules' 0.60 by more than 0.20"
+        ) && stood.reason.contains("(it said: the model says SELL)")
+            && stood.reason.ends_with("; rules: no rule fired"),
+        "{}",
+        stood.reason
+    );
+    assert_eq!(server.requests(), 5);
+}
+
+#[test]
+fn a_reply_cut_off_at_the_token_limit_is_reported_as_such_after_one_repair() {
+    for stream in [false, true] {
+        let server = LlmServer::start(Arc::new(|_: &llm_server::Request| llm_server::Reply::Cut {
+            content: r#"{"action":"SELL","reason":"no rule fired: no rule fired: no rule"#.into(),
+        }));
+        let config = LlmConfig { base_url: server.base_url(), stream, ..LlmConfig::default() };
+        let out = decide_all(config, vec![case("CUT", 0.5)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].decided_by, DecidedBy::Fallback);
+        let reason = &out[0].reason;
+        assert!(reason.contains("cut off at the token limit (finish_reason: length"), "stream {stream}: {reason}");
+        assert!(!reason.contains("not a JSON object"), "{reason}");
+        assert_eq!(server.requests(), 2, "the first reply and one repair");
+        let repair = &server.bodies()[1];
+        let last = repair["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_owned();
+        assert!(last.contains("cut off at the token limit"), "the model is told why: {last}");
+    }
+}
+
+#[test]
+fn replies_are_bounded_by_the_schema_and_max_tokens_is_derived_from_it() {
+    let server = LlmServer::start(answering(Duration::ZERO));
+    let out = decide_all(LlmConfig { base_url: server.base_url(), ..LlmConfig::default() }, vec![case("A", 0.5)]);
+    assert_eq!(out.len(), 1);
+    let body = &server.bodies()[0];
+    let reason = &body["response_format"]["json_schema"]["schema"]["properties"]["reason"];
+    let max_reason = reason["maxLength"].as_u64().expect("reason has maxLength") as usize;
+    // Room for the longest reply the schema allows, and not much more.
+    let longest = format!(r#"{{"action":"HOLD","reason":"{}","confidence":0.123456789}}"#, "x".repeat(max_reason));
+    let max_tokens = body["max_tokens"].as_u64().unwrap() as usize;
+    assert!(max_tokens >= longest.len() && max_tokens < 2 * longest.len(), "max_tokens {max_tokens}");
+    // Set in the config, it is sent as given.
+    let server = LlmServer::start(answering(Duration::ZERO));
+    let config = LlmConfig { base_url: server.base_url(), max_tokens: Some(77), ..LlmConfig::default() };
+    decide_all(config, vec![case("B", 0.5)]);
+    assert_eq!(server.bodies()[0]["max_tokens"], 77);
+}
+
+#[test]
+fn an_endpoint_that_refuses_max_length_gets_the_schema_without_it() {
+    // As OpenAI's strict mode answers a schema keyword it does not support.
+    let server = LlmServer::start(Arc::new(|req: &llm_server::Request| {
+        if req.body["response_format"].to_string().contains("maxLength") {
+            return llm_server::Reply::Rejected {
+                message: "Invalid schema for response_format 'decision': In context=('properties', 'reason'), \
+                          'maxLength' is not permitted."
+                    .into(),
+            };
+        }
+        llm_server::Reply::Content { content: llm_server::verdict_for(&req.user), delay: Duration::ZERO }
+    }));
+    let config =
+        LlmConfig { base_url: server.base_url(), override_margin: 0.0, concurrency: 1, ..LlmConfig::default() };
+    let out = decide_all(config, vec![case("A", 0.4), case("B", 0.4), case("C", 0.4)]);
+    assert!(out.iter().all(|d| d.decided_by == DecidedBy::Llm), "{out:?}");
+    let bounded: Vec<bool> =
+        server.bodies().iter().map(|b| b["response_format"].to_string().contains("maxLength")).collect();
+    assert_eq!(bounded, [true, false, false, false], "refused once, then never sent again");
+}

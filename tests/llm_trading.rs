@@ -29,10 +29,13 @@ fn market(dir: &Path, events: &str, assets: &str, rate: &str) -> PathBuf {
     path
 }
 
-/// A config file with quick retries (the defaults wait up to seconds).
+/// A config file with quick retries (the defaults wait up to seconds) that takes every verdict
+/// (these tests follow the scripted verdicts through; the override guard has tests of its own).
 fn quick_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("trading.toml");
-    let text = format!("emit = \"all\"\n[llm]\nretries = 2\nbackoff = \"5ms\"\nbackoff_max = \"20ms\"\n{extra}");
+    let text = format!(
+        "emit = \"all\"\n[llm]\nretries = 2\nbackoff = \"5ms\"\nbackoff_max = \"20ms\"\noverride_margin = -1.0\n{extra}"
+    );
     std::fs::write(&path, text).unwrap();
     path
 }

@@ -77,6 +77,16 @@ pub enum Reply {
         /// Wait before aborting.
         delay: Duration,
     },
+    /// A completion cut off at the token limit: `content` with `finish_reason: "length"` (plain or SSE).
+    Cut {
+        /// The partial assistant message content.
+        content: String,
+    },
+    /// HTTP 400 with an OpenAI-style error body whose message is `message`.
+    Rejected {
+        /// The error message.
+        message: String,
+    },
     /// Like [`Reply::Content`] but always as SSE (whatever the request's stream flag), with `chunk_delay`
     /// between chunks.
     SlowStream {
@@ -280,6 +290,14 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, raw: Bytes)
             }
         }
         Reply::SlowStream { content, chunk_delay } => sse_response(&request, &content, chunk_delay, guard),
+        Reply::Cut { content } => {
+            if request.stream {
+                sse_finished(&request, &content, Duration::ZERO, "length", guard)
+            } else {
+                completion_finished(&request, &content, "length")
+            }
+        }
+        Reply::Rejected { message } => error_response(StatusCode::BAD_REQUEST, None, &message),
         Reply::Status { code, retry_after, delay } => {
             sleep(delay).await;
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -350,6 +368,10 @@ fn unix_secs() -> u64 {
 }
 
 fn completion_response(request: &Request, content: &str) -> Response {
+    completion_finished(request, content, "stop")
+}
+
+fn completion_finished(request: &Request, content: &str, finish_reason: &str) -> Response {
     let body = json!({
         "id": format!("chatcmpl-{}", request.n),
         "object": "chat.completion",
@@ -358,7 +380,7 @@ fn completion_response(request: &Request, content: &str) -> Response {
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": content},
-            "finish_reason": "stop",
+            "finish_reason": finish_reason,
         }],
         "usage": usage(request, content),
     });
@@ -393,6 +415,16 @@ fn pieces(content: &str) -> Vec<String> {
 }
 
 fn sse_response(request: &Request, content: &str, chunk_delay: Duration, guard: InFlight) -> Response {
+    sse_finished(request, content, chunk_delay, "stop", guard)
+}
+
+fn sse_finished(
+    request: &Request,
+    content: &str,
+    chunk_delay: Duration,
+    finish_reason: &str,
+    guard: InFlight,
+) -> Response {
     let id = format!("chatcmpl-{}", request.n);
     let created = unix_secs();
     let model = model(request);
@@ -402,7 +434,7 @@ fn sse_response(request: &Request, content: &str, chunk_delay: Duration, guard: 
         let delta = if i == 0 { json!({"role": "assistant", "content": piece}) } else { json!({"content": piece}) };
         events.push_back(chunk(json!([{"index": 0, "delta": delta, "finish_reason": null}])).to_string());
     }
-    events.push_back(chunk(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}])).to_string());
+    events.push_back(chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish_reason}])).to_string());
     let include_usage = request.body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
     if include_usage {
         let mut last = chunk(json!([]));

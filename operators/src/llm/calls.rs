@@ -2,9 +2,11 @@
 //! breaker, rate limits, call log, replay), retries with backoff and `Retry-After`, and the repair
 //! attempt after an invalid reply.
 
+use super::ConcurrencyLimit;
 use super::LlmConfig;
 use super::breaker::Breaker;
 use super::client::{CallError, Client, Completion, Message, Params};
+use super::limit::AdaptiveLimit;
 use super::prompt::{self, LlmVerdict, Prompts, ReplyCheck};
 use super::stats::{LlmStats, bump};
 use crate::decision::Action;
@@ -18,7 +20,7 @@ use std::hash::Hasher;
 use std::io::{BufRead, BufWriter, Write};
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -175,17 +177,28 @@ impl LlmService {
         let limiter = |n: Option<u32>, quota: fn(NonZeroU32) -> Quota| {
             n.and_then(NonZeroU32::new).map(|n| RateLimiter::direct(quota(n)))
         };
+        let format = prompt::response_format(&config.actions, &fields, true);
+        let max_tokens =
+            config.max_tokens.or_else(|| prompt::reply_tokens(&format)).unwrap_or(prompt::DEFAULT_MAX_TOKENS);
         let params = Params {
             model: config.model.clone(),
             temperature: config.temperature,
-            max_tokens: config.max_tokens,
+            max_tokens,
             seed: config.seed,
-            response_format: config.json_schema.then(|| prompt::response_format(&config.actions, &fields)),
+            response_format: config.json_schema.then_some(format),
+        };
+        let unbounded = Params {
+            response_format: config.json_schema.then(|| prompt::response_format(&config.actions, &fields, false)),
+            ..params.clone()
         };
         let caller = Caller {
             client,
             params_hash: params_hash(&params),
             params,
+            unbounded,
+            lengths_refused: AtomicBool::new(false),
+            limit: (config.concurrency_limit == ConcurrencyLimit::Adaptive)
+                .then(|| AdaptiveLimit::new(config.concurrency, config.latency_target)),
             policy: RetryPolicy { retries: config.retries, backoff: config.backoff, backoff_max: config.backoff_max },
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             rps: limiter(config.requests_per_second, Quota::per_second),
@@ -230,7 +243,14 @@ impl LlmService {
 
     /// The summary lines of the run.
     pub fn summary(&self) -> Vec<String> {
-        self.stats.summary(self.caller.breaker.state())
+        let mut lines = self.stats.summary(self.caller.breaker.state());
+        if let Some((now, low, high)) = self.caller.limit.as_ref().map(AdaptiveLimit::current) {
+            lines.push(format!(
+                "llm concurrency limit {now} at the end (adaptive: lowest {low}, highest {high}, at most {}; latency target {:?})",
+                self.config.concurrency, self.config.latency_target
+            ));
+        }
+        lines
     }
 }
 
@@ -238,6 +258,12 @@ impl LlmService {
 pub(crate) struct Caller {
     client: Option<Client>,
     params: Params,
+    /// `params` without `maxLength` in the schema, for endpoints that refuse it.
+    unbounded: Params,
+    /// The endpoint refused `maxLength` once: send `unbounded` from then on.
+    lengths_refused: AtomicBool,
+    /// The adaptive limit on requests in flight, if on.
+    limit: Option<AdaptiveLimit>,
     params_hash: u64,
     policy: RetryPolicy,
     breaker: Breaker,
@@ -276,9 +302,17 @@ impl Caller {
         Some(replay.get(&key).cloned().unwrap_or_else(|| Outcome::Error(CallError::NotInReplay.to_string())))
     }
 
-    /// A reply's verdict, if it has the shape and passes the pipeline's check.
-    fn verdict(&self, content: &str, evidence: &str, last: bool) -> Result<LlmVerdict, String> {
-        let mut verdict = prompt::validate(content, &self.actions)?;
+    /// A reply's verdict, if it is whole, has the shape and passes the pipeline's check.
+    fn verdict(&self, reply: &Completion, evidence: &str, last: bool) -> Result<LlmVerdict, String> {
+        if reply.cut_off() {
+            return Err(format!(
+                "the reply was cut off at the token limit (finish_reason: length, max_tokens {}); \
+                 keep reason under {} characters",
+                self.params.max_tokens,
+                prompt::MAX_REASON
+            ));
+        }
+        let mut verdict = prompt::validate(&reply.content, &self.actions)?;
         if let Some(check) = &self.check {
             check.check(evidence, &mut verdict, last)?;
         }
@@ -297,14 +331,14 @@ impl Caller {
         let work = async {
             let first = self.ask(&messages, &attempts).await?;
             last_reply = Some(first.content.clone());
-            match self.verdict(&first.content, evidence, false) {
+            match self.verdict(&first, evidence, false) {
                 Ok(v) => Ok(v),
                 Err(problem) => {
                     bump(&self.stats.repairs);
                     let again = prompt::repair(&messages, &first.content, &problem, &self.fields);
                     let second = self.ask(&again, &attempts).await?;
                     last_reply = Some(second.content.clone());
-                    self.verdict(&second.content, evidence, true)
+                    self.verdict(&second, evidence, true)
                         .map_err(|e| CallError::Invalid(format!("{e} (after one repair attempt)")))
                 }
             }
@@ -322,14 +356,37 @@ impl Caller {
     }
 
     async fn ask(&self, messages: &[Message], attempts: &AtomicU32) -> Result<Completion, CallError> {
+        match self.ask_once(messages, attempts).await {
+            // OpenAI's strict mode accepts only part of JSON Schema; an endpoint that refuses the
+            // length bounds gets the schema without them (max_tokens still bounds the reply).
+            Err(CallError::Status { code: 400, message, .. })
+                if message.contains("maxLength") && !self.lengths_refused.swap(true, Ordering::Relaxed) =>
+            {
+                tracing::warn!(%message, "the endpoint refuses maxLength in response_format: sending it without");
+                self.ask_once(messages, attempts).await
+            }
+            other => other,
+        }
+    }
+
+    async fn ask_once(&self, messages: &[Message], attempts: &AtomicU32) -> Result<Completion, CallError> {
         let Some(client) = &self.client else { return Err(CallError::NotInReplay) };
         with_retries(&self.policy, &self.breaker, &self.stats, || async {
             attempts.fetch_add(1, Ordering::Relaxed);
             self.limit(messages).await;
+            // Waiting here is waiting in our process: the request's timeout starts after it.
+            let permit = match &self.limit {
+                Some(limit) => limit.acquire().await,
+                None => None,
+            };
             self.stats.started();
             let sent = Instant::now();
-            let result = client.complete(&self.params, messages).await;
+            let params = if self.lengths_refused.load(Ordering::Relaxed) { &self.unbounded } else { &self.params };
+            let result = client.complete(params, messages).await;
             self.stats.ended();
+            if let (Some(limit), Some(permit)) = (&self.limit, permit) {
+                limit.done(permit, sent.elapsed(), result.as_ref().is_err_and(CallError::overloaded));
+            }
             if let Ok(c) = &result {
                 self.stats.latency(sent.elapsed());
                 if let Some(u) = c.usage {

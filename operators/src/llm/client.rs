@@ -52,13 +52,23 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-/// A reply: the assistant's text and, if reported, the token usage.
+/// A reply: the assistant's text and, if reported, why it ended and the token usage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     /// The assistant message content.
     pub content: String,
+    /// `finish_reason`: `stop`, or `length` when the reply was cut off at `max_tokens`.
+    pub finish_reason: Option<String>,
     /// Token usage, when the endpoint sent it.
     pub usage: Option<Usage>,
+}
+
+impl Completion {
+    /// The endpoint stopped the reply at the token limit (OpenAI, vLLM, Ollama and llama.cpp all
+    /// say `length`), so the text is incomplete whatever it looks like.
+    pub fn cut_off(&self) -> bool {
+        self.finish_reason.as_deref() == Some("length")
+    }
 }
 
 /// Why a call failed.
@@ -102,6 +112,15 @@ impl CallError {
     pub fn retryable(&self) -> bool {
         match self {
             CallError::Timeout(_) | CallError::Connection(_) => true,
+            CallError::Status { code, .. } => *code == 429 || *code >= 500,
+            _ => false,
+        }
+    }
+
+    /// The endpoint is overloaded or too slow: a timeout, 429 or 5xx (the adaptive limit shrinks).
+    pub fn overloaded(&self) -> bool {
+        match self {
+            CallError::Timeout(_) => true,
             CallError::Status { code, .. } => *code == 429 || *code >= 500,
             _ => false,
         }
@@ -162,6 +181,8 @@ struct ChatCompletion {
 struct Choice {
     message: Option<ChoiceMessage>,
     delta: Option<ChoiceMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -262,20 +283,20 @@ async fn read_whole(response: reqwest::Response) -> Result<Completion, CallError
     let reply: ChatCompletion = serde_json::from_slice(&bytes).map_err(|e| {
         CallError::Malformed(format!("{e} in {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_TEXT)])))
     })?;
-    let content = reply
-        .choices
-        .into_iter()
-        .next()
+    let choice = reply.choices.into_iter().next();
+    let finish_reason = choice.as_ref().and_then(|c| c.finish_reason.clone());
+    let content = choice
         .and_then(|c| c.message)
         .and_then(|m| m.content)
         .ok_or_else(|| CallError::Malformed("no choices[0].message.content".into()))?;
-    Ok(Completion { content, usage: reply.usage })
+    Ok(Completion { content, finish_reason, usage: reply.usage })
 }
 
 async fn read_stream(response: reqwest::Response) -> Result<Completion, CallError> {
     let mut events = response.bytes_stream().eventsource();
     let mut content = String::new();
     let mut usage = None;
+    let mut finish_reason = None;
     let mut done = false;
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| CallError::Connection(format!("stream broke: {e}")))?;
@@ -290,15 +311,18 @@ async fn read_stream(response: reqwest::Response) -> Result<Completion, CallErro
         let chunk: ChatCompletion = serde_json::from_str(data).map_err(|e| {
             CallError::Malformed(format!("{e} in stream chunk {:?}", &data[..data.len().min(ERROR_TEXT)]))
         })?;
-        if let Some(text) = chunk.choices.into_iter().next().and_then(|c| c.delta).and_then(|d| d.content) {
-            content.push_str(&text);
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            finish_reason = choice.finish_reason.or(finish_reason);
+            if let Some(text) = choice.delta.and_then(|d| d.content) {
+                content.push_str(&text);
+            }
         }
         usage = chunk.usage.or(usage);
     }
     if !done {
         return Err(CallError::Connection("stream ended before [DONE]".into()));
     }
-    Ok(Completion { content, usage })
+    Ok(Completion { content, finish_reason, usage })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! * [`client`]: one HTTP exchange (`POST {base_url}/chat/completions`, plain or SSE).
 //! * [`calls`]: retries, backoff, `Retry-After`, the circuit breaker, rate limits, call log and
 //!   replay — everything between "ask" and "answer".
+//! * [`limit`]: the adaptive limit on requests in flight.
 //! * [`prompt`]: templates, the JSON schema of a reply and its validation.
 //! * [`operator`]: the timely operator (`stream.llm_decide(&service)`) with the confidence gate.
 //! * [`stats`]: counters and latencies for the run summary.
@@ -12,6 +13,7 @@
 pub mod breaker;
 pub mod calls;
 pub mod client;
+pub mod limit;
 pub mod operator;
 pub mod prompt;
 pub mod stats;
@@ -39,8 +41,8 @@ pub struct LlmConfig {
     pub model: String,
     /// Sampling temperature (0 for repeatable answers).
     pub temperature: Option<f64>,
-    /// Most tokens in a reply.
-    pub max_tokens: u32,
+    /// Most tokens in a reply [default: what the longest reply the reply schema allows can take].
+    pub max_tokens: Option<u32>,
     /// Sampling seed, where the endpoint supports it.
     pub seed: Option<u64>,
     /// Ask for a streamed (SSE) reply.
@@ -49,8 +51,18 @@ pub struct LlmConfig {
     pub json_schema: bool,
     /// Decisions whose rule confidence is below this go to the LLM (0 = never, 1 = always).
     pub min_confidence: f64,
-    /// Most requests in flight per worker.
+    /// A verdict that changes the rules' action must be more confident than the rules' decision
+    /// by more than this, or the rules' decision stands (with the verdict named in its reason).
+    /// In [-1, 1]: 0 asks only for more confidence, -1 takes every verdict.
+    pub override_margin: f64,
+    /// Most requests in flight per worker (and per process, for the adaptive limit).
     pub concurrency: usize,
+    /// `adaptive`: the requests in flight per process start at 2 and follow what the endpoint
+    /// answers (see [`limit`]); `fixed`: always up to `concurrency` per worker.
+    pub concurrency_limit: ConcurrencyLimit,
+    /// The adaptive limit shrinks when a reply takes longer than this.
+    #[serde(with = "humantime_serde")]
+    pub latency_target: Duration,
     /// Most cases waiting per worker before the sources pause.
     pub max_buffered: usize,
     /// Timeout of one HTTP exchange.
@@ -103,12 +115,15 @@ impl Default for LlmConfig {
             base_url: "https://api.openai.com/v1".into(),
             model: "gpt-4o-mini".into(),
             temperature: Some(0.0),
-            max_tokens: 300,
+            max_tokens: None,
             seed: None,
             stream: false,
             json_schema: true,
             min_confidence: 0.7,
+            override_margin: 0.1,
             concurrency: 32,
+            concurrency_limit: ConcurrencyLimit::Adaptive,
+            latency_target: Duration::from_secs(5),
             max_buffered: 4096,
             timeout: Duration::from_secs(20),
             retries: 3,
@@ -128,6 +143,17 @@ impl Default for LlmConfig {
             api_key: None,
         }
     }
+}
+
+/// How many requests may be in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyLimit {
+    /// Follows the endpoint's measured capacity, between 1 and `concurrency` per process.
+    #[default]
+    Adaptive,
+    /// `concurrency` per worker, whatever the endpoint does.
+    Fixed,
 }
 
 /// Prompts for pipelines that bring none.
@@ -180,6 +206,12 @@ impl LlmConfig {
         if !(0.0..=1.0).contains(&self.min_confidence) {
             return Err(format!("llm.min_confidence must be in [0, 1], got {}", self.min_confidence));
         }
+        if !(-1.0..=1.0).contains(&self.override_margin) {
+            return Err(format!("llm.override_margin must be in [-1, 1], got {}", self.override_margin));
+        }
+        if self.max_tokens == Some(0) {
+            return Err("llm.max_tokens must be at least 1 (leave it out to derive it from the reply schema)".into());
+        }
         if self.concurrency == 0 {
             return Err("llm.concurrency must be at least 1".into());
         }
@@ -189,8 +221,8 @@ impl LlmConfig {
         if self.actions.is_empty() {
             return Err("llm.actions must name at least one action".into());
         }
-        if self.timeout.is_zero() || self.deadline.is_zero() {
-            return Err("llm.timeout and llm.deadline must be above zero".into());
+        if self.timeout.is_zero() || self.deadline.is_zero() || self.latency_target.is_zero() {
+            return Err("llm.timeout, llm.deadline and llm.latency_target must be above zero".into());
         }
         if self.requests_per_second == Some(0) || self.tokens_per_minute == Some(0) {
             return Err("llm rate limits must be above zero (leave them out for no limit)".into());

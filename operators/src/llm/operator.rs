@@ -212,6 +212,16 @@ fn remaining(deadline: Duration, ingest_ns: u64) -> Duration {
 fn finish(mut decision: Decision, outcome: &Outcome, service: &LlmService) -> Decision {
     let stats = &service.stats;
     match outcome {
+        Outcome::Verdict(v) if !convincing(&decision, v, service.config.override_margin) => {
+            bump(&stats.overruled);
+            decision.reason = format!(
+                "rules stand: the model's {} at confidence {:.2} is not above the rules' {:.2} by more than {:.2} \
+                 (it said: {}); rules: {}",
+                v.action, v.confidence, decision.confidence, service.config.override_margin, v.reason, decision.reason
+            );
+            decision.decided_at = format_rfc3339(wall_millis());
+            decision
+        }
         Outcome::Verdict(v) => {
             bump(&stats.decided);
             if let Some(check) = &service.check {
@@ -229,6 +239,13 @@ fn finish(mut decision: Decision, outcome: &Outcome, service: &LlmService) -> De
             fallback(decision, e)
         }
     }
+}
+
+/// A verdict may change the rules' action only when it is more confident than the rules by more
+/// than `margin`: a small model's unsure guess must not override a rule (it keeps the rules'
+/// action when it agrees, with its own reason and confidence).
+fn convincing(rules: &Decision, verdict: &LlmVerdict, margin: f64) -> bool {
+    verdict.action == rules.action || verdict.confidence > rules.confidence + margin
 }
 
 /// The rules' decision, marked as a fallback with what went wrong.

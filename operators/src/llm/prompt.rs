@@ -8,8 +8,13 @@ use crate::decision::{Action, Decision};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Longest reason kept from a reply (characters).
-pub const MAX_REASON: usize = 500;
+/// Longest reason a reply may give (characters). The reply schema says so (`maxLength`), which
+/// grammar-constrained servers (llama.cpp, vLLM, Ollama) enforce while generating: a small model
+/// that repeats itself inside `reason` stops there instead of running into `max_tokens`. Longer
+/// reasons from endpoints that ignore the bound are shortened.
+pub const MAX_REASON: usize = 240;
+/// Replies used when the schema bounds no size (a pipeline field without `maxLength`).
+pub const DEFAULT_MAX_TOKENS: u32 = 300;
 /// Longest reply looked at (bytes).
 pub const MAX_REPLY: usize = 16 * 1024;
 
@@ -98,14 +103,28 @@ impl Prompts {
 }
 
 /// `response_format` asking for a [`LlmVerdict`] whose action is one of `actions`, with the
-/// `extra` fields a pipeline's check wants (every field required, as strict mode demands).
-pub fn response_format(actions: &[Action], extra: &[(&'static str, serde_json::Value)]) -> serde_json::Value {
+/// `extra` fields a pipeline's check wants (every field required, as strict mode demands). Every
+/// string is bounded (`enum` or `maxLength`) where the fields allow; `bounded: false` leaves out
+/// `maxLength`, for endpoints whose strict mode refuses it.
+pub fn response_format(
+    actions: &[Action],
+    extra: &[(&'static str, serde_json::Value)],
+    bounded: bool,
+) -> serde_json::Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(LlmVerdict)).unwrap_or_default();
     if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
         let names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
         props.insert("action".into(), serde_json::json!({ "type": "string", "enum": names }));
+        if let Some(reason) = props.get_mut("reason").and_then(|r| r.as_object_mut()) {
+            reason.insert("maxLength".into(), MAX_REASON.into());
+        }
         for (name, field) in extra {
             props.insert((*name).into(), field.clone());
+        }
+        if !bounded {
+            for prop in props.values_mut().filter_map(|p| p.as_object_mut()) {
+                prop.remove("maxLength");
+            }
         }
     }
     if let Some(required) = schema.get_mut("required").and_then(|r| r.as_array_mut()) {
@@ -119,6 +138,32 @@ pub fn response_format(actions: &[Action], extra: &[(&'static str, serde_json::V
         "type": "json_schema",
         "json_schema": { "name": "decision", "strict": true, "schema": schema },
     })
+}
+
+/// The most tokens a reply that keeps to `format`'s schema can take, or None when a string in it
+/// is unbounded. A token is at least one character of ASCII text; a quarter more leaves room for
+/// escapes and characters that take several tokens.
+pub fn reply_tokens(format: &serde_json::Value) -> Option<u32> {
+    let props = format.pointer("/json_schema/schema/properties")?.as_object()?;
+    let mut chars = 2usize; // { }
+    for (name, prop) in props {
+        chars += name.len() + 6; // "name": , and spaces
+        chars += match prop.get("type").and_then(|t| t.as_str()) {
+            Some("string") => {
+                let longest = match (prop.get("enum").and_then(|e| e.as_array()), prop.get("maxLength")) {
+                    (Some(values), _) => values.iter().filter_map(|v| v.as_str()).map(str::len).max().unwrap_or(0),
+                    (None, Some(max)) => usize::try_from(max.as_u64()?).ok()?,
+                    (None, None) => return None,
+                };
+                longest + 2
+            }
+            // A float in full: sign, 17 digits, point, exponent.
+            Some("number" | "integer") => 24,
+            Some("boolean") => 5,
+            _ => return None,
+        };
+    }
+    u32::try_from(chars + chars / 4).ok()
 }
 
 /// Parses and checks a reply: JSON for the schema (a ```json fence around it is tolerated), an
@@ -223,7 +268,7 @@ mod tests {
 
     #[test]
     fn schema_lists_only_allowed_actions_and_requires_every_field() {
-        let f = response_format(&[Action::BUY, Action::HOLD], &[]);
+        let f = response_format(&[Action::BUY, Action::HOLD], &[], true);
         let schema = &f["json_schema"]["schema"];
         assert_eq!(schema["properties"]["action"]["enum"], serde_json::json!(["BUY", "HOLD"]));
         assert_eq!(schema["additionalProperties"], false);
@@ -232,6 +277,27 @@ mod tests {
         required.sort_unstable();
         assert_eq!(required, ["action", "confidence", "reason"]);
         assert_eq!(schema["properties"]["confidence"]["maximum"], 1.0);
+        assert_eq!(schema["properties"]["reason"]["maxLength"], MAX_REASON);
+        let plain = response_format(&[Action::BUY], &[], false);
+        assert!(plain["json_schema"]["schema"]["properties"]["reason"].get("maxLength").is_none());
+    }
+
+    #[test]
+    fn reply_tokens_cover_the_longest_reply_the_schema_allows() {
+        let f = response_format(&ALL, &[], true);
+        let tokens = reply_tokens(&f).unwrap() as usize;
+        // The longest valid reply, one character a token: the bound must hold it.
+        let longest = serde_json::json!({
+            "action": "HOLD", "reason": "r".repeat(MAX_REASON), "confidence": -0.12345678901234567,
+        })
+        .to_string();
+        assert!(tokens >= longest.len(), "{tokens} < {}", longest.len());
+        assert!(tokens < 2 * longest.len(), "{tokens} is far above {}", longest.len());
+        // A pipeline field with no bound: nothing to derive.
+        let open = response_format(&ALL, &[("code", serde_json::json!({ "type": "string" }))], true);
+        assert_eq!(reply_tokens(&open), None);
+        let bounded = [("code", serde_json::json!({ "type": "string", "maxLength": 1000 }))];
+        assert!(reply_tokens(&response_format(&ALL, &bounded, true)).unwrap() as usize > tokens + 1000);
     }
 
     #[test]

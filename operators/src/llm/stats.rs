@@ -21,6 +21,9 @@ pub struct LlmStats {
     pub repairs: AtomicU64,
     /// Decisions made by the LLM.
     pub decided: AtomicU64,
+    /// Verdicts that would have changed the rules' action without enough confidence: the rules'
+    /// decision stood.
+    pub overruled: AtomicU64,
     /// Decisions that fell back to the rules.
     pub fallbacks: AtomicU64,
     /// Answered from the cache of earlier replies.
@@ -102,6 +105,7 @@ impl LlmStats {
             ("retries", &self.retries),
             ("repairs", &self.repairs),
             ("decided", &self.decided),
+            ("overruled", &self.overruled),
             ("fallbacks", &self.fallbacks),
             ("cache_hits", &self.cache_hits),
             ("shared", &self.shared),
@@ -131,6 +135,7 @@ impl LlmStats {
             "cases": get(&self.cases),
             "calls": get(&self.attempts),
             "decided": get(&self.decided),
+            "overruled": get(&self.overruled),
             "in_flight": get(&self.in_flight),
             "fallbacks": get(&self.fallbacks),
             "retries": get(&self.retries),
@@ -147,10 +152,11 @@ impl LlmStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut lines = vec![
             format!(
-                "llm cases {} (gate passed {}), decided by llm {}, fallbacks {}",
+                "llm cases {} (gate passed {}), decided by llm {}, overruled {}, fallbacks {}",
                 get(&self.cases),
                 get(&self.passed),
                 get(&self.decided),
+                get(&self.overruled),
                 get(&self.fallbacks)
             ),
             format!(

@@ -39,7 +39,7 @@ pub struct CodeConfig {
 impl Default for CodeConfig {
     fn default() -> Self {
         // Replies carry the whole fixed code: leave room for it.
-        CodeConfig { llm: LlmConfig { max_tokens: 2000, ..LlmConfig::default() } }
+        CodeConfig { llm: LlmConfig { max_tokens: Some(2000), override_margin: 0.0, ..LlmConfig::default() } }
     }
 }
 

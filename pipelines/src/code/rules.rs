@@ -127,7 +127,10 @@ pub struct CodeCheck;
 
 impl ReplyCheck for CodeCheck {
     fn fields(&self) -> Vec<(&'static str, serde_json::Value)> {
-        vec![("code", serde_json::json!({ "type": "string", "description": "the whole fixed code" }))]
+        vec![(
+            "code",
+            serde_json::json!({ "type": "string", "description": "the whole fixed code", "maxLength": MAX_CODE }),
+        )]
     }
 
     fn check(&self, evidence: &str, verdict: &mut LlmVerdict, last: bool) -> Result<(), String> {

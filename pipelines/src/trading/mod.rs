@@ -69,7 +69,8 @@ impl Default for TradingConfig {
             macd_signal: 9,
             emit: Emit::Changes,
             rules: TradingRules::default(),
-            llm: LlmConfig::default(),
+            // A HOLD from the rules is sent to the model at 0.65: a BUY or SELL must come at more than 0.85.
+            llm: LlmConfig { override_margin: 0.2, ..LlmConfig::default() },
         }
     }
 }
