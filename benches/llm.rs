@@ -86,7 +86,7 @@ fn concurrency_sweep(server: &LlmServer) {
 fn real_server_sweep() {
     let Some(server) = llama::Llama::start() else { return };
     const N: usize = 24;
-    println!("llm_decide against llama-server (SmolLM2-135M, 2 slots, 1 thread), {N} cases each, one worker:");
+    println!("llm_decide against llama-server (SmolLM2-135M, 2 slots, 2 threads), {N} cases each, one worker:");
     let limits = [
         (1, ConcurrencyLimit::Fixed),
         (2, ConcurrencyLimit::Fixed),
