@@ -359,10 +359,11 @@ impl Caller {
         match self.ask_once(messages, attempts).await {
             // OpenAI's strict mode accepts only part of JSON Schema; an endpoint that refuses the
             // length bounds gets the schema without them (max_tokens still bounds the reply).
-            Err(CallError::Status { code: 400, message, .. })
-                if message.contains("maxLength") && !self.lengths_refused.swap(true, Ordering::Relaxed) =>
-            {
-                tracing::warn!(%message, "the endpoint refuses maxLength in response_format: sending it without");
+            // Requests sent bounded before the first refusal came back are asked again too.
+            Err(CallError::Status { code: 400, message, .. }) if message.contains("maxLength") => {
+                if !self.lengths_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%message, "the endpoint refuses maxLength in response_format: sending it without");
+                }
                 self.ask_once(messages, attempts).await
             }
             other => other,
