@@ -139,7 +139,55 @@ impl<E: Event> Feed<E> for FileFeed<E> {
 
 #[cfg(test)]
 mod tests {
-    use super::line_start;
+    use super::{FileFeed, line_start};
+    use crate::dead_letter::SourceName;
+    use crate::event::{Event, ParseError};
+    use crate::source::operator::Feed;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    /// A line that is its own event time, in ms.
+    struct At(u64);
+
+    impl Event for At {
+        fn parse(line: &[u8]) -> Result<Self, ParseError> {
+            std::str::from_utf8(line)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .map(At)
+                .ok_or(ParseError::malformed("no time"))
+        }
+        fn event_time(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// The feed of worker `index` of `peers` over `lines`, in chunks of 10 bytes.
+    fn feed(lines: &[u64], index: usize, peers: usize) -> FileFeed<At> {
+        let mut file = tempfile::tempfile().unwrap();
+        for t in lines {
+            // 9 digits and a newline: one line per 10-byte chunk.
+            writeln!(file, "{t:09}").unwrap();
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the temporary file is private to this test and not changed while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        FileFeed::new(Arc::new(map), SourceName::File("t".into()), index, peers, 10, 0, 1 << 10, None)
+    }
+
+    #[test]
+    fn workers_may_run_ahead_by_two_rounds_of_chunks() {
+        // Chunks start at 0, 1000, 2000, ... ms; the gap between two chunks of a worker grows.
+        let times = [0, 1_000, 2_000, 3_000, 5_000, 9_000];
+        // Worker 0 of 2 owns chunks 0, 2, 4 (0, 2000, 5000): rounds of 2000 and 3000 ms.
+        assert_eq!(feed(&times, 0, 2).skew_bound(), Some(6_000));
+        // Worker 1 owns 1, 3, 5 (1000, 3000, 9000): the longest round is 6000 ms.
+        assert_eq!(feed(&times, 1, 2).skew_bound(), Some(12_000));
+        // One worker cannot run ahead of another.
+        assert_eq!(feed(&times, 0, 1).skew_bound(), None);
+        // Out of time order, a chunk that starts earlier is no round.
+        assert_eq!(feed(&[5_000, 0, 4_000, 0], 0, 2).skew_bound(), None);
+    }
 
     #[test]
     fn line_starts() {
