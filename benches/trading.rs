@@ -96,6 +96,7 @@ fn sample_scored() -> Scored {
             last: at,
             ingest_ns: 0,
             context: Some(Trend::Bullish),
+            slot: None,
         },
         rsi: 55.123_456,
         macd: MacdValue { value: 1.234_5, signal: 0.987_6, histogram: 0.246_9 },

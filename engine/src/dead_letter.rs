@@ -55,6 +55,36 @@ pub struct SourceRef {
 }
 
 impl SourceRef {
+    /// Writes this as a JSON object, the bytes serde_json writes for it (see
+    /// [`crate::json::write_str`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use crate::json::write_str;
+        let mut int = itoa::Buffer::new();
+        out.push(b'{');
+        if let Some(file) = &self.file {
+            out.extend_from_slice(br#""file":"#);
+            write_str(out, file);
+            out.push(b',');
+        }
+        if let Some(topic) = &self.topic {
+            out.extend_from_slice(br#""topic":"#);
+            write_str(out, topic);
+            out.push(b',');
+        }
+        if let Some(partition) = self.partition {
+            out.extend_from_slice(br#""partition":"#);
+            out.extend_from_slice(int.format(partition).as_bytes());
+            out.push(b',');
+        }
+        out.extend_from_slice(br#""offset":"#);
+        out.extend_from_slice(int.format(self.offset).as_bytes());
+        if let Some(line) = self.line {
+            out.extend_from_slice(br#","line":"#);
+            out.extend_from_slice(int.format(line).as_bytes());
+        }
+        out.push(b'}');
+    }
+
     /// Names the position `pos` of source `name`.
     pub fn new(name: &SourceName, pos: Position) -> Self {
         match name {

@@ -6,6 +6,9 @@
 //!   (keys in a known order, written without spaces, as serializers write them): literal bytes
 //!   between values are compared, not parsed ([`Cursor::expect`]).
 //!
+//! And for writing, [`write_str`] and [`write_f64`]: the bytes serde_json writes for a string or
+//! a number, for output types that write their JSON by hand (a decision: [`crate::job::Emitted`]).
+//!
 //! The JSON grammar is checked all along, skipped values included, and the UTF-8 of every string
 //! (bytes outside strings must be ASCII anyway). Either form handles the common case only and
 //! says so with `None`: a string with an escape, nesting deeper than [`MAX_DEPTH`], invalid
@@ -75,6 +78,46 @@ fn specials16(chunk: &[u8; 16]) -> u32 {
     word(lo) | word(hi) << 8
 }
 
+/// Writes `s` as a JSON string, byte for byte as serde_json writes it. A string with nothing to
+/// escape (no `"`, `\\` or control character) and all ASCII, as nearly every string of a decision
+/// is, is checked 16 bytes at a time and copied whole; serde_json looks up every byte in a table.
+/// Any other string is written by serde_json itself.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    let mut plain = true;
+    for chunk in b.chunks(16) {
+        let flags = match chunk.first_chunk::<16>() {
+            Some(c) => specials16(c),
+            None => {
+                // Padded with spaces, which are plain.
+                let mut padded = [b' '; 16];
+                padded[..chunk.len()].copy_from_slice(chunk);
+                specials16(&padded)
+            }
+        };
+        if flags != 0 {
+            plain = false;
+            break;
+        }
+    }
+    if plain {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail, and a str is always serializable.
+        let _ = serde_json::to_writer(out, s);
+    }
+}
+
+/// Writes `x` as serde_json writes an f64 (the shortest text that reads back as `x`; NaN and the
+/// infinities as `null`).
+pub fn write_f64(out: &mut Vec<u8>, x: f64) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, &x);
+}
+
 /// Exact powers of ten: an integer below 2^53 times or over one of these is correctly rounded (both
 /// operands are exact doubles).
 const POW10: [f64; 23] = [
@@ -88,6 +131,11 @@ impl<'a> Cursor<'a> {
         let mut c = Cursor { b: record, i: 0, depth: 0 };
         c.ws();
         c
+    }
+
+    /// How many bytes of the record have been read.
+    pub fn offset(&self) -> usize {
+        self.i
     }
 
     /// Some if only whitespace is left.
@@ -312,6 +360,30 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_and_numbers_are_written_as_serde_json_writes_them() {
+        let specials = ["\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "é", "€", "😀", " ", "/"];
+        for len in 0..40 {
+            let base: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let mut cases = vec![base.clone()];
+            for special in specials {
+                for at in 0..=len {
+                    cases.push(format!("{}{special}{}", &base[..at], &base[at..]));
+                }
+            }
+            for case in cases {
+                let mut out = b"x".to_vec();
+                write_str(&mut out, &case);
+                assert_eq!(out[1..], serde_json::to_vec(&case).unwrap()[..], "{case:?}");
+            }
+        }
+        for x in [0.0, -0.0, 0.65, 1e300, -1e-300, 15.559_999_999_999_999, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE] {
+            let mut out = Vec::new();
+            write_f64(&mut out, x);
+            assert_eq!(out, serde_json::to_vec(&x).unwrap(), "{x:e}");
+        }
+    }
 
     /// Every member as (key, text of what it read): strings, numbers and nulls read, others skipped.
     fn members(text: &str) -> Option<Vec<(String, String)>> {

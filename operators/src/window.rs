@@ -4,7 +4,7 @@
 //! (event time, source position), so ties break the same way at any parallelism.
 
 use crate::exact_sum::ExactSum;
-use crate::keyed::{KeyedStream, Order};
+use crate::keyed::{KeyedStream, Order, Slot, Slots};
 use inflight_engine::checkpoint::encode;
 use inflight_engine::{Key, Millis, Position, State, Stream, key_hash};
 use rustc_hash::FxHashMap;
@@ -84,10 +84,13 @@ pub struct Bar<C> {
     pub ingest_ns: u64,
     /// Its ticks' contexts, folded ([`BarContext`]).
     pub context: C,
+    /// The key's dense index on this worker (see [`Slot`]); None for a bar made elsewhere.
+    #[serde(skip)]
+    pub slot: Option<Slot>,
 }
 
 impl<C: BarContext> Bar<C> {
-    fn new(tick: Tick<C>, start: Millis, end: Millis) -> Self {
+    fn new(tick: Tick<C>, start: Millis, end: Millis, slot: Slot) -> Self {
         let at = (tick.time, tick.pos);
         Bar {
             key: tick.key,
@@ -107,6 +110,7 @@ impl<C: BarContext> Bar<C> {
             last: at,
             ingest_ns: tick.ingest_ns,
             context: tick.context,
+            slot: Some(slot),
         }
     }
 
@@ -134,25 +138,31 @@ impl<C> crate::Keyed for Bar<C> {
     fn key(&self) -> &Key {
         &self.key
     }
+
+    fn slot(&self) -> Option<Slot> {
+        self.slot
+    }
 }
 
 /// Adds `tick` to its key's bar in one window's open bars, opening the bar if it is the first.
-fn add_tick<C: BarContext>(bars: &mut FxHashMap<Key, Bar<C>>, mut tick: Tick<C>, start: Millis, end: Millis) {
-    // One hash and probe per tick (on sparse data most ticks open a bar).
-    match bars.entry(std::mem::take(&mut tick.key)) {
+fn add_tick<C: BarContext>(bars: &mut WindowBars<C>, tick: Tick<C>, slot: Slot, start: Millis, end: Millis) {
+    match bars.entry(slot.index) {
         Entry::Occupied(mut bar) => bar.get_mut().add(tick),
-        Entry::Vacant(slot) => {
-            tick.key = slot.key().clone();
-            slot.insert(Bar::new(tick, start, end));
+        Entry::Vacant(at) => {
+            at.insert(Bar::new(tick, start, end, slot));
         }
     }
 }
+
+/// The open bars of one window by their key's slot index: the key is hashed once per tick (for
+/// its slot), and every later keyed stage finds its state by the slot instead of hashing again.
+type WindowBars<C> = FxHashMap<u32, Bar<C>>;
 
 /// Emptied window maps kept for reuse (more windows than this are rarely open at once).
 const MAX_SPARE: usize = 64;
 
 /// The open bars of one window, under a capability for the window's last millisecond.
-type OpenWindow<C> = (Capability<Millis>, FxHashMap<Key, Bar<C>>);
+type OpenWindow<C> = (Capability<Millis>, WindowBars<C>);
 
 /// Windowing operators on tick streams.
 ///
@@ -192,13 +202,16 @@ where
     fn bars(self, width: Millis, mut part: State) -> KeyedStream<'scope, Bar<C>> {
         let width = width.max(1);
         let by_key = Exchange::new(|t: &Tick<C>| key_hash(&t.key));
-        let bars = self.unary_frontier(by_key, "Bars", move |cap, _info| {
+        let bars = self.unary_frontier(by_key, "Bars", move |cap, info| {
+            let mut slots = Slots::new(u32::try_from(info.global_id).unwrap_or(u32::MAX));
             // Restored open windows (of the keys this worker owns), each under a capability for its
             // last millisecond, as if their ticks had just arrived.
             let mut open: BTreeMap<Millis, OpenWindow<C>> = BTreeMap::new();
-            for (end, bar) in part.restore_by_key(|(_, bar): &(Millis, Bar<C>)| key_hash(&bar.key)) {
-                let (_, slot) = open.entry(end).or_insert_with(|| (cap.delayed(&(end - 1)), FxHashMap::default()));
-                slot.insert(bar.key.clone(), bar);
+            for (end, mut bar) in part.restore_by_key(|(_, bar): &(Millis, Bar<C>)| key_hash(&bar.key)) {
+                let (_, window) = open.entry(end).or_insert_with(|| (cap.delayed(&(end - 1)), FxHashMap::default()));
+                let slot = slots.of(&bar.key);
+                bar.slot = Some(slot);
+                window.insert(slot.index, bar);
             }
             open.retain(|_, (_, bars)| !bars.is_empty());
             // Bars in the last window closed: a new window's map starts that large instead of
@@ -207,7 +220,7 @@ where
             // The maps of closed windows, emptied, for the next windows: a fresh map per window
             // made the allocator hand out (and the kernel zero) new pages all run long, about a
             // third of the process's time at two workers.
-            let mut spare: Vec<FxHashMap<Key, Bar<C>>> = Vec::new();
+            let mut spare: Vec<WindowBars<C>> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     if let Some(t) = cap.least() {
@@ -216,7 +229,7 @@ where
                     for batch in data {
                         // Ticks come in runs of one window (a source reads in time order): the
                         // window is looked up once per run, not once per tick.
-                        let mut window: Option<(Millis, &mut FxHashMap<Key, Bar<C>>)> = None;
+                        let mut window: Option<(Millis, &mut WindowBars<C>)> = None;
                         for tick in batch.drain(..) {
                             let start = tick.time - tick.time % width;
                             let end = start.saturating_add(width);
@@ -232,7 +245,8 @@ where
                                     bars
                                 }
                             };
-                            add_tick(bars, tick, start, end);
+                            let slot = slots.of(&tick.key);
+                            add_tick(bars, tick, slot, start, end);
                             window = Some((end, bars));
                         }
                     }

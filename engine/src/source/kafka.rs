@@ -393,7 +393,16 @@ impl<E: Event> Feed<E> for KafkaFeed<E> {
                     let payload = m.payload().unwrap_or_default();
                     out.stats.bytes += payload.len() as u64;
                     let record_time = m.timestamp().to_millis().and_then(|t| u64::try_from(t).ok());
-                    let time = accept(payload, record_time, pos, &mut part.wm, floor, &self.name, ingest, out);
+                    let time = accept(
+                        E::parse_with_time(payload, record_time),
+                        payload,
+                        pos,
+                        &mut part.wm,
+                        floor,
+                        &self.name,
+                        ingest,
+                        out,
+                    );
                     let at = time.unwrap_or(floor).max(floor);
                     let bucket = at - at % self.settle;
                     if part.unsettled.back().is_none_or(|(b, _)| bucket > *b) {

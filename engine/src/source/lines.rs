@@ -44,12 +44,13 @@ pub(crate) fn first_event_time<E: Event>(bytes: &[u8]) -> Option<u64> {
     bytes.split(|b| *b == b'\n').filter_map(record).find_map(|line| E::parse(line).ok().map(|e| e.event_time()))
 }
 
-/// Turns one record read at `pos` into an event, or a dead letter if it is bad or late. A record is
-/// late if it is older than its partition's watermark or than `floor`, the source's current time.
+/// Turns one record read at `pos`, parsed into `parsed`, into an event, or a dead letter if it is
+/// bad or late. A record is late if it is older than its partition's watermark or than `floor`,
+/// the source's current time.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accept<E: Event>(
+    parsed: Result<E, crate::event::ParseError>,
     record: &[u8],
-    record_time: Option<Millis>,
     pos: Position,
     wm: &mut Watermark,
     floor: Millis,
@@ -57,7 +58,7 @@ pub(crate) fn accept<E: Event>(
     ingest_ns: u64,
     out: &mut Batch<E>,
 ) -> Option<Millis> {
-    match E::parse_with_time(record, record_time) {
+    match parsed {
         Ok(event) => {
             let time = event.event_time();
             if time >= floor && wm.observe(time) {
@@ -96,10 +97,19 @@ pub(crate) fn parse_lines<E: Event>(
     let mut start = 0;
     let len = bytes.len();
     while start < len {
+        let line_pos = Position { offset: pos.offset + start as u64, ..pos };
+        let rest = &bytes[start..];
+        // The record must end where a line does (the contract of `parse_prefix`, checked).
+        let whole = |(_, n): &(E, usize)| *n > 0 && rest.get(*n).is_none_or(|b| *b == b'\n') && *n <= rest.len();
+        if let Some((event, n)) = E::parse_prefix(rest).filter(whole) {
+            let _ = accept(Ok(event), &rest[..n], line_pos, wm, floor, name, ingest_ns, out);
+            pos.line += 1;
+            start += n + 1;
+            continue;
+        }
         let end = memchr::memchr(b'\n', &bytes[start..]).map_or(len, |i| start + i);
         if let Some(line) = record(&bytes[start..end]) {
-            let line_pos = Position { offset: pos.offset + start as u64, ..pos };
-            let _ = accept(line, None, line_pos, wm, floor, name, ingest_ns, out);
+            let _ = accept(E::parse_with_time(line, None), line, line_pos, wm, floor, name, ingest_ns, out);
         }
         pos.line += 1;
         start = end + 1;

@@ -5,7 +5,7 @@ use super::event::Trend;
 use inflight_engine::time::{Stamp, format_rfc3339, wall_millis};
 use inflight_engine::{Key, SourceName, SourceRef};
 use inflight_operators::indicators::MacdValue;
-use inflight_operators::{Action, Bar, DecidedBy, Decision, Evidence, Keyed, Rules, Verdict};
+use inflight_operators::{Action, Bar, DecidedBy, Decision, Evidence, Fixed, Keyed, Rules, Slot, Verdict};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -23,6 +23,10 @@ pub struct Scored {
 impl Keyed for Scored {
     fn key(&self) -> &Key {
         &self.bar.key
+    }
+
+    fn slot(&self) -> Option<Slot> {
+        self.bar.slot
     }
 }
 
@@ -126,6 +130,10 @@ impl Keyed for Indicated {
     fn key(&self) -> &Key {
         &self.bar.key
     }
+
+    fn slot(&self) -> Option<Slot> {
+        self.bar.slot
+    }
 }
 
 /// [`TradingRules`] on [`Indicated`] bars, undecided while either indicator warms up: deciding on
@@ -157,12 +165,17 @@ impl Rules for TradingRules {
     fn explain(&self, s: Scored, v: Verdict) -> Decision {
         let trend = s.bar.context.map_or("unknown", Trend::as_str);
         let reason = match v.action {
-            Action::SELL => format!("RSI {:.2} is above {} (overbought)", s.rsi, self.rsi_sell_above),
+            Action::SELL => format!("RSI {} is above {} (overbought)", Fixed(s.rsi, 2), self.rsi_sell_above),
             Action::BUY => format!(
-                "MACD histogram {:.4} is above {} and the trend is bullish",
-                s.macd.histogram, self.macd_buy_above
+                "MACD histogram {} is above {} and the trend is bullish",
+                Fixed(s.macd.histogram, 4),
+                self.macd_buy_above
             ),
-            _ => format!("no rule fired: RSI {:.2}, MACD histogram {:.4}, trend {trend}", s.rsi, s.macd.histogram),
+            _ => format!(
+                "no rule fired: RSI {}, MACD histogram {}, trend {trend}",
+                Fixed(s.rsi, 2),
+                Fixed(s.macd.histogram, 4)
+            ),
         };
         let bar = &s.bar;
         let evidence = Evidence::of(&TradingEvidence {
@@ -221,6 +234,7 @@ mod tests {
                 last: at,
                 ingest_ns: 0,
                 context: trend,
+                slot: None,
             },
             rsi,
             macd: MacdValue { value: histogram, signal: 0.0, histogram },
