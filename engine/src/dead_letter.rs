@@ -57,32 +57,32 @@ pub struct SourceRef {
 impl SourceRef {
     /// Writes this as a JSON object, the bytes serde_json writes for it (see
     /// [`crate::json::write_str`]).
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub fn write_json(&self, out: &mut String) {
         use crate::json::write_str;
         let mut int = itoa::Buffer::new();
-        out.push(b'{');
+        out.push('{');
         if let Some(file) = &self.file {
-            out.extend_from_slice(br#""file":"#);
+            out.push_str(r#""file":"#);
             write_str(out, file);
-            out.push(b',');
+            out.push(',');
         }
         if let Some(topic) = &self.topic {
-            out.extend_from_slice(br#""topic":"#);
+            out.push_str(r#""topic":"#);
             write_str(out, topic);
-            out.push(b',');
+            out.push(',');
         }
         if let Some(partition) = self.partition {
-            out.extend_from_slice(br#""partition":"#);
-            out.extend_from_slice(int.format(partition).as_bytes());
-            out.push(b',');
+            out.push_str(r#""partition":"#);
+            out.push_str(int.format(partition));
+            out.push(',');
         }
-        out.extend_from_slice(br#""offset":"#);
-        out.extend_from_slice(int.format(self.offset).as_bytes());
+        out.push_str(r#""offset":"#);
+        out.push_str(int.format(self.offset));
         if let Some(line) = self.line {
-            out.extend_from_slice(br#","line":"#);
-            out.extend_from_slice(int.format(line).as_bytes());
+            out.push_str(r#","line":"#);
+            out.push_str(int.format(line));
         }
-        out.push(b'}');
+        out.push('}');
     }
 
     /// Names the position `pos` of source `name`.

@@ -61,8 +61,9 @@ pub trait Emitted: Serialize + 'static {
     }
     /// Writes the record as one line of JSON (without the newline); by default with serde_json. A
     /// type that writes its own must write exactly what serde_json would.
-    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        serde_json::to_writer(out, self).map_err(|e| e.to_string())
+    fn write_json(&self, out: &mut String) -> Result<(), String> {
+        out.push_str(&serde_json::to_string(self).map_err(|e| e.to_string())?);
+        Ok(())
     }
 }
 
@@ -643,8 +644,8 @@ fn to_line<T: Emitted>(record: &T, failures: &crate::signals::Failures) -> Optio
         // (a tenth of a flight decision's cost).
         static LAST: std::cell::Cell<usize> = const { std::cell::Cell::new(256) };
     }
-    let mut buf = Vec::with_capacity(LAST.get() + LAST.get() / 4);
-    let formatted = record.write_json(&mut buf).and_then(|()| String::from_utf8(buf).map_err(|e| e.to_string()));
+    let mut buf = String::with_capacity(LAST.get() + LAST.get() / 4);
+    let formatted = record.write_json(&mut buf).map(|()| buf);
     match formatted {
         Ok(line) => {
             LAST.set(line.len());

@@ -82,7 +82,7 @@ fn specials16(chunk: &[u8; 16]) -> u32 {
 /// escape (no `"`, `\\` or control character) and all ASCII, as nearly every string of a decision
 /// is, is checked 16 bytes at a time and copied whole; serde_json looks up every byte in a table.
 /// Any other string is written by serde_json itself.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_str(out: &mut String, s: &str) {
     let b = s.as_bytes();
     let mut plain = true;
     for chunk in b.chunks(16) {
@@ -102,20 +102,27 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     if plain {
         out.reserve(b.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(b);
-        out.push(b'"');
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
     } else {
-        // Writing into a Vec cannot fail, and a str is always serializable.
-        let _ = serde_json::to_writer(out, s);
+        // A str is always serializable.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
 }
 
 /// Writes `x` as serde_json writes an f64 (the shortest text that reads back as `x`; NaN and the
 /// infinities as `null`).
-pub fn write_f64(out: &mut Vec<u8>, x: f64) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, &x);
+pub fn write_f64(out: &mut String, x: f64) {
+    // At most 24 bytes of ASCII: written into a buffer on the stack, then appended.
+    let mut buf = [0u8; 32];
+    let mut at = std::io::Cursor::new(&mut buf[..]);
+    if serde_json::to_writer(&mut at, &x).is_ok() {
+        let len = usize::try_from(at.position()).unwrap_or(0);
+        if let Ok(text) = std::str::from_utf8(&buf[..len]) {
+            out.push_str(text);
+        }
+    }
 }
 
 /// Exact powers of ten: an integer below 2^53 times or over one of these is correctly rounded (both
@@ -373,15 +380,15 @@ mod tests {
                 }
             }
             for case in cases {
-                let mut out = b"x".to_vec();
+                let mut out = String::from("x");
                 write_str(&mut out, &case);
-                assert_eq!(out[1..], serde_json::to_vec(&case).unwrap()[..], "{case:?}");
+                assert_eq!(out[1..], serde_json::to_string(&case).unwrap(), "{case:?}");
             }
         }
         for x in [0.0, -0.0, 0.65, 1e300, -1e-300, 15.559_999_999_999_999, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE] {
-            let mut out = Vec::new();
+            let mut out = String::new();
             write_f64(&mut out, x);
-            assert_eq!(out, serde_json::to_vec(&x).unwrap(), "{x:e}");
+            assert_eq!(out, serde_json::to_string(&x).unwrap(), "{x:e}");
         }
     }
 

@@ -14,6 +14,13 @@ use serde_json::value::RawValue;
 pub struct Action(&'static str);
 
 impl Action {
+    /// Whether `other` is this action: by pointer first (names are interned, so the same action
+    /// nearly always is the same pointer), by name otherwise. `==` always compares the names (a
+    /// `memcmp` call), and rules compare actions on every bar.
+    pub fn is(self, other: Action) -> bool {
+        std::ptr::eq(self.0, other.0) || self.0 == other.0
+    }
+
     /// Trading: buy.
     pub const BUY: Action = Action("BUY");
     /// Trading: sell.
@@ -185,31 +192,31 @@ impl inflight_engine::job::Emitted for Decision {
     /// The bytes serde_json writes for a decision, written field by field: serde's generic path (a
     /// call per key and value, every byte of every string looked up for escapes) cost about 6,000
     /// instructions a decision. Tested against serde_json on decisions of every shape.
-    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), String> {
+    fn write_json(&self, out: &mut String) -> Result<(), String> {
         use inflight_engine::json::{write_f64, write_str};
-        out.extend_from_slice(br#"{"id":"#);
+        out.push_str(r#"{"id":"#);
         write_str(out, &self.id);
-        out.extend_from_slice(br#","pipeline":"#);
+        out.push_str(r#","pipeline":"#);
         write_str(out, &self.pipeline);
-        out.extend_from_slice(br#","key":"#);
+        out.push_str(r#","key":"#);
         write_str(out, &self.key);
-        out.extend_from_slice(br#","action":"#);
+        out.push_str(r#","action":"#);
         write_str(out, self.action.0);
-        out.extend_from_slice(br#","reason":"#);
+        out.push_str(r#","reason":"#);
         write_str(out, &self.reason);
-        out.extend_from_slice(br#","confidence":"#);
+        out.push_str(r#","confidence":"#);
         write_f64(out, self.confidence);
-        out.extend_from_slice(br#","decided_by":"#);
+        out.push_str(r#","decided_by":"#);
         write_str(out, self.decided_by.as_str());
-        out.extend_from_slice(br#","evidence":"#);
-        out.extend_from_slice(self.evidence.as_str().as_bytes());
-        out.extend_from_slice(br#","event_time":"#);
+        out.push_str(r#","evidence":"#);
+        out.push_str(self.evidence.as_str());
+        out.push_str(r#","event_time":"#);
         write_str(out, &self.event_time);
-        out.extend_from_slice(br#","decided_at":"#);
+        out.push_str(r#","decided_at":"#);
         write_str(out, &self.decided_at);
-        out.extend_from_slice(br#","source":"#);
+        out.push_str(r#","source":"#);
         self.source.write_json(out);
-        out.push(b'}');
+        out.push('}');
         Ok(())
     }
 }
@@ -362,14 +369,24 @@ mod tests {
                         ingest_ns: 1,
                         event_time_ms: 2,
                     };
-                    let mut out = Vec::new();
+                    let mut out = String::new();
                     d.write_json(&mut out).unwrap();
-                    assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&d).unwrap());
+                    assert_eq!(out, serde_json::to_string(&d).unwrap());
                     written += 1;
                 }
             }
         }
         assert_eq!(written, texts.len() * sources.len() * 7);
+    }
+
+    #[test]
+    fn an_action_is_itself_whatever_its_pointer() {
+        let read: Action = serde_json::from_str("\"BUY\"").unwrap();
+        let owned: &'static str = Box::leak(String::from("BUY").into_boxed_str());
+        for buy in [Action::BUY, read, Action::new("BUY"), Action(owned)] {
+            assert!(buy.is(Action::BUY) && Action::BUY.is(buy) && buy == Action::BUY);
+            assert!(!buy.is(Action::SELL) && !Action::HOLD.is(buy));
+        }
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub struct ExactSum {
 }
 
 impl ExactSum {
+    /// The sum of `x` alone (as `add` to an empty sum gives it, without the loop).
+    pub fn of(x: f64) -> Self {
+        ExactSum { partials: smallvec::smallvec![x] }
+    }
+
     /// Adds `x` exactly.
     pub fn add(&mut self, mut x: f64) {
         let mut kept = 0;
@@ -74,6 +79,20 @@ mod tests {
         let mut s = ExactSum::default();
         values.iter().for_each(|v| s.add(*v));
         s.value()
+    }
+
+    #[test]
+    fn a_sum_of_one_is_that_one_added() {
+        for x in [0.0, -0.0, 2.19, -1e300, f64::NAN, f64::INFINITY, 5e-324] {
+            let mut added = ExactSum::default();
+            added.add(x);
+            let mut of = ExactSum::of(x);
+            assert_eq!(of.value().to_bits(), added.value().to_bits(), "{x}");
+            // And they go on the same way.
+            added.add(0.1);
+            of.add(0.1);
+            assert_eq!(of.value().to_bits(), added.value().to_bits(), "{x} + 0.1");
+        }
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl<'scope, R: Rules> DecideExt<'scope, R> for KeyedStream<'scope, R::Input> {
             let Some(verdict) = rules.verdict(&input) else {
                 return;
             };
-            let changed = last.replace(verdict.action) != Some(verdict.action);
+            let changed = !last.replace(verdict.action).is_some_and(|a| a.is(verdict.action));
             if changed || emit == Emit::All {
                 out.push(rules.explain(input, verdict));
             }

@@ -100,11 +100,7 @@ impl<C: BarContext> Bar<C> {
             high: tick.price,
             low: tick.price,
             close: tick.price,
-            volume: {
-                let mut v = ExactSum::default();
-                v.add(tick.volume);
-                v
-            },
+            volume: ExactSum::of(tick.volume),
             count: 1,
             first: at,
             last: at,
@@ -257,7 +253,10 @@ where
                     }
                     let (cap, mut bars) = window.remove();
                     keys = bars.len();
-                    output.session(&cap).give_iterator(bars.drain().map(|(_, bar)| bar));
+                    // The window's bars in one container: given one by one they went out in
+                    // timely's default containers of 8 KiB (37 bars), each a message to count.
+                    let mut closed: Vec<Bar<C>> = bars.drain().map(|(_, bar)| bar).collect();
+                    output.session(&cap).give_container(&mut closed);
                     if spare.len() < MAX_SPARE {
                         spare.push(bars);
                     }

@@ -84,10 +84,14 @@ pub enum Trend {
 impl Trend {
     /// The trend a producer's word names (as serde reads it: lowercase, anything else `Other`).
     fn from_word(word: &[u8]) -> Trend {
-        match word {
-            b"bullish" => Trend::Bullish,
-            b"bearish" => Trend::Bearish,
-            b"neutral" => Trend::Neutral,
+        // The three words are seven letters; one compare of the letters as a word each.
+        let Some(w) = word.first_chunk::<7>().filter(|_| word.len() == 7) else { return Trend::Other };
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], 0]);
+        let as_word = |t: &[u8; 7]| u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], 0]);
+        match w {
+            _ if w == as_word(b"bullish") => Trend::Bullish,
+            _ if w == as_word(b"bearish") => Trend::Bearish,
+            _ if w == as_word(b"neutral") => Trend::Neutral,
             _ => Trend::Other,
         }
     }
@@ -290,9 +294,14 @@ impl Event for MarketTick {
         if c.offset() != 0 {
             return None;
         }
-        let mut tick = Self::read_layout_at(&mut c)?;
-        check(&tick.asset, tick.price, tick.volume, &mut tick.timestamp, None).ok()?;
-        Some((tick, c.offset()))
+        let t = Self::read_layout_at(&mut c)?;
+        // What `check` accepts, decided on the spot (it builds an error to say why not, and any
+        // tick that fails goes the usual way, which says it).
+        let fine = t.asset.as_bytes().first().is_some_and(u8::is_ascii_graphic)
+            && (t.price.is_finite() && t.price > 0.0)
+            && (t.volume.is_finite() && t.volume >= 0.0)
+            && t.timestamp != no_time();
+        fine.then(|| (t, c.offset()))
     }
 }
 
