@@ -50,7 +50,12 @@ impl Taps {
         if !self.serving() {
             return;
         }
-        let bars = stream.clone().map(move |t: T| to_bar(&t));
+        self.live_bars(stream.clone().map(move |t: T| to_bar(&t)));
+    }
+
+    /// Bars already made for the live view's charts (by a stage that builds them only while
+    /// [`Taps::serving`]).
+    pub fn live_bars(&self, bars: Stream<'_, LiveBar>) {
         self.to_worker_zero(bars, "LiveBars", |hub, b| hub.bar(&b.key, b.time, b.json));
     }
 

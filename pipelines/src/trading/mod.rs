@@ -188,7 +188,7 @@ pub fn trading<'s>(
             Step::Chart(bar) => Some(bar),
             Step::Decided(_) => None,
         });
-        graph.taps().bars(charts.stream(), LiveBar::clone);
+        graph.taps().live_bars(charts.into_stream());
     }
     let decisions = steps
         .flat_map_keyed(|s| match s {
