@@ -48,6 +48,7 @@ pub use inflight_operators::Decision;
 use inflight_engine::job::{JobConfig, JobError, JobReport};
 use inflight_engine::runtime::RunContext;
 use inflight_operators::LlmService;
+use inflight_operators::llm::calls::journal_path;
 use inflight_pipelines::flight::{FlightConfig, Reference};
 use inflight_pipelines::trading::TradingConfig;
 use std::sync::Arc;
@@ -57,7 +58,12 @@ use std::sync::Arc;
 /// hold of it, e.g. for its statistics).
 pub fn run_trading(job: &JobConfig, config: &TradingConfig, ctx: &RunContext) -> Result<JobReport, JobError> {
     let llm = match config.llm.enabled {
-        true => Some(LlmService::start(&config.llm_config(), ctx.pressure.clone()).map_err(JobError::Failed)?),
+        true => {
+            let mut llm = config.llm_config();
+            // With checkpoints, the stage's replies are kept with them (as `inflight run` does).
+            llm.journal = job.checkpoint.as_ref().map(|c| journal_path(&c.dir, job.cluster.process));
+            Some(LlmService::start(&llm, ctx.pressure.clone()).map_err(JobError::Failed)?)
+        }
         false => None,
     };
     run_trading_with(job, config, ctx, llm)

@@ -336,3 +336,102 @@ fn bad_llm_settings_exit_with_one_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("llm.user_prompt"));
 }
+
+/// The first user message of a request body or call log line.
+fn first_user(body: &Value) -> String {
+    let messages = body["messages"].as_array().unwrap();
+    messages.iter().find(|m| m["role"] == "user").unwrap()["content"].as_str().unwrap().to_owned()
+}
+
+/// The user prompts of a call log's (or reply journal's) lines.
+fn logged_prompts(path: &Path) -> Vec<String> {
+    lines(path).iter().map(first_user).collect()
+}
+
+/// With `--checkpoint-dir`, the replies are kept with the checkpoints: killed with some cases after
+/// its newest checkpoint answered and others still out, a run restores, answers the answered ones
+/// from the reply journal without asking again, asks the rest, and ends with the uninterrupted
+/// run's decisions.
+#[test]
+fn after_a_kill_9_a_restore_asks_no_answered_case_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // 5 assets, 2 minutes of event time: a case per asset and second, all sent to the server.
+    let input = market(dir.path(), "6000", "5", "50");
+    let config = quick_config(dir.path(), "");
+    let want_path = dir.path().join("want.jsonl");
+    let plain = LlmServer::start(answering(Duration::ZERO));
+    let base = plain.base_url();
+    ok(run_to(&input, &config, &want_path, &["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1"], &[]));
+    let want = by_id(&want_path);
+    assert!(want.len() > 300, "{} decisions", want.len());
+
+    // The first 75 requests are answered at once; later ones hang until the process is killed
+    // (past the first checkpoint of 10 s: about 50 cases).
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hanging = hang.clone();
+    let script: Script = Arc::new(move |req: &Request| {
+        let delay = if req.n >= 75 && hanging.load(std::sync::atomic::Ordering::SeqCst) {
+            Duration::from_secs(3600)
+        } else {
+            Duration::ZERO
+        };
+        Reply::Content { content: verdict_for(&req.user), delay }
+    });
+    let server = LlmServer::start(script);
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out.jsonl"));
+    let base = server.base_url();
+    let flags = [
+        "--llm",
+        "--llm-base-url",
+        &base,
+        "--llm-min-confidence",
+        "1",
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+        "--checkpoint-interval",
+        "10s",
+    ];
+    let io = ["--input", input.to_str().unwrap(), "--config", config.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let mut child = Command::new(BIN)
+        .args(["run", "trading"])
+        .args(io)
+        .args(flags)
+        .env_remove("OPENAI_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = ckpt.join("llm-replies-0.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let committed =
+        || std::fs::read_dir(&ckpt).is_ok_and(|d| d.flatten().any(|e| e.path().join("MANIFEST.json").is_file()));
+    while !(committed() && journal.is_file() && lines(&journal).len() >= 75) {
+        assert!(std::time::Instant::now() < deadline, "75 replies and a checkpoint within a minute");
+        assert!(child.try_wait().unwrap().is_none(), "the run waits for the hanging replies");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let answered: std::collections::HashSet<String> = logged_prompts(&journal).into_iter().collect();
+    assert_eq!(answered.len(), 75, "each answered case once in the journal");
+
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = server.requests() as usize;
+    let again = ok(run(&[&io[..], &flags[..]].concat(), &[]));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("restored from the checkpoint at"), "{stderr}");
+    let asked_again: Vec<String> = server.bodies()[before..].iter().map(first_user).collect();
+    assert!(!asked_again.is_empty(), "the cases still out were asked");
+    for prompt in &asked_again {
+        assert!(!answered.contains(prompt), "asked again after the restore: {prompt}");
+    }
+    // Some answered cases come after the checkpoint restored: they were answered from the journal.
+    let resumed = stderr
+        .split("resumed ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the summary counts resumed replies: {stderr}"));
+    assert!(resumed > 0, "{stderr}");
+    assert_eq!(by_id(&out), want, "the restored run ends with the uninterrupted run's decisions");
+}

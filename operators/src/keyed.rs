@@ -210,6 +210,21 @@ impl<S: Default> KeyStates<S> {
         None
     }
 
+    /// Starts loading the states of `slots` into the cache, all before any is used. A key's state
+    /// is rarely still cached when its next record comes (a bar a second per key, with the input
+    /// streaming through the cache in between), and applying records one by one waited for each
+    /// state in turn: about a third of the keyed stage's time in trading.
+    fn prefetch(&self, slots: impl Iterator<Item = Option<Slot>>) {
+        if self.mixed {
+            return;
+        }
+        for slot in slots.flatten() {
+            if let Some(entry) = self.dense.get(slot.index as usize) {
+                prefetch(entry);
+            }
+        }
+    }
+
     /// Every key's state, as a checkpoint saves it (a sequence of pairs).
     fn pairs(&self) -> Vec<(&Key, &S)> {
         let dense = self.dense.iter().flatten().map(|(k, s)| (k, s));
@@ -401,6 +416,7 @@ where
                     out.reserve(most);
                     // Plain loops: a flattened iterator moved every record once more.
                     for batch in data {
+                        states.prefetch(batch.iter().map(Keyed::slot));
                         for record in batch.drain(..) {
                             apply(&mut states, &mut logic, record, &mut out);
                         }
@@ -426,6 +442,7 @@ where
                 }
                 part.applied(*cap.time());
                 out.reserve(most);
+                states.prefetch(records.iter().map(Keyed::slot));
                 for record in records {
                     apply(&mut states, &mut logic, record, &mut out);
                 }
@@ -439,6 +456,25 @@ where
     });
     // Either way each key's outputs leave in time order, on the key's worker.
     KeyedStream { stream, order: Order::Arrival }
+}
+
+/// Asks the CPU to load the cache lines of `value` (a hint: it neither blocks nor faults).
+#[inline]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let at = std::ptr::from_ref(value).cast::<i8>();
+        for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: a prefetch reads nothing the program sees and never faults, and the
+            // address stays within `value`.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.add(offset));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 /// Feeds one record to its key's state.

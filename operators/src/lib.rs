@@ -6,6 +6,7 @@ pub mod batch;
 pub mod decision;
 pub mod enrich;
 pub mod exact_sum;
+pub mod exchange;
 pub mod fixed;
 pub mod indicators;
 pub mod keyed;

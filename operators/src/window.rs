@@ -11,7 +11,6 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
@@ -197,7 +196,7 @@ where
 {
     fn bars(self, width: Millis, mut part: State) -> KeyedStream<'scope, Bar<C>> {
         let width = width.max(1);
-        let by_key = Exchange::new(|t: &Tick<C>| key_hash(&t.key));
+        let by_key = crate::exchange::by_hash(|t: &Tick<C>| key_hash(&t.key));
         let bars = self.unary_frontier(by_key, "Bars", move |cap, info| {
             let mut slots = Slots::new(u32::try_from(info.global_id).unwrap_or(u32::MAX));
             // Restored open windows (of the keys this worker owns), each under a capability for its
@@ -217,16 +216,22 @@ where
             // made the allocator hand out (and the kernel zero) new pages all run long, about a
             // third of the process's time at two workers.
             let mut spare: Vec<WindowBars<C>> = Vec::new();
+            let mut batch_slots: Vec<Slot> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     if let Some(t) = cap.least() {
                         part.applied(*t);
                     }
                     for batch in data {
+                        // The keys' slots first, in a loop of their own: a key's entry is rarely
+                        // still cached when its next tick comes, and these lookups, independent
+                        // of each other, wait for memory together instead of one by one.
+                        batch_slots.clear();
+                        batch_slots.extend(batch.iter().map(|t| slots.of(&t.key)));
                         // Ticks come in runs of one window (a source reads in time order): the
                         // window is looked up once per run, not once per tick.
                         let mut window: Option<(Millis, &mut WindowBars<C>)> = None;
-                        for tick in batch.drain(..) {
+                        for (tick, &slot) in batch.drain(..).zip(&batch_slots) {
                             let start = tick.time - tick.time % width;
                             let end = start.saturating_add(width);
                             let bars = match window {
@@ -241,7 +246,6 @@ where
                                     bars
                                 }
                             };
-                            let slot = slots.of(&tick.key);
                             add_tick(bars, tick, slot, start, end);
                             window = Some((end, bars));
                         }

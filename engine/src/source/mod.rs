@@ -67,7 +67,7 @@ impl Input {
                 } else {
                     Some(map_file(&file).map_err(|e| SourceError::Open { path: path.clone(), error: e.to_string() })?)
                 };
-                Ok(OpenInput::File { name: self.name(), map: map.map(Arc::new) })
+                Ok(OpenInput::File { name: self.name(), map: map.map(Arc::new), lines: Arc::default() })
             }
         }
     }
@@ -89,6 +89,8 @@ pub enum OpenInput {
         name: SourceName,
         /// The file's bytes.
         map: Option<Arc<Mmap>>,
+        /// Newlines per chunk, as the workers learn them.
+        lines: Arc<file::LineCounts>,
     },
     /// Standard input.
     Stdin,

@@ -108,8 +108,9 @@ pub fn source<'scope, E: Event>(
     let mut part = graph.state(&name, 1);
     let restart = restart(&part);
     let mut feed: Option<Box<dyn Feed<E>>> = match input {
-        OpenInput::File { map: Some(map), name } => Some(Box::new(FileFeed::<E>::new(
+        OpenInput::File { map: Some(map), name, lines } => Some(Box::new(FileFeed::<E>::new(
             map.clone(),
+            lines.clone(),
             name.clone(),
             index,
             peers,

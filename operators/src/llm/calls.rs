@@ -1,6 +1,15 @@
 //! Everything between "ask" and "answer": the per-process service (tokio runtime, client,
-//! breaker, rate limits, call log, replay), retries with backoff and `Retry-After`, and the repair
-//! attempt after an invalid reply.
+//! breaker, rate limits, call log, replay, reply journal), retries with backoff and
+//! `Retry-After`, and the repair attempt after an invalid reply.
+//!
+//! The reply journal makes the stage's replies part of the run's checkpoints. With
+//! `--checkpoint-dir DIR`, each process appends every outcome to `DIR/llm-replies-<process>.jsonl`
+//! as it arrives (one write per line, so a killed process loses at most the line it was writing),
+//! and the `syncfs` before each checkpoint's manifest makes the lines written so far durable with
+//! it: the replies of every case before checkpoint `T` are in the journal when `T` is committed. A
+//! restore loads every process's journal and answers a case asked before from it: no call is paid
+//! for twice, and no decision the stopped run made (or the replayed output depends on) changes.
+//! A case after the checkpoint whose reply was in flight when the run stopped is asked again.
 
 use super::ConcurrencyLimit;
 use super::LlmConfig;
@@ -17,7 +26,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::hash::Hasher;
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -163,6 +172,10 @@ impl LlmService {
             None => None,
         };
         let client = if replay.is_some() { None } else { Some(Client::new(config)?) };
+        let (journal, resumed) = match &config.journal {
+            Some(path) => open_journal(path)?,
+            None => (None, FxHashMap::default()),
+        };
         let log = match &config.log {
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
@@ -206,6 +219,8 @@ impl LlmService {
             tpm_max: config.tokens_per_minute.unwrap_or(u32::MAX),
             log,
             replay,
+            journal,
+            resumed,
             stats: Arc::clone(&stats),
             actions: config.actions.clone(),
             fields: fields.iter().map(|(name, _)| *name).collect(),
@@ -272,6 +287,9 @@ pub(crate) struct Caller {
     tpm_max: u32,
     log: Option<Mutex<BufWriter<File>>>,
     replay: Option<FxHashMap<u64, Outcome>>,
+    /// The reply journal being written, and the outcomes of the journals found at start.
+    journal: Option<Mutex<File>>,
+    resumed: FxHashMap<u64, Outcome>,
     stats: Arc<LlmStats>,
     actions: Vec<Action>,
     fields: Vec<&'static str>,
@@ -288,12 +306,19 @@ impl Caller {
     /// The outcome of a case whose deadline passed before it could be sent (logged like any other,
     /// so a replay gives the same decision).
     pub(crate) fn expired(&self, key: u64, messages: &[Message], deadline: Duration) -> Outcome {
-        if let Some(outcome) = self.replayed(key) {
+        if let Some(outcome) = self.replayed(key).or_else(|| self.resumed(key)) {
             return outcome;
         }
         let outcome = Outcome::Error(CallError::Deadline(deadline).to_string());
         self.write_log(key, messages, &outcome, None, 0, Duration::ZERO);
         outcome
+    }
+
+    /// The outcome a run this one restores had for `key`, from its reply journal.
+    fn resumed(&self, key: u64) -> Option<Outcome> {
+        let outcome = self.resumed.get(&key)?;
+        bump(&self.stats.resumed);
+        Some(outcome.clone())
     }
 
     fn replayed(&self, key: u64) -> Option<Outcome> {
@@ -322,7 +347,7 @@ impl Caller {
     /// The whole case: ask, validate, one repair attempt, all before `deadline`; `evidence` is the
     /// case's, for the pipeline's check.
     pub(crate) async fn decide(&self, key: u64, messages: Vec<Message>, evidence: &str, deadline: Duration) -> Outcome {
-        if let Some(outcome) = self.replayed(key) {
+        if let Some(outcome) = self.replayed(key).or_else(|| self.resumed(key)) {
             return outcome;
         }
         let started = Instant::now();
@@ -425,7 +450,9 @@ impl Caller {
         attempts: u32,
         took: Duration,
     ) {
-        let Some(log) = &self.log else { return };
+        if self.log.is_none() && self.journal.is_none() {
+            return;
+        }
         let line = LogLine {
             key: format!("{key:016x}"),
             model: self.params.model.clone(),
@@ -435,9 +462,18 @@ impl Caller {
             attempts,
             latency_ms: took.as_secs_f64() * 1000.0,
         };
-        if let (Ok(mut w), Ok(text)) = (log.lock(), serde_json::to_string(&line)) {
-            if let Err(e) = writeln!(w, "{text}") {
+        let Ok(mut text) = serde_json::to_string(&line) else { return };
+        text.push('\n');
+        if let Some(Ok(mut w)) = self.log.as_ref().map(|l| l.lock()) {
+            if let Err(e) = w.write_all(text.as_bytes()) {
                 tracing::error!("cannot write the LLM call log: {e}");
+            }
+        }
+        // One write per line, unbuffered: a line written is the kernel's, whatever happens to
+        // this process next.
+        if let Some(Ok(mut f)) = self.journal.as_ref().map(|l| l.lock()) {
+            if let Err(e) = f.write_all(text.as_bytes()) {
+                tracing::error!("cannot write the LLM reply journal (a restore will ask again): {e}");
             }
         }
     }
@@ -471,24 +507,74 @@ fn key_of(params_hash: u64, messages: &[Message]) -> u64 {
     h.finish()
 }
 
+/// Outcomes by case key.
+type Outcomes = FxHashMap<u64, Outcome>;
+
 /// Loads a call log for replay. Keys are taken from the log's lines as written (the request
 /// parameters are part of them), the last outcome of a key wins.
 fn load_replay(path: &Path) -> Result<FxHashMap<u64, Outcome>, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open the LLM replay log {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot open the LLM replay log {}: {e}", path.display()))?;
     let mut map = FxHashMap::default();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("reading {}: {e}", path.display()))?;
+    read_log(&text, path, &mut map)?;
+    Ok(map)
+}
+
+/// Adds the outcomes of the call log `text` (read from `path`) to `map`.
+fn read_log(text: &str, path: &Path, map: &mut FxHashMap<u64, Outcome>) -> Result<(), String> {
+    for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: LogLine = serde_json::from_str(&line)
+        let entry: LogLine = serde_json::from_str(line)
             .map_err(|e| format!("{}:{}: not an LLM call log line: {e}", path.display(), i + 1))?;
         let key = u64::from_str_radix(&entry.key, 16)
             .map_err(|e| format!("{}:{}: bad key {:?}: {e}", path.display(), i + 1, entry.key))?;
         map.insert(key, entry.outcome);
     }
-    Ok(map)
+    Ok(())
 }
+
+/// Opens the reply journal `path` for appending and loads every journal next to it (each
+/// process of a cluster writes its own; a restore may run with another number of processes).
+/// A process killed while writing leaves a last line without its newline: it is not loaded, and
+/// cut off the journal this process continues.
+fn open_journal(path: &Path) -> Result<(Option<Mutex<File>>, Outcomes), String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut resumed = FxHashMap::default();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut journals: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(JOURNAL_PREFIX)))
+        .collect();
+    journals.sort();
+    for journal in &journals {
+        let text = std::fs::read_to_string(journal)
+            .map_err(|e| format!("cannot read the LLM reply journal {}: {e}", journal.display()))?;
+        let whole = text.rfind('\n').map_or(0, |i| i + 1);
+        read_log(&text[..whole], journal, &mut resumed)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open the LLM reply journal {}: {e}", path.display()))?;
+    let size = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let whole = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let keep = whole.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) as u64;
+    if keep < size {
+        file.set_len(keep).map_err(|e| format!("cannot cut the torn line off {}: {e}", path.display()))?;
+    }
+    Ok((Some(Mutex::new(file)), resumed))
+}
+
+/// The reply journal of process `process` in the checkpoint directory `dir`.
+pub fn journal_path(dir: &Path, process: usize) -> std::path::PathBuf {
+    dir.join(format!("{JOURNAL_PREFIX}{process}.jsonl"))
+}
+
+const JOURNAL_PREFIX: &str = "llm-replies-";
 
 #[cfg(test)]
 mod tests {
@@ -564,6 +650,52 @@ mod tests {
         assert_eq!(result, Err(CallError::BreakerOpen));
         assert_eq!(tries.load(Ordering::SeqCst), 2, "refused without a call");
         assert_eq!(stats.breaker_opened.load(Ordering::SeqCst), 1);
+    }
+
+    fn line(key: u64, outcome: &Outcome) -> String {
+        let entry = LogLine {
+            key: format!("{key:016x}"),
+            model: "m".into(),
+            messages: vec![Message::new("user", "x")],
+            outcome: outcome.clone(),
+            reply: None,
+            attempts: 1,
+            latency_ms: 1.0,
+        };
+        serde_json::to_string(&entry).unwrap() + "\n"
+    }
+
+    /// Every process's journal is loaded; a torn last line (a process killed while writing it) is
+    /// neither loaded nor left in the journal this process continues.
+    #[test]
+    fn journals_load_whole_lines_and_lose_torn_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let verdict = Outcome::Verdict(LlmVerdict {
+            action: Action::new("BUY"),
+            reason: "r".into(),
+            confidence: 0.9,
+            code: None,
+        });
+        let failed = Outcome::Error("timed out".into());
+        let own = journal_path(dir.path(), 0);
+        let torn = line(3, &verdict);
+        std::fs::write(&own, line(1, &verdict) + &torn[..torn.len() / 2]).unwrap();
+        std::fs::write(journal_path(dir.path(), 1), line(2, &failed)).unwrap();
+        std::fs::write(dir.path().join("output.jsonl"), "not a journal\n").unwrap();
+        let (journal, resumed) = open_journal(&own).unwrap();
+        assert_eq!(resumed.len(), 2, "{resumed:?}");
+        assert_eq!(resumed.get(&1), Some(&verdict));
+        assert_eq!(resumed.get(&2), Some(&failed));
+        // Appending continues after the last whole line.
+        journal.unwrap().lock().unwrap().write_all(line(4, &verdict).as_bytes()).unwrap();
+        let text = std::fs::read_to_string(&own).unwrap();
+        assert_eq!(text, line(1, &verdict) + &line(4, &verdict));
+        let (_, again) = open_journal(&own).unwrap();
+        assert_eq!(again.len(), 3);
+        // A damaged whole line is an error naming the file and line, not a silent loss.
+        std::fs::write(journal_path(dir.path(), 2), "{\"key\": 5}\n").unwrap();
+        let err = open_journal(&own).err().unwrap();
+        assert!(err.contains("llm-replies-2.jsonl:1: not an LLM call log line"), "{err}");
     }
 
     #[test]

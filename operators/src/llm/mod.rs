@@ -103,6 +103,11 @@ pub struct LlmConfig {
     /// Answer from this call log instead of the network (set by `--llm-replay`).
     #[serde(skip)]
     pub replay: Option<PathBuf>,
+    /// The reply journal (set with `--checkpoint-dir`: `DIR/llm-replies-<process>.jsonl`): every
+    /// outcome is appended to it as it arrives, and a start answers from every
+    /// `llm-replies-*.jsonl` in its directory before asking the endpoint (see [`calls`]).
+    #[serde(skip)]
+    pub journal: Option<PathBuf>,
     /// `OPENAI_API_KEY` (from the environment only; never written or logged).
     #[serde(skip)]
     pub api_key: Option<ApiKey>,
@@ -140,6 +145,7 @@ impl Default for LlmConfig {
             user_prompt: None,
             log: None,
             replay: None,
+            journal: None,
             api_key: None,
         }
     }

@@ -32,6 +32,8 @@ pub struct LlmStats {
     pub shared: AtomicU64,
     /// Answered from the replay log.
     pub replayed: AtomicU64,
+    /// Answered from the reply journal of a run this one restores (asked before the restore).
+    pub resumed: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicU64,
     /// Most requests in flight at once.
@@ -110,6 +112,7 @@ impl LlmStats {
             ("cache_hits", &self.cache_hits),
             ("shared", &self.shared),
             ("replayed", &self.replayed),
+            ("resumed", &self.resumed),
             ("breaker_opened", &self.breaker_opened),
             ("prompt_tokens", &self.prompt_tokens),
             ("completion_tokens", &self.completion_tokens),
@@ -160,13 +163,14 @@ impl LlmStats {
                 get(&self.fallbacks)
             ),
             format!(
-                "llm attempts {} (retries {}, repairs {}), cache hits {}, shared {}, replayed {}, max in flight {}",
+                "llm attempts {} (retries {}, repairs {}), cache hits {}, shared {}, replayed {}, resumed {}, max in flight {}",
                 get(&self.attempts),
                 get(&self.retries),
                 get(&self.repairs),
                 get(&self.cache_hits),
                 get(&self.shared),
                 get(&self.replayed),
+                get(&self.resumed),
                 get(&self.max_in_flight)
             ),
             format!(
