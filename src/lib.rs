@@ -48,7 +48,6 @@ pub use inflight_operators::Decision;
 use inflight_engine::job::{JobConfig, JobError, JobReport};
 use inflight_engine::runtime::RunContext;
 use inflight_operators::LlmService;
-use inflight_operators::llm::calls::journal_path;
 use inflight_pipelines::flight::{FlightConfig, Reference};
 use inflight_pipelines::trading::TradingConfig;
 use std::sync::Arc;
@@ -59,9 +58,8 @@ use std::sync::Arc;
 pub fn run_trading(job: &JobConfig, config: &TradingConfig, ctx: &RunContext) -> Result<JobReport, JobError> {
     let llm = match config.llm.enabled {
         true => {
-            let mut llm = config.llm_config();
-            // With checkpoints, the stage's replies are kept with them (as `inflight run` does).
-            llm.journal = job.checkpoint.as_ref().map(|c| journal_path(&c.dir, job.cluster.process));
+            let dir = job.checkpoint.as_ref().map(|c| c.dir.as_path());
+            let llm = config.llm_config().for_process(job.cluster.process, job.cluster.processes, dir);
             Some(LlmService::start(&llm, ctx.pressure.clone()).map_err(JobError::Failed)?)
         }
         false => None,

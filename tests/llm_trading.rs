@@ -331,6 +331,16 @@ fn bad_llm_settings_exit_with_one_line() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
     }
+    for (budget, message) in [
+        ("[llm.budget]\ntokens_per_hour = 0\n", "llm.budget token budgets must be above zero"),
+        ("[llm.budget]\nper_key_tokens = 5\n", "unknown field `per_key_tokens`"),
+    ] {
+        let config = quick_config(dir.path(), budget);
+        let out = run(&["--llm", "--config", config.to_str().unwrap()], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{budget}: {stderr}");
+        assert!(stderr.contains(message), "{budget}: {stderr}");
+    }
     let bad_template = quick_config(dir.path(), "user_prompt = \"{{ nope\"\n");
     let out = run(&["--llm", "--config", bad_template.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -434,4 +444,90 @@ fn after_a_kill_9_a_restore_asks_no_answered_case_again() {
         .unwrap_or_else(|| panic!("the summary counts resumed replies: {stderr}"));
     assert!(resumed > 0, "{stderr}");
     assert_eq!(by_id(&out), want, "the restored run ends with the uninterrupted run's decisions");
+}
+
+/// The most tokens the engine charges a request: its messages at 4 characters a token plus its
+/// `max_tokens` (what the budget's documentation promises).
+fn charge(body: &Value) -> u64 {
+    let chars: usize = body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().len()).sum();
+    (chars / 4) as u64 + body["max_tokens"].as_u64().unwrap()
+}
+
+/// Token budgets: a key's budget pays for its first cases and the rest take the rules' decision
+/// marked `budget`, the same ones on every run; the pipeline's budget likewise; budget decisions
+/// replay from the call log.
+#[test]
+fn spent_budgets_give_the_rules_decision_marked_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "2000", "4", "50");
+    let server = LlmServer::start(answering(Duration::ZERO));
+    let base = server.base_url();
+    let llm = ["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1"];
+    let (free, alone) = (dir.path().join("free.jsonl"), dir.path().join("rules.jsonl"));
+    ok(run_to(&input, &quick_config(dir.path(), ""), &alone, &[], &[]));
+    let rules = by_id(&alone);
+    ok(run_to(&input, &quick_config(dir.path(), ""), &free, &llm, &[]));
+    let all = by_id(&free);
+    let charges: Vec<u64> = server.bodies().iter().map(charge).collect();
+    let (least, most) = (*charges.iter().min().unwrap(), *charges.iter().max().unwrap());
+    assert!(least * 3 > most * 5 / 2, "prompts of like size ({least}..{most} tokens)");
+    let asked = |path: &Path| {
+        let decisions = by_id(path);
+        assert_eq!(decisions.len(), all.len(), "one decision per case");
+        for (id, d) in &decisions {
+            if d["decided_by"] == "budget" {
+                let (rule, reason) = (&rules[id], d["reason"].as_str().unwrap());
+                assert!(reason.starts_with("LLM budget spent (") && reason.contains("budget of"), "{reason}");
+                assert!(reason.ends_with(&format!("; rules: {}", rule["reason"].as_str().unwrap())), "{reason}");
+                assert_eq!((&d["action"], &d["confidence"]), (&rule["action"], &rule["confidence"]), "{id}");
+            } else {
+                assert_eq!(d, &all[id], "{id}: asked, answered as without a budget");
+            }
+        }
+        decisions
+    };
+
+    // Per key: room for two cases, never three.
+    let per_key = most * 5 / 2;
+    let config = quick_config(dir.path(), &format!("[llm.budget]\nper_key_tokens_per_hour = {per_key}\n"));
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let log = dir.path().join("calls.jsonl");
+    let before = server.requests();
+    let out = ok(run_to(&input, &config, &a, &[&llm[..], &["--llm-log", log.to_str().unwrap()]].concat(), &[]));
+    let first = asked(&a);
+    let mut by_key: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for d in first.values() {
+        let entry = by_key.entry(d["key"].as_str().unwrap().to_owned()).or_default();
+        entry.push((d["event_time"].as_str().unwrap().to_owned(), d["decided_by"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(by_key.len(), 4);
+    for (key, mut cases) in by_key {
+        cases.sort();
+        let kinds: Vec<&str> = cases.iter().map(|(_, by)| by.as_str()).collect();
+        assert!(kinds.len() > 3, "{key}: {kinds:?}");
+        assert!(
+            kinds[..2].iter().all(|k| *k == "llm") && kinds[2..].iter().all(|k| *k == "budget"),
+            "{key}: {kinds:?}"
+        );
+    }
+    assert_eq!(server.requests() - before, 8, "two calls per key");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("budget spent {}", all.len() - 8)), "{stderr}");
+    ok(run_to(&input, &config, &b, &llm, &[]));
+    assert_eq!(by_id(&b), first, "the same cases are paid for on every run");
+    let replayed = dir.path().join("replayed.jsonl");
+    let calls = server.requests();
+    ok(run_to(&input, &config, &replayed, &["--llm-replay", log.to_str().unwrap(), "--llm-min-confidence", "1"], &[]));
+    assert_eq!(server.requests(), calls, "the replay made no call");
+    assert_eq!(by_id(&replayed), first, "budget decisions replay");
+
+    // The pipeline's budget: room for at least five cases, at most what the cheapest allow.
+    let total = most * 11 / 2;
+    let config = quick_config(dir.path(), &format!("[llm.budget]\ntokens_per_hour = {total}\n"));
+    let c = dir.path().join("c.jsonl");
+    let before = server.requests();
+    ok(run_to(&input, &config, &c, &llm, &[]));
+    let paid = asked(&c).values().filter(|d| d["decided_by"] != "budget").count() as u64;
+    assert!((5..=total / least).contains(&paid), "{paid} cases paid for");
+    assert_eq!(server.requests() - before, paid, "one call per case paid for, none for the others");
 }

@@ -14,7 +14,7 @@
   const ACTIONS = { trading: ['BUY', 'SELL', 'HOLD'], flight: ['REBOOK', 'PROTECT', 'ESCALATE', 'NONE'],
     code: ['FIX', 'SUGGEST'] };
   const STYLED_ACTIONS = new Set(Object.values(ACTIONS).flat());
-  const STYLED_BY = new Set(['rules', 'llm', 'fallback']);
+  const STYLED_BY = new Set(['rules', 'llm', 'fallback', 'budget']);
   const C = { up: '#26a69a', down: '#ef5350', upA: 'rgba(38,166,154,.5)', downA: 'rgba(239,83,80,.5)',
     upV: 'rgba(38,166,154,.28)', downV: 'rgba(239,83,80,.28)', macd: '#4c8dff', signal: '#f5a623',
     rsi: '#c792ea', level: '#56647a', grid: '#1e2630', line: '#262f3b', text: '#8492a4', bg: '#151b23' };

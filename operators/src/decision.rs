@@ -121,15 +121,18 @@ pub enum DecidedBy {
     Llm,
     /// The rules, after the LLM failed.
     Fallback,
+    /// The rules, without asking: the LLM stage's token budget was spent.
+    Budget,
 }
 
 impl DecidedBy {
-    /// As written in decisions (`rules`, `llm`, `fallback`).
+    /// As written in decisions (`rules`, `llm`, `fallback`, `budget`).
     pub fn as_str(self) -> &'static str {
         match self {
             DecidedBy::Rules => "rules",
             DecidedBy::Llm => "llm",
             DecidedBy::Fallback => "fallback",
+            DecidedBy::Budget => "budget",
         }
     }
 }
@@ -353,7 +356,8 @@ mod tests {
                 for (k, confidence) in
                     [0.65, 0.0, -0.0, 1.0, 0.123_456_789_012_345_67, f64::NAN, 1e300].into_iter().enumerate()
                 {
-                    let by = [DecidedBy::Rules, DecidedBy::Llm, DecidedBy::Fallback][(i + j + k) % 3];
+                    let by =
+                        [DecidedBy::Rules, DecidedBy::Llm, DecidedBy::Fallback, DecidedBy::Budget][(i + j + k) % 4];
                     let d = Decision {
                         id: format!("trading/{text}/1"),
                         pipeline: text.to_string(),

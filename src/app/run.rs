@@ -10,7 +10,6 @@ use crate::engine::serve::LiveServer;
 use crate::engine::sink::{KafkaOutput, Output};
 use crate::engine::source::{FileSkew, Input, KAFKA_MAX_LAG, KafkaInput, SourceConfig};
 use crate::engine::time::Stamp;
-use crate::operators::llm::calls::journal_path;
 use crate::operators::{LlmConfig, LlmService, ReplyCheck};
 use anyhow::{Context, Result, bail};
 use clap::{ArgMatches, FromArgMatches};
@@ -124,9 +123,8 @@ fn run<P: Pipeline>(args: &RunArgs, cluster: &ClusterArgs, flags: &P::Flags) -> 
     let job = job_config::<P>(args, cluster, &side, P::settle(&config))?;
     let shared = Arc::new(P::prepare(&config, flags, cluster.process)?);
     let llm = match P::llm_config(&config) {
-        Some(mut c) => {
-            // With checkpoints, the stage's replies are kept with them (see `calls`).
-            c.journal = args.checkpoint_dir.as_deref().map(|dir| journal_path(dir, cluster.process));
+        Some(c) => {
+            let c = c.for_process(cluster.process, cluster.processes, args.checkpoint_dir.as_deref());
             start_llm(&c, P::reply_check(), &ctx)?
         }
         None => None,

@@ -45,7 +45,7 @@ pub struct Entry {
     pub key: Box<str>,
     /// BUY, SELL, …
     pub action: Box<str>,
-    /// rules, llm or fallback.
+    /// rules, llm, fallback or budget.
     pub decided_by: Box<str>,
     /// The whole SSE frame (`id:`, `event:`, `data:`), formatted once for every client.
     pub frame: axum::body::Bytes,

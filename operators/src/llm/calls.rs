@@ -19,7 +19,7 @@ use super::limit::AdaptiveLimit;
 use super::prompt::{self, LlmVerdict, Prompts, ReplyCheck};
 use super::stats::{LlmStats, bump};
 use crate::decision::Action;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use inflight_engine::signals::Pressure;
 use rand::Rng;
 use rustc_hash::{FxHashMap, FxHasher};
@@ -112,6 +112,8 @@ pub enum Outcome {
     Verdict(LlmVerdict),
     /// Why there is none (the fallback's reason).
     Error(String),
+    /// Not asked: the token budget was spent (why).
+    Budget(String),
 }
 
 /// One line of the call log.
@@ -217,6 +219,17 @@ impl LlmService {
             rps: limiter(config.requests_per_second, Quota::per_second),
             tpm: limiter(config.tokens_per_minute, Quota::per_minute),
             tpm_max: config.tokens_per_minute.unwrap_or(u32::MAX),
+            budget: config
+                .budget
+                .tokens_per_hour
+                .and_then(NonZeroU32::new)
+                .map(|n| (RateLimiter::direct(Quota::per_hour(n)), n.get())),
+            key_budget: config
+                .budget
+                .per_key_tokens_per_hour
+                .and_then(NonZeroU32::new)
+                .map(|n| (RateLimiter::keyed(Quota::per_hour(n)), n.get())),
+            admitted: std::sync::atomic::AtomicU64::new(0),
             log,
             replay,
             journal,
@@ -285,6 +298,10 @@ pub(crate) struct Caller {
     rps: Option<DefaultDirectRateLimiter>,
     tpm: Option<DefaultDirectRateLimiter>,
     tpm_max: u32,
+    /// The token budgets of the pipeline (this process's share) and of each key.
+    budget: Option<(DefaultDirectRateLimiter, u32)>,
+    key_budget: Option<(DefaultKeyedRateLimiter<String>, u32)>,
+    admitted: std::sync::atomic::AtomicU64,
     log: Option<Mutex<BufWriter<File>>>,
     replay: Option<FxHashMap<u64, Outcome>>,
     /// The reply journal being written, and the outcomes of the journals found at start.
@@ -425,20 +442,65 @@ impl Caller {
         .await
     }
 
-    /// Waits for the request and token budgets.
+    /// Waits for the request and token rate limits.
     async fn limit(&self, messages: &[Message]) {
         if let Some(rps) = &self.rps {
             rps.until_ready().await;
         }
         if let Some(tpm) = &self.tpm {
-            // Estimated: 4 characters a token, plus the most the reply may take.
-            let chars: usize = messages.iter().map(|m| m.content.len()).sum();
-            let tokens = (chars / 4) as u64 + u64::from(self.params.max_tokens);
-            let tokens = u32::try_from(tokens).unwrap_or(u32::MAX).clamp(1, self.tpm_max);
-            if let Some(n) = NonZeroU32::new(tokens) {
+            if let Some(n) = NonZeroU32::new(self.tokens(messages).min(self.tpm_max)) {
                 let _ = tpm.until_n_ready(n).await;
             }
         }
+    }
+
+    /// The most tokens a call with `messages` can take: 4 characters a token, plus the most the
+    /// reply may take (at least 1).
+    fn tokens(&self, messages: &[Message]) -> u32 {
+        let chars: usize = messages.iter().map(|m| m.content.len()).sum();
+        let tokens = (chars / 4) as u64 + u64::from(self.params.max_tokens);
+        u32::try_from(tokens).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// Charges the case of key `case` for a call with `messages` (prompt key `key`) to the token
+    /// budgets; the outcome to give instead of calling when they cannot pay (logged and journaled
+    /// like any other, so a replay gives the same decision). Answers already known (replay,
+    /// journal) cost nothing. Called by the operator in the order cases arrive, so which cases of
+    /// a key are paid for does not depend on the timing of replies.
+    pub(crate) fn admit(&self, case: &str, key: u64, messages: &[Message]) -> Option<Outcome> {
+        if (self.budget.is_none() && self.key_budget.is_none())
+            || self.replay.is_some()
+            || self.resumed.contains_key(&key)
+        {
+            return None;
+        }
+        let tokens = self.tokens(messages);
+        let n = NonZeroU32::new(tokens)?;
+        let why = |whose: String, budget: u32| -> String {
+            if tokens > budget {
+                format!("a call takes up to {tokens} tokens, more than {whose} budget of {budget} an hour")
+            } else {
+                format!("{whose} budget of {budget} tokens an hour is spent")
+            }
+        };
+        let mut refused = None;
+        if let Some((limiter, budget)) = &self.key_budget {
+            // Forget keys whose budget is whole again, now and then (the map grows with the keys).
+            if self.admitted.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+                limiter.retain_recent();
+            }
+            if !matches!(limiter.check_key_n(&case.to_owned(), n), Ok(Ok(()))) {
+                refused = Some(why(format!("key {case}'s"), *budget));
+            }
+        }
+        if let (None, Some((limiter, budget))) = (&refused, &self.budget) {
+            if !matches!(limiter.check_n(n), Ok(Ok(()))) {
+                refused = Some(why("the pipeline's".into(), *budget));
+            }
+        }
+        let outcome = Outcome::Budget(refused?);
+        self.write_log(key, messages, &outcome, None, 0, Duration::ZERO);
+        Some(outcome)
     }
 
     fn write_log(

@@ -85,6 +85,8 @@ pub struct LlmConfig {
     pub requests_per_second: Option<u32>,
     /// Tokens (prompt estimate + max_tokens) per minute per process (none = unlimited).
     pub tokens_per_minute: Option<u32>,
+    /// Token budgets (`[llm.budget]`): once spent, cases take the rules' decision at once.
+    pub budget: Budget,
     /// A case still unanswered this long after its input was read falls back to the rules.
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
@@ -138,6 +140,7 @@ impl Default for LlmConfig {
             breaker_cooldown: Duration::from_secs(15),
             requests_per_second: None,
             tokens_per_minute: None,
+            budget: Budget::default(),
             deadline: Duration::from_secs(60),
             cache_size: 10_000,
             actions: Vec::new(),
@@ -149,6 +152,20 @@ impl Default for LlmConfig {
             api_key: None,
         }
     }
+}
+
+/// What the LLM stage may spend (`[llm.budget]`), in tokens per wall-clock hour, refilled evenly
+/// over the hour (a token bucket). A case is charged before its call with the most that call can
+/// take (its prompt at 4 characters a token plus `max_tokens`); a repair or retry is not charged
+/// again, and cached, shared, replayed and resumed answers cost nothing. A case that cannot be
+/// paid for takes the rules' decision at once, marked `decided_by: budget`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Budget {
+    /// For the whole pipeline; split evenly over the processes of a cluster.
+    pub tokens_per_hour: Option<u32>,
+    /// For each key (asset, booking, file), on the process that owns the key.
+    pub per_key_tokens_per_hour: Option<u32>,
 }
 
 /// How many requests may be in flight.
@@ -207,6 +224,15 @@ impl LlmConfig {
         self
     }
 
+    /// The settings of process `process` of `processes`: its share of the pipeline's token
+    /// budget, and with checkpoints in `checkpoint_dir` its reply journal there (see [`calls`]).
+    pub fn for_process(mut self, process: usize, processes: usize, checkpoint_dir: Option<&std::path::Path>) -> Self {
+        let processes = u32::try_from(processes.max(1)).unwrap_or(u32::MAX);
+        self.budget.tokens_per_hour = self.budget.tokens_per_hour.map(|t| (t / processes).max(1));
+        self.journal = checkpoint_dir.map(|dir| calls::journal_path(dir, process));
+        self
+    }
+
     /// Checks ranges; the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.min_confidence) {
@@ -229,6 +255,9 @@ impl LlmConfig {
         }
         if self.timeout.is_zero() || self.deadline.is_zero() || self.latency_target.is_zero() {
             return Err("llm.timeout, llm.deadline and llm.latency_target must be above zero".into());
+        }
+        if self.budget.tokens_per_hour == Some(0) || self.budget.per_key_tokens_per_hour == Some(0) {
+            return Err("llm.budget token budgets must be above zero (leave them out for no budget)".into());
         }
         if self.requests_per_second == Some(0) || self.tokens_per_minute == Some(0) {
             return Err("llm rate limits must be above zero (leave them out for no limit)".into());

@@ -170,6 +170,10 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                         waiters.push((case.cap, case.decision));
                         continue;
                     }
+                    if let Some(outcome) = service.caller.admit(&case.decision.key, case.key, &case.messages) {
+                        ready.push((case.cap, finish(case.decision, &outcome, &service)));
+                        continue;
+                    }
                     let left = remaining(config.deadline, case.decision.ingest_ns);
                     in_flight += 1;
                     let evidence = case.decision.evidence.as_str().to_owned();
@@ -237,6 +241,13 @@ fn finish(mut decision: Decision, outcome: &Outcome, service: &LlmService) -> De
         Outcome::Error(e) => {
             bump(&stats.fallbacks);
             fallback(decision, e)
+        }
+        Outcome::Budget(why) => {
+            bump(&stats.budget);
+            decision.reason = format!("LLM budget spent ({why}); rules: {}", decision.reason);
+            decision.decided_by = DecidedBy::Budget;
+            decision.decided_at = format_rfc3339(wall_millis());
+            decision
         }
     }
 }

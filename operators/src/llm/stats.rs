@@ -26,6 +26,8 @@ pub struct LlmStats {
     pub overruled: AtomicU64,
     /// Decisions that fell back to the rules.
     pub fallbacks: AtomicU64,
+    /// Cases given the rules' decision without a call: the token budget was spent.
+    pub budget: AtomicU64,
     /// Answered from the cache of earlier replies.
     pub cache_hits: AtomicU64,
     /// Joined an identical request already in flight.
@@ -109,6 +111,7 @@ impl LlmStats {
             ("decided", &self.decided),
             ("overruled", &self.overruled),
             ("fallbacks", &self.fallbacks),
+            ("budget", &self.budget),
             ("cache_hits", &self.cache_hits),
             ("shared", &self.shared),
             ("replayed", &self.replayed),
@@ -141,6 +144,7 @@ impl LlmStats {
             "overruled": get(&self.overruled),
             "in_flight": get(&self.in_flight),
             "fallbacks": get(&self.fallbacks),
+            "budget": get(&self.budget),
             "retries": get(&self.retries),
             "cache_hits": get(&self.cache_hits),
             "failures": self.failures(),
@@ -155,12 +159,13 @@ impl LlmStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut lines = vec![
             format!(
-                "llm cases {} (gate passed {}), decided by llm {}, overruled {}, fallbacks {}",
+                "llm cases {} (gate passed {}), decided by llm {}, overruled {}, fallbacks {}, budget spent {}",
                 get(&self.cases),
                 get(&self.passed),
                 get(&self.decided),
                 get(&self.overruled),
-                get(&self.fallbacks)
+                get(&self.fallbacks),
+                get(&self.budget)
             ),
             format!(
                 "llm attempts {} (retries {}, repairs {}), cache hits {}, shared {}, replayed {}, resumed {}, max in flight {}",
