@@ -11,6 +11,8 @@
 mod cli;
 #[path = "support/llama.rs"]
 mod llama;
+#[path = "support/llm_server.rs"]
+mod llm_server;
 
 use cli::{BIN, decisions_by_id, json_lines};
 use llama::{Llama, MODEL};
@@ -216,4 +218,81 @@ fn replies_cut_off_by_the_token_limit_are_repaired_once_then_fall_back_saying_so
     assert!(calls.iter().all(|c| c["attempts"] == 2), "the first reply and one repair each: {calls:?}");
     // The server saw the bound: its reply really ended at the limit.
     assert!(calls.iter().all(|c| c["reply"].as_str().is_some_and(|r| !r.is_empty())), "{calls:?}");
+}
+
+/// The first user message of a request body or call log line: the case's prompt.
+fn first_user(body: &Value) -> String {
+    let messages = body["messages"].as_array().unwrap();
+    messages.iter().find(|m| m["role"] == "user").unwrap()["content"].as_str().unwrap().to_owned()
+}
+
+/// Killed (SIGKILL) mid-run against the real model with checkpoints on, a run restores and pays
+/// for no call it had an answer to: a recording proxy in front of llama-server counts the
+/// requests, and none asks a case the stopped run's reply journal holds. The restored output is
+/// the uninterrupted run's (the proxy sends one request at a time, so the model's answers repeat).
+#[test]
+fn after_a_kill_9_a_restore_pays_for_no_answered_call_again() {
+    use llm_server::{LlmServer, Reply, Request, Script};
+    use std::sync::Arc;
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(llama) = Llama::start() else { return };
+    let llama = Arc::new(llama);
+    let forward = llama.clone();
+    let one = Mutex::new(());
+    let script: Script = Arc::new(move |req: &Request| {
+        let _one = one.lock().unwrap_or_else(|e| e.into_inner());
+        let (content, finish) = forward.complete(&req.body);
+        match finish.as_str() {
+            "length" => Reply::Cut { content },
+            _ => Reply::Content { content, delay: std::time::Duration::ZERO },
+        }
+    });
+    let proxy = LlmServer::start(script);
+    let dir = tempfile::tempdir().unwrap();
+    let (want, out, ckpt) = (dir.path().join("want.jsonl"), dir.path().join("out.jsonl"), dir.path().join("ckpt"));
+    let base = proxy.base_url();
+    let llm =
+        ["--llm", "--llm-base-url", &base, "--llm-model", MODEL, "--llm-timeout", "120s", "--llm-deadline", "600s"];
+    run("trading", &[&llm[..], &["-o", want.to_str().unwrap()]].concat());
+    let uninterrupted = decisions_by_id(&want);
+    let sent = proxy.requests();
+    assert!(sent > 0, "the sample sends cases to the model");
+
+    let ckpt_flags = ["--checkpoint-dir", ckpt.to_str().unwrap(), "--checkpoint-interval", "30s"];
+    let args: Vec<&str> = [&["run", "trading"][..], &llm[..], &ckpt_flags[..], &["-o", out.to_str().unwrap()]].concat();
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env_remove("OPENAI_BASE_URL")
+        .env("OPENAI_API_KEY", SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = ckpt.join("llm-replies-0.jsonl");
+    let answered = || std::fs::read_to_string(&journal).map(|t| t.lines().count()).unwrap_or(0);
+    let committed =
+        || std::fs::read_dir(&ckpt).is_ok_and(|d| d.flatten().any(|e| e.path().join("MANIFEST.json").is_file()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !(committed() && answered() >= 5) && child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "a checkpoint and 5 replies within 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    child.wait().unwrap();
+    assert!(killed, "the run was killed before it ended");
+    let journaled: std::collections::HashSet<String> = json_lines(&journal).iter().map(first_user).collect();
+    assert!(!journaled.is_empty());
+
+    let before = proxy.requests() as usize;
+    let again = run("trading", &[&llm[..], &ckpt_flags[..], &["-o", out.to_str().unwrap()]].concat());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("restored from the checkpoint at"), "{stderr}");
+    for body in &proxy.bodies()[before..] {
+        let prompt = first_user(body);
+        assert!(!journaled.contains(&prompt), "asked again after the restore: {prompt}");
+    }
+    let strip = |v: &[Value]| v.iter().map(without_decided_at).collect::<Vec<_>>();
+    assert_eq!(strip(&decisions_by_id(&out)), strip(&uninterrupted), "the restored run ends as the uninterrupted one");
+    assert!(!stderr.contains(SECRET));
 }

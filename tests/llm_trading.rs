@@ -531,3 +531,68 @@ fn spent_budgets_give_the_rules_decision_marked_budget() {
     assert!((5..=total / least).contains(&paid), "{paid} cases paid for");
     assert_eq!(server.requests() - before, paid, "one call per case paid for, none for the others");
 }
+
+/// An ordered list of endpoints: when the first fails (5xx after its retries, then its open
+/// breaker) every case goes on to the next, each with its own key, and the decisions name the
+/// model that decided; a 4xx is the request's fault and is not tried elsewhere.
+#[test]
+fn a_failing_endpoint_hands_cases_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "6000", "3", "50");
+    let down: Script = Arc::new(|_: &Request| Reply::Status { code: 503, retry_after: None, delay: Duration::ZERO });
+    let (first, second) = (LlmServer::start(down), LlmServer::start(answering(Duration::ZERO)));
+    let endpoints = |failures: u32| {
+        format!(
+            "breaker_failures = {failures}\n[[llm.endpoints]]\nbase_url = \"{}\"\nmodel = \"second-model\"\napi_key_env = \"INFLIGHT_TEST_SECOND_KEY\"\n",
+            second.base_url()
+        )
+    };
+    let config = quick_config(dir.path(), &endpoints(3));
+    let out = dir.path().join("out.jsonl");
+    let llm = ["--llm", "--llm-base-url", &first.base_url(), "--llm-model", "first-model", "--llm-min-confidence", "1"];
+    let env = [("OPENAI_API_KEY", "sk-first-key"), ("INFLIGHT_TEST_SECOND_KEY", "sk-second-secret-2b7")];
+    let run_out = ok(run_to(&input, &config, &out, &llm, &env));
+    let decisions = by_id(&out);
+    assert!(decisions.len() > 50);
+    for d in decisions.values() {
+        assert_eq!((&d["decided_by"], &d["model"]), (&Value::from("llm"), &Value::from("second-model")), "{d}");
+    }
+    assert_eq!(second.requests() as usize, decisions.len(), "every case answered by the second endpoint, once");
+    // Retries until the breaker opened (3 failures), then the first is skipped while it is open.
+    assert!(
+        first.requests() >= 3 && first.requests() < decisions.len() as u64,
+        "{} calls to the first",
+        first.requests()
+    );
+    assert!(first.auth_headers().iter().all(|h| h.as_deref() == Some("Bearer sk-first-key")));
+    assert!(second.auth_headers().iter().all(|h| h.as_deref() == Some("Bearer sk-second-secret-2b7")));
+    let stderr = String::from_utf8_lossy(&run_out.stderr);
+    assert!(stderr.contains("failovers "), "{stderr}");
+    for text in
+        [stderr.to_string(), String::from_utf8_lossy(&run_out.stdout).into(), std::fs::read_to_string(&out).unwrap()]
+    {
+        assert!(!text.contains("sk-second-secret-2b7") && !text.contains("sk-first-key"), "a key was shown");
+    }
+
+    // A 400 is final: the case falls back without asking the next endpoint.
+    let refusing: Script = Arc::new(|_: &Request| Reply::Rejected { message: "bad request".into() });
+    let refuser = LlmServer::start(refusing);
+    let asked = second.requests();
+    let llm = ["--llm", "--llm-base-url", &refuser.base_url(), "--llm-min-confidence", "1"];
+    ok(run_to(&input, &config, &out, &llm, &env));
+    assert!(by_id(&out).values().all(|d| d["decided_by"] == "fallback" && d.get("model").is_none()));
+    assert_eq!(second.requests(), asked, "not tried after a 400");
+
+    // Bad endpoint settings exit with one line.
+    for (extra, env, message) in [
+        ("[[llm.endpoints]]\nbase_url = \"ftp://x\"\nmodel = \"m\"\n", &env[..], "llm.endpoints[0].base_url"),
+        (&endpoints(3)[..], &env[..1], "llm.endpoints[0].api_key_env: INFLIGHT_TEST_SECOND_KEY is not set"),
+        ("[[llm.endpoints]]\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \" \"\n", &env[..], "must name a model"),
+    ] {
+        let config = quick_config(dir.path(), extra);
+        let out = run(&["--llm", "--config", config.to_str().unwrap()], env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra}: {stderr}");
+        assert!(stderr.contains(message) && stderr.trim().lines().count() == 1, "{extra}: {stderr}");
+    }
+}

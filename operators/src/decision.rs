@@ -152,8 +152,11 @@ pub struct Decision {
     pub reason: String,
     /// How sure, in [0, 1].
     pub confidence: f64,
-    /// Rules, LLM or fallback.
+    /// Rules, LLM, fallback or budget.
     pub decided_by: DecidedBy,
+    /// The model that decided, for decisions by the LLM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// The values the decision was based on.
     pub evidence: Evidence,
     /// The event time the decision is about (RFC 3339).
@@ -211,6 +214,10 @@ impl inflight_engine::job::Emitted for Decision {
         write_f64(out, self.confidence);
         out.push_str(r#","decided_by":"#);
         write_str(out, self.decided_by.as_str());
+        if let Some(model) = &self.model {
+            out.push_str(r#","model":"#);
+            write_str(out, model);
+        }
         out.push_str(r#","evidence":"#);
         out.push_str(self.evidence.as_str());
         out.push_str(r#","event_time":"#);
@@ -237,6 +244,7 @@ impl Decision {
             reason: String::new(),
             confidence,
             decided_by: DecidedBy::Rules,
+            model: None,
             evidence: Evidence::default(),
             event_time: format_rfc3339(event_time),
             decided_at: format_rfc3339(wall_millis()),
@@ -283,6 +291,7 @@ impl Decision {
             reason: "no rule fired".into(),
             confidence: 0.65,
             decided_by: DecidedBy::Rules,
+            model: None,
             evidence: Evidence::of(&serde_json::json!({ "rsi": 55.0 })),
             event_time: "2024-01-07T10:00:00.000Z".into(),
             decided_at: "2024-01-07T10:00:00.010Z".into(),
@@ -366,6 +375,7 @@ mod tests {
                         reason: text.repeat(j + 1),
                         confidence,
                         decided_by: by,
+                        model: (by == DecidedBy::Llm).then(|| format!("m-{text}")),
                         evidence: Evidence::of(&serde_json::json!({ "text": text, "n": [1.5, null] })),
                         event_time: "2024-01-07T10:00:00.000Z".into(),
                         decided_at: text.to_string(),

@@ -97,6 +97,27 @@ impl Llama {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 
+    /// Sends a chat-completion request body as it is (blocking, one connection per request) and
+    /// returns the reply's content and `finish_reason`: lets a recording proxy in a test stand in
+    /// front of the real server.
+    pub fn complete(&self, body: &serde_json::Value) -> (String, String) {
+        let body = serde_json::to_string(body).unwrap();
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(body.as_bytes()).unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        let json = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let reply: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {reply}"));
+        let choice = &reply["choices"][0];
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        (text(&choice["message"]["content"]), text(&choice["finish_reason"]))
+    }
+
     /// What the server printed so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -14,7 +14,7 @@
 use super::ConcurrencyLimit;
 use super::LlmConfig;
 use super::breaker::Breaker;
-use super::client::{CallError, Client, Completion, Message, Params};
+use super::client::{ApiKey, CallError, Client, Completion, Message, Params};
 use super::limit::AdaptiveLimit;
 use super::prompt::{self, LlmVerdict, Prompts, ReplyCheck};
 use super::stats::{LlmStats, bump};
@@ -173,7 +173,6 @@ impl LlmService {
             Some(path) => Some(load_replay(path)?),
             None => None,
         };
-        let client = if replay.is_some() { None } else { Some(Client::new(config)?) };
         let (journal, resumed) = match &config.journal {
             Some(path) => open_journal(path)?,
             None => (None, FxHashMap::default()),
@@ -206,16 +205,34 @@ impl LlmService {
             response_format: config.json_schema.then(|| prompt::response_format(&config.actions, &fields, false)),
             ..params.clone()
         };
+        // The endpoints in the order they are tried: `base_url` first, then `[[llm.endpoints]]`
+        // (none when replaying: no call is made).
+        let mut upstreams = Vec::new();
+        if replay.is_none() {
+            let first = (config.base_url.clone(), config.model.clone(), config.api_key.clone());
+            let others = config.endpoints.iter().map(|e| {
+                let key = e.api_key_env.as_ref().and_then(|var| std::env::var(var).ok());
+                let key = key.filter(|k| !k.trim().is_empty()).map(|k| ApiKey::new(k.trim()));
+                (e.base_url.clone(), e.model.clone(), key)
+            });
+            for (base_url, model, api_key) in std::iter::once(first).chain(others) {
+                let client = Client::new(&LlmConfig { base_url, api_key, ..config.clone() })?;
+                upstreams.push(Upstream {
+                    client,
+                    params: Params { model: model.clone(), ..params.clone() },
+                    unbounded: Params { model, ..unbounded.clone() },
+                    lengths_refused: AtomicBool::new(false),
+                    breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+                });
+            }
+        }
         let caller = Caller {
-            client,
+            upstreams,
             params_hash: params_hash(&params),
             params,
-            unbounded,
-            lengths_refused: AtomicBool::new(false),
             limit: (config.concurrency_limit == ConcurrencyLimit::Adaptive)
                 .then(|| AdaptiveLimit::new(config.concurrency, config.latency_target)),
             policy: RetryPolicy { retries: config.retries, backoff: config.backoff, backoff_max: config.backoff_max },
-            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             rps: limiter(config.requests_per_second, Quota::per_second),
             tpm: limiter(config.tokens_per_minute, Quota::per_minute),
             tpm_max: config.tokens_per_minute.unwrap_or(u32::MAX),
@@ -247,6 +264,9 @@ impl LlmService {
             .map_err(|e| format!("cannot start the LLM runtime: {e}"))?;
         if caller.replay.is_none() {
             tracing::info!(base_url = %config.base_url, model = %config.model, key = config.api_key.is_some(), "llm endpoint");
+            for e in &config.endpoints {
+                tracing::info!(base_url = %e.base_url, model = %e.model, key = e.api_key_env.is_some(), "llm endpoint (next)");
+            }
         }
         Ok(Arc::new(LlmService {
             config: config.clone(),
@@ -271,7 +291,7 @@ impl LlmService {
 
     /// The summary lines of the run.
     pub fn summary(&self) -> Vec<String> {
-        let mut lines = self.stats.summary(self.caller.breaker.state());
+        let mut lines = self.stats.summary(&self.caller.breakers());
         if let Some((now, low, high)) = self.caller.limit.as_ref().map(AdaptiveLimit::current) {
             lines.push(format!(
                 "llm concurrency limit {now} at the end (adaptive: lowest {low}, highest {high}, at most {}; latency target {:?})",
@@ -282,19 +302,27 @@ impl LlmService {
     }
 }
 
-/// Asks the endpoint (or the replay log) and checks the answer.
-pub(crate) struct Caller {
-    client: Option<Client>,
+/// One endpoint: its client, its request parameters and its circuit breaker.
+struct Upstream {
+    client: Client,
     params: Params,
     /// `params` without `maxLength` in the schema, for endpoints that refuse it.
     unbounded: Params,
     /// The endpoint refused `maxLength` once: send `unbounded` from then on.
     lengths_refused: AtomicBool,
+    breaker: Breaker,
+}
+
+/// Asks the endpoints (or the replay log) and checks the answer.
+pub(crate) struct Caller {
+    /// The endpoints in the order they are tried (none when replaying).
+    upstreams: Vec<Upstream>,
+    /// The first endpoint's parameters: a case's key and the call log's model are from them.
+    params: Params,
     /// The adaptive limit on requests in flight, if on.
     limit: Option<AdaptiveLimit>,
     params_hash: u64,
     policy: RetryPolicy,
-    breaker: Breaker,
     rps: Option<DefaultDirectRateLimiter>,
     tpm: Option<DefaultDirectRateLimiter>,
     tpm_max: u32,
@@ -371,19 +399,22 @@ impl Caller {
         let attempts = AtomicU32::new(0);
         let mut last_reply = None;
         let work = async {
-            let first = self.ask(&messages, &attempts).await?;
+            let (first, model) = self.ask(&messages, &attempts).await?;
             last_reply = Some(first.content.clone());
-            match self.verdict(&first, evidence, false) {
-                Ok(v) => Ok(v),
+            let verdict = match self.verdict(&first, evidence, false) {
+                Ok(v) => Ok((v, model)),
                 Err(problem) => {
                     bump(&self.stats.repairs);
                     let again = prompt::repair(&messages, &first.content, &problem, &self.fields);
-                    let second = self.ask(&again, &attempts).await?;
+                    let (second, model) = self.ask(&again, &attempts).await?;
                     last_reply = Some(second.content.clone());
                     self.verdict(&second, evidence, true)
+                        .map(|v| (v, model))
                         .map_err(|e| CallError::Invalid(format!("{e} (after one repair attempt)")))
                 }
-            }
+            };
+            // The decision names the model that gave the verdict.
+            verdict.map(|(v, model)| LlmVerdict { model: Some(model.to_owned()), ..v })
         };
         let result = match tokio::time::timeout(deadline, work).await {
             Ok(r) => r,
@@ -397,24 +428,53 @@ impl Caller {
         outcome
     }
 
-    async fn ask(&self, messages: &[Message], attempts: &AtomicU32) -> Result<Completion, CallError> {
-        match self.ask_once(messages, attempts).await {
+    /// Asks the endpoints in turn until one answers, with the model that did. The next one is
+    /// tried when an endpoint's retries are spent on timeouts, connection errors, 5xx or 429, or
+    /// its breaker is open; any other answer (a 4xx) is final: the request itself is at fault.
+    async fn ask(&self, messages: &[Message], attempts: &AtomicU32) -> Result<(Completion, &str), CallError> {
+        let mut failed = None;
+        for up in &self.upstreams {
+            if let Some(e) = &failed {
+                bump(&self.stats.failovers);
+                tracing::debug!(error = %e, next = %up.params.model, "llm endpoint failed, trying the next");
+            }
+            match self.ask_at(up, messages, attempts).await {
+                Ok(reply) => return Ok((reply, up.params.model.as_str())),
+                Err(e) if e.retryable() || e == CallError::BreakerOpen => failed = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failed.unwrap_or(CallError::NotInReplay))
+    }
+
+    async fn ask_at(&self, up: &Upstream, messages: &[Message], attempts: &AtomicU32) -> Result<Completion, CallError> {
+        match self.ask_once(up, messages, attempts).await {
             // OpenAI's strict mode accepts only part of JSON Schema; an endpoint that refuses the
             // length bounds gets the schema without them (max_tokens still bounds the reply).
             // Requests sent bounded before the first refusal came back are asked again too.
             Err(CallError::Status { code: 400, message, .. }) if message.contains("maxLength") => {
-                if !self.lengths_refused.swap(true, Ordering::Relaxed) {
+                if !up.lengths_refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(%message, "the endpoint refuses maxLength in response_format: sending it without");
                 }
-                self.ask_once(messages, attempts).await
+                self.ask_once(up, messages, attempts).await
             }
             other => other,
         }
     }
 
-    async fn ask_once(&self, messages: &[Message], attempts: &AtomicU32) -> Result<Completion, CallError> {
-        let Some(client) = &self.client else { return Err(CallError::NotInReplay) };
-        with_retries(&self.policy, &self.breaker, &self.stats, || async {
+    /// The state of each endpoint's breaker, in order.
+    fn breakers(&self) -> String {
+        let states: Vec<&str> = self.upstreams.iter().map(|u| u.breaker.state()).collect();
+        if states.is_empty() { "unused".into() } else { states.join(", ") }
+    }
+
+    async fn ask_once(
+        &self,
+        up: &Upstream,
+        messages: &[Message],
+        attempts: &AtomicU32,
+    ) -> Result<Completion, CallError> {
+        with_retries(&self.policy, &up.breaker, &self.stats, || async {
             attempts.fetch_add(1, Ordering::Relaxed);
             self.limit(messages).await;
             // Waiting here is waiting in our process: the request's timeout starts after it.
@@ -424,8 +484,8 @@ impl Caller {
             };
             self.stats.started();
             let sent = Instant::now();
-            let params = if self.lengths_refused.load(Ordering::Relaxed) { &self.unbounded } else { &self.params };
-            let result = client.complete(params, messages).await;
+            let params = if up.lengths_refused.load(Ordering::Relaxed) { &up.unbounded } else { &up.params };
+            let result = up.client.complete(params, messages).await;
             self.stats.ended();
             if let (Some(limit), Some(permit)) = (&self.limit, permit) {
                 limit.done(permit, sent.elapsed(), result.as_ref().is_err_and(CallError::overloaded));
@@ -737,6 +797,7 @@ mod tests {
             reason: "r".into(),
             confidence: 0.9,
             code: None,
+            model: Some("m".into()),
         });
         let failed = Outcome::Error("timed out".into());
         let own = journal_path(dir.path(), 0);

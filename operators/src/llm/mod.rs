@@ -85,6 +85,9 @@ pub struct LlmConfig {
     pub requests_per_second: Option<u32>,
     /// Tokens (prompt estimate + max_tokens) per minute per process (none = unlimited).
     pub tokens_per_minute: Option<u32>,
+    /// Endpoints tried in this order after `base_url`/`model` (`[[llm.endpoints]]`) when it times
+    /// out, fails with a 5xx or a connection error, or its circuit breaker is open.
+    pub endpoints: Vec<Endpoint>,
     /// Token budgets (`[llm.budget]`): once spent, cases take the rules' decision at once.
     pub budget: Budget,
     /// A case still unanswered this long after its input was read falls back to the rules.
@@ -140,6 +143,7 @@ impl Default for LlmConfig {
             breaker_cooldown: Duration::from_secs(15),
             requests_per_second: None,
             tokens_per_minute: None,
+            endpoints: Vec::new(),
             budget: Budget::default(),
             deadline: Duration::from_secs(60),
             cache_size: 10_000,
@@ -152,6 +156,20 @@ impl Default for LlmConfig {
             api_key: None,
         }
     }
+}
+
+/// A further endpoint of the LLM stage (`[[llm.endpoints]]`), tried after the ones before it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Its base, e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// The model name it knows.
+    pub model: String,
+    /// The environment variable holding its API key (none: no key is sent). Keys are never read
+    /// from config files.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
 /// What the LLM stage may spend (`[llm.budget]`), in tokens per wall-clock hour, refilled evenly
@@ -262,11 +280,27 @@ impl LlmConfig {
         if self.requests_per_second == Some(0) || self.tokens_per_minute == Some(0) {
             return Err("llm rate limits must be above zero (leave them out for no limit)".into());
         }
-        let url = reqwest::Url::parse(&self.base_url)
-            .map_err(|e| format!("llm.base_url {:?} is not a URL: {e}", self.base_url))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("llm.base_url {:?} must be http:// or https://", self.base_url));
+        check_url("llm.base_url", &self.base_url)?;
+        for (i, e) in self.endpoints.iter().enumerate() {
+            check_url(&format!("llm.endpoints[{i}].base_url"), &e.base_url)?;
+            if e.model.trim().is_empty() {
+                return Err(format!("llm.endpoints[{i}].model must name a model"));
+            }
+            if let Some(var) = &e.api_key_env {
+                if std::env::var(var).is_err() {
+                    return Err(format!("llm.endpoints[{i}].api_key_env: {var} is not set"));
+                }
+            }
         }
         prompt::Prompts::new(self).map(|_| ())
     }
+}
+
+/// A base URL the client can use (the message names the setting).
+fn check_url(setting: &str, url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{setting} {url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{setting} {url:?} must be http:// or https://"));
+    }
+    Ok(())
 }

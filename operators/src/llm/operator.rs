@@ -235,6 +235,7 @@ fn finish(mut decision: Decision, outcome: &Outcome, service: &LlmService) -> De
             decision.reason = v.reason.clone();
             decision.confidence = v.confidence;
             decision.decided_by = DecidedBy::Llm;
+            decision.model = v.model.clone();
             decision.decided_at = format_rfc3339(wall_millis());
             decision
         }

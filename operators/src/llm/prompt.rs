@@ -34,6 +34,10 @@ pub struct LlmVerdict {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(skip)]
     pub code: Option<String>,
+    /// The model that gave it (set by the stage, not by the model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub model: Option<String>,
 }
 
 /// A pipeline's own check of a reply, beyond the shape every reply has (the code pipeline parses
@@ -183,7 +187,8 @@ pub fn validate(content: &str, actions: &[Action]) -> Result<LlmVerdict, String>
         let shown: String = raw.action.chars().take(40).collect();
         return Err(format!("action {shown:?} is not one of {actions:?}"));
     };
-    let mut verdict = LlmVerdict { action, reason: raw.reason, confidence: raw.confidence, code: raw.code };
+    let mut verdict =
+        LlmVerdict { action, reason: raw.reason, confidence: raw.confidence, code: raw.code, model: None };
     if !(0.0..=1.0).contains(&verdict.confidence) {
         return Err(format!("confidence {} is outside [0, 1]", verdict.confidence));
     }

@@ -34,6 +34,8 @@ pub struct LlmStats {
     pub shared: AtomicU64,
     /// Answered from the replay log.
     pub replayed: AtomicU64,
+    /// Times a case went on to the next endpoint after one failed.
+    pub failovers: AtomicU64,
     /// Answered from the reply journal of a run this one restores (asked before the restore).
     pub resumed: AtomicU64,
     /// Requests in flight now.
@@ -116,6 +118,7 @@ impl LlmStats {
             ("shared", &self.shared),
             ("replayed", &self.replayed),
             ("resumed", &self.resumed),
+            ("failovers", &self.failovers),
             ("breaker_opened", &self.breaker_opened),
             ("prompt_tokens", &self.prompt_tokens),
             ("completion_tokens", &self.completion_tokens),
@@ -168,10 +171,11 @@ impl LlmStats {
                 get(&self.budget)
             ),
             format!(
-                "llm attempts {} (retries {}, repairs {}), cache hits {}, shared {}, replayed {}, resumed {}, max in flight {}",
+                "llm attempts {} (retries {}, repairs {}, failovers {}), cache hits {}, shared {}, replayed {}, resumed {}, max in flight {}",
                 get(&self.attempts),
                 get(&self.retries),
                 get(&self.repairs),
+                get(&self.failovers),
                 get(&self.cache_hits),
                 get(&self.shared),
                 get(&self.replayed),

@@ -102,6 +102,7 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
         reason,
         confidence,
         decided_by: DecidedBy::Rules,
+        model: None,
         evidence: Evidence::of(&evidence),
         event_time: format_rfc3339(time),
         decided_at: format_rfc3339(wall_millis()),
@@ -223,6 +224,7 @@ mod tests {
             reason: "r".into(),
             confidence: 0.9,
             code: code.map(str::to_owned),
+            model: None,
         };
         let mut good = verdict(Some("if x:\n    y = 1\n"));
         assert!(CodeCheck.check(evidence, &mut good, false).is_ok());

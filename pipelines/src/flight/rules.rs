@@ -438,6 +438,7 @@ pub fn explain(case: &Case, mct: &Mct, source: &SourceName) -> Decision {
         reason,
         confidence,
         decided_by: DecidedBy::Rules,
+        model: None,
         evidence: Evidence::of(&evidence),
         event_time: format_rfc3339(time),
         decided_at: format_rfc3339(inflight_engine::time::wall_millis()),

@@ -202,6 +202,7 @@ impl Rules for TradingRules {
             reason,
             confidence: v.confidence,
             decided_by: DecidedBy::Rules,
+            model: None,
             evidence,
             event_time: format_rfc3339(bar.end),
             decided_at: format_rfc3339(wall_millis()),
