@@ -94,7 +94,7 @@ fn flight_from_topics_with_changes_on_their_own_topic_equals_the_file_run() {
         ],
     );
     let from_kafka = from_topic(&broker, &out);
-    assert_eq!(from_kafka.len(), 9, "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(from_kafka.len(), 10, "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(comparable(from_kafka), comparable(from_file(dir.path(), "flight", &data("flight-sample.jsonl"))));
     let dead = from_topic(&broker, &dead);
     assert_eq!(dead.len(), 1);

@@ -15,16 +15,20 @@
 
 mod event;
 mod rules;
+mod seats;
 pub mod synthetic;
 
 pub use event::{Booking, Change, FlightEvent, FlightInput, FlightStatus, ScheduledFlight};
-pub use rules::{Case, Mct, Next, Outcome};
+pub use rules::{Case, Mct, Next, Outcome, SeatEvidence, Skipped};
+pub use seats::{RouteSeats, SeatConfig};
 
 use inflight_engine::{Graph, Key, Millis, SourceName, Sourced, Stream};
 use inflight_operators::{
-    Action, Decision, Emit, LlmConfig, LlmExt, LlmService, LookupExt, Table, change_log, multi_table, upsert_table,
+    Action, Decision, Emit, KeyByExt, Keyed, KeyedStateExt, LlmConfig, LlmExt, LlmService, LookupExt, Table,
+    change_log, multi_table, upsert_table,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use timely::dataflow::operators::vec::{Map, Partition};
@@ -47,15 +51,23 @@ pub const ACTIONS: &[Action] = &[Action::REBOOK, Action::PROTECT, Action::ESCALA
 pub struct FlightConfig {
     /// Minimum connection times.
     pub mct: Mct,
-    /// `changes`: only bookings that need an action; `all`: also NONE for those that do not.
+    /// `changes`: only bookings that need an action, and the NONE that clears an earlier action;
+    /// `all`: also NONE for those that do not.
     pub emit: Emit,
+    /// How seats are handed out.
+    pub seats: SeatConfig,
     /// The LLM stage (off unless enabled).
     pub llm: LlmConfig,
 }
 
 impl Default for FlightConfig {
     fn default() -> Self {
-        FlightConfig { mct: Mct::default(), emit: Emit::Changes, llm: LlmConfig::default() }
+        FlightConfig {
+            mct: Mct::default(),
+            emit: Emit::Changes,
+            seats: SeatConfig::default(),
+            llm: LlmConfig::default(),
+        }
     }
 }
 
@@ -218,11 +230,11 @@ fn row_of(change: &Change) -> (bool, Key) {
     }
 }
 
-fn route<'s>(cases: Stream<'s, Box<Case>>) -> [Stream<'s, Box<Case>>; 4] {
-    let parts = cases.partition(4, |c| (c.next as u64, c));
-    match <[Stream<'s, Box<Case>>; 4]>::try_from(parts) {
+fn route<'s>(cases: Stream<'s, Box<Case>>) -> [Stream<'s, Box<Case>>; 6] {
+    let parts = cases.partition(6, |c| (c.next as u64, c));
+    match <[Stream<'s, Box<Case>>; 6]>::try_from(parts) {
         Ok(parts) => parts,
-        Err(_) => unreachable!("partition(4) makes four streams"),
+        Err(_) => unreachable!("partition(6) makes six streams"),
     }
 }
 
@@ -260,47 +272,95 @@ pub fn flight<'s>(
     });
     let (Some(changes), Some(cases)) = (changes, cases) else { unreachable!("partition(2) makes two streams") };
     let scope = graph.scope();
+    let deleted = changes.clone().flat_map(|(time, change)| match change {
+        Change::DeleteBooking(id) => Some((time, id)),
+        _ => None,
+    });
     let t = tables(graph, changes, reference);
     let flight_key = |c: Box<Case>| (c.event.flight_id.clone(), c);
     #[allow(clippy::borrowed_box)] // the lookup's records are the boxes themselves
     let time = |c: &Box<Case>| c.time();
-    let with_booking = cases
-        .map(flight_key)
-        .lookup(&t.flights, graph.state("flight-of-status", 1), time, rules::with_flight)
-        .map(flight_key)
-        .lookup(&t.legs, graph.state("bookings-of-flight", 1), time, rules::per_booking);
-    let [decided_3, connection, alternatives_3, _] = route(with_booking);
+    let [to_legs, _, _, _, _, updates] =
+        route(cases.map(flight_key).lookup(&t.flights, graph.state("flight-of-status", 1), time, rules::with_flight));
+    let with_booking =
+        to_legs.map(flight_key).lookup(&t.legs, graph.state("bookings-of-flight", 1), time, rules::per_booking);
+    let [decided_3, connection, following_3, alternatives_3, seats_3, _] = route(with_booking);
     let mct = config.mct.clone();
-    let [decided_4, _, alternatives_4, _] =
+    let [decided_4, _, following_4, alternatives_4, seats_4, _] =
         route(connection.map(|c| (c.leg_id(1).cloned().unwrap_or_default(), c)).lookup(
             &t.flights,
             graph.state("connection", 1),
             time,
             move |c, f, out| rules::with_connection(c, f, &mct, out),
         ));
-    let [decided_5, _, _, following] = route(
+    let [decided_5, _, _, alternatives_5, _, _] = route(
         scope
-            .concatenate([alternatives_3, alternatives_4])
+            .concatenate([following_3, following_4])
+            .map(|c| (c.following_id().cloned().unwrap_or_default(), c))
+            .lookup(&t.flights, graph.state("following", 1), time, rules::with_following),
+    );
+    let mct = config.mct.clone();
+    let [_, _, _, _, seats_6, _] = route(
+        scope
+            .concatenate([alternatives_3, alternatives_4, alternatives_5])
             .map(|c| {
                 let route = c.broken.as_ref().map(|b| (b.flight.origin.clone(), b.flight.destination.clone()));
                 (route.unwrap_or_default(), c)
             })
-            .lookup(&t.routes, graph.state("alternatives", 1), time, rules::with_alternatives),
+            .lookup(&t.routes, graph.state("alternatives", 1), time, move |c, r, out| {
+                rules::with_alternatives(c, r, &mct, out)
+            }),
     );
-    let mct = config.mct.clone();
-    let decided_6 = following.map(|c| (c.following_id().cloned().unwrap_or_default(), c)).lookup(
-        &t.flights,
-        graph.state("following", 1),
-        time,
-        move |c, f, out| rules::with_following(c, f, &mct, out),
-    );
+    let to_seats = scope.concatenate([seats_3, seats_4, seats_6, updates]);
+    let seated = seats::allocate(to_seats, deleted, graph.state("seats", 1), config.seats.clone(), config.mct.clone());
+    let decided = scope.concatenate([decided_3, decided_4, decided_5, seated]);
     let (mct, emit) = (config.mct.clone(), config.emit);
-    let decisions = scope.concatenate([decided_3, decided_4, decided_5, decided_6]).flat_map(move |case: Box<Case>| {
-        let quiet = emit == Emit::Changes && case.outcome == Some(Outcome::Unaffected);
-        (!quiet).then(|| rules::explain(&case, &mct, &source))
-    });
+    let decisions = changed(decided, graph, emit).flat_map(move |case| Some(rules::explain(&case, &mct, &source)));
     match llm {
         Some(service) => decisions.llm_decide(service),
         None => decisions,
     }
+}
+
+/// A case on its way to the stage that knows each booking's last action.
+#[derive(Clone, Serialize, Deserialize)]
+struct ByBooking(Box<Case>);
+
+impl Keyed for ByBooking {
+    fn key(&self) -> &Key {
+        self.0.booking.as_ref().map_or(&self.0.event.flight_id, |b| &b.booking_id)
+    }
+}
+
+/// Every action; the NONE that clears a booking's earlier action (a later status of the same
+/// flight resolved it); with `--emit all` also the NONE of a delay that breaks nothing (not that of
+/// every booking on an on-time flight, which only matters when it clears). Per booking, in
+/// event-time order (then source position, leg and part), so at any parallelism; the state is the
+/// flights whose statuses left an action open.
+fn changed<'s>(cases: Stream<'s, Box<Case>>, graph: &Graph<'s>, emit: Emit) -> Stream<'s, Box<Case>> {
+    let first = |a: &ByBooking, b: &ByBooking| {
+        let at = |c: &ByBooking| (c.0.time(), c.0.pos, c.0.leg, c.0.seats.as_ref().and_then(|s| s.part));
+        at(a).cmp(&at(b))
+    };
+    let all = emit == Emit::All;
+    cases
+        .map(ByBooking)
+        .key_by()
+        .keyed_state_ordered(
+            graph.state("open-actions", 1),
+            first,
+            move |open: &mut BTreeSet<Key>, c: ByBooking, out| {
+                let flight = &c.0.event.flight_id;
+                if c.0.outcome == Some(Outcome::Unaffected) {
+                    let clears = open.remove(flight);
+                    if clears || (all && c.0.event.status != FlightStatus::OnTime) {
+                        out.push(c.0);
+                    }
+                } else {
+                    open.insert(flight.clone());
+                    out.push(c.0);
+                }
+            },
+        )
+        .into_stream()
 }

@@ -47,12 +47,16 @@ pub enum Next {
     Decide,
     /// The connecting flight's schedule (the leg after the delayed one).
     Connection,
+    /// The schedule of the leg after the broken one (an alternative must still make it).
+    Following,
     /// Flights on the broken leg's route.
     Alternatives,
-    /// The schedule of the leg after the broken one (does the alternative still connect?).
-    Following,
+    /// The seat allocator of the broken leg's route: seats are taken, held or given back.
+    Seats,
+    /// Not a booking's case: the status of a flight, for the seat allocator of its route (the
+    /// current times and state of the flights it may hand seats on).
+    Update,
 }
-
 /// How a case ended.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Outcome {
@@ -60,9 +64,7 @@ pub enum Outcome {
     Unaffected,
     /// One leg is broken and the alternative fixes it.
     Rebook,
-    /// The alternative arrives too late for the leg after it: several legs broken.
-    RebookBreaksNext,
-    /// No later flight on the route has enough seats.
+    /// No flight on the route has seats, leaves late enough and still makes the leg after it.
     NoAlternative,
     /// Delay of unknown length: hold seats on the alternative.
     Protect,
@@ -71,7 +73,6 @@ pub enum Outcome {
     /// Reference data the case needs is missing (named).
     Missing(String),
 }
-
 /// The leg a case must replace and the earliest the replacement may leave.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Broken {
@@ -110,17 +111,49 @@ pub struct Case {
     pub alternative: Option<ScheduledFlight>,
     /// The leg after the broken one.
     pub following: Option<ScheduledFlight>,
+    /// The flights of the broken leg's route as of the event, for the seat allocator (emptied
+    /// once it has chosen).
+    pub candidates: Vec<ScheduledFlight>,
+    /// What the seat allocator did.
+    pub seats: Option<SeatEvidence>,
     /// How it ended.
     pub outcome: Option<Outcome>,
 }
 
+/// A flight the allocator passed over, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The flight.
+    pub flight_id: Key,
+    /// Why: full, departs too early, misses the next leg, cancelled, departed.
+    pub why: String,
+}
+
+/// What the seat allocator did for one decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeatEvidence {
+    /// Passengers this decision moves (all of the booking's unless the group was split).
+    pub passengers: u32,
+    /// Seats free on the alternative before and after this booking (0, 0 without one).
+    pub free_before: u32,
+    /// After.
+    pub free_after: u32,
+    /// Position of the booking among the requests for the route at this event time (1-based).
+    pub order: u32,
+    /// Part `k` of `n` of a split group (None: the booking moves whole).
+    pub part: Option<(u32, u32)>,
+    /// Earlier alternatives passed over (the first few, by departure).
+    pub skipped: Vec<Skipped>,
+    /// How many more were passed over than `skipped` lists.
+    pub skipped_more: u32,
+    /// A PROTECT hold's expiry (event time).
+    pub held_until: Option<Millis>,
+}
+
 impl Case {
-    /// A new case for a status event, or None for statuses that affect no connection. (Boxed:
-    /// cases move through several exchanges and buffers, and a pointer moves faster.)
+    /// A new case for a status event. (Boxed: cases move through several exchanges and buffers,
+    /// and a pointer moves faster.)
     pub fn start(event: FlightEvent, pos: Position, ingest_ns: u64) -> Option<Box<Case>> {
-        if !matches!(event.status, FlightStatus::Delayed | FlightStatus::Cancelled | FlightStatus::Diverted) {
-            return None;
-        }
         Some(Box::new(Case {
             next: Next::Decide,
             event,
@@ -133,6 +166,8 @@ impl Case {
             broken: None,
             alternative: None,
             following: None,
+            candidates: Vec::new(),
+            seats: None,
             outcome: None,
         }))
     }
@@ -142,7 +177,7 @@ impl Case {
         self.event.timestamp
     }
 
-    fn end(mut self: Box<Self>, outcome: Outcome) -> Box<Case> {
+    pub(crate) fn end(mut self: Box<Self>, outcome: Outcome) -> Box<Case> {
         self.next = Next::Decide;
         self.outcome = Some(outcome);
         self
@@ -155,6 +190,9 @@ impl Case {
 
     /// The delay announced, if its length is known.
     pub fn delay(&self) -> Option<Millis> {
+        if self.event.status == FlightStatus::OnTime {
+            return Some(0);
+        }
         if let Some(m) = self.event.delay_minutes {
             return Some(Millis::from(m) * MINUTE);
         }
@@ -168,12 +206,22 @@ impl Case {
     }
 }
 
+/// Whether a status can change what a booking must do: delays, cancellations and diversions,
+/// and ON_TIME (a delay of zero), which can resolve an earlier one.
+fn concerns_bookings(status: FlightStatus) -> bool {
+    matches!(status, FlightStatus::Delayed | FlightStatus::Cancelled | FlightStatus::Diverted | FlightStatus::OnTime)
+}
+
 /// Stage 1: the status event's flight in the schedule (a status for a flight the schedule does not
-/// know affects no booking we could find).
+/// know affects no booking we could find). Every status of a known flight also goes to the seat
+/// allocator of the flight's route as an update ([`Next::Update`]).
 pub fn with_flight(mut case: Box<Case>, flights: &[&ScheduledFlight], out: &mut Vec<Box<Case>>) {
     if let Some(flight) = flights.first() {
         case.flight = Some((*flight).clone());
-        out.push(case);
+        if concerns_bookings(case.event.status) {
+            out.push(case.clone());
+        }
+        out.push(case.then(Next::Update));
     }
 }
 
@@ -190,9 +238,10 @@ pub fn per_booking(case: Box<Case>, bookings: &[&Booking], out: &mut Vec<Box<Cas
         out.push(match case.event.status {
             FlightStatus::Diverted => case.end(Outcome::Diverted),
             FlightStatus::Cancelled => {
-                let (flight, ready) = (flight.clone(), flight.departure);
+                // Any flight on the route that has not left yet will do, at its current times.
+                let (flight, ready) = (flight.clone(), case.time());
                 case.broken = Some(Broken { flight, leg, ready, protect: false });
-                case.then(Next::Alternatives)
+                case.to_alternatives()
             }
             _ if case.leg_id(1).is_none() => case.end(Outcome::Unaffected),
             _ => case.then(Next::Connection),
@@ -200,7 +249,9 @@ pub fn per_booking(case: Box<Case>, bookings: &[&Booking], out: &mut Vec<Box<Cas
     }
 }
 
-/// Stage 4 (delays): does the passenger still make the connecting flight?
+/// Stage 3 (delays): does the passenger still make the connecting flight? A connection that holds
+/// goes to the seat allocator of its route all the same: a hold placed there for this booking by
+/// an earlier status (PROTECT) is given back.
 pub fn with_connection(mut case: Box<Case>, flights: &[&ScheduledFlight], mct: &Mct, out: &mut Vec<Box<Case>>) {
     let (Some(connection), Some(flight)) = (flights.first().map(|f| (*f).clone()), case.flight.as_ref()) else {
         let id = case.leg_id(1).cloned().unwrap_or_default();
@@ -213,59 +264,49 @@ pub fn with_connection(mut case: Box<Case>, flights: &[&ScheduledFlight], mct: &
         Some(delay) => {
             let ready = flight.arrival + delay + mct.at(&flight.destination);
             if ready <= connection.departure {
-                case.end(Outcome::Unaffected)
+                let mut case = case.end(Outcome::Unaffected);
+                case.next = Next::Seats;
+                case
             } else {
                 case.broken = Some(Broken { flight: connection, leg, ready, protect: false });
-                case.then(Next::Alternatives)
+                case.to_alternatives()
             }
         }
         None => {
             let ready = connection.departure;
             case.broken = Some(Broken { flight: connection, leg, ready, protect: true });
-            case.then(Next::Alternatives)
+            case.to_alternatives()
         }
     });
 }
 
-/// Stage 5: the earliest later flight on the broken leg's route with seats for everyone.
-pub fn with_alternatives(mut case: Box<Case>, route: &[&ScheduledFlight], out: &mut Vec<Box<Case>>) {
-    let (Some(broken), Some(booking)) = (case.broken.as_ref(), case.booking.as_ref()) else { return };
-    let alternative = route
-        .iter()
-        .copied()
-        .filter(|f| f.flight_id != broken.flight.flight_id && f.flight_id != case.event.flight_id)
-        .filter(|f| f.departure >= broken.ready && f.seats_free >= booking.passengers)
-        .min_by(|a, b| (a.departure, &a.flight_id).cmp(&(b.departure, &b.flight_id)))
-        .cloned();
-    let Some(alternative) = alternative else {
-        out.push(case.end(Outcome::NoAlternative));
-        return;
-    };
-    let (has_following, protect) = (booking.legs.get(broken.leg + 1).is_some(), broken.protect);
-    case.alternative = Some(alternative);
-    out.push(match (has_following, protect) {
-        (true, _) => case.then(Next::Following),
-        (false, true) => case.end(Outcome::Protect),
-        (false, false) => case.end(Outcome::Rebook),
-    });
-}
-
-/// Stage 6: does the alternative still make the leg after the broken one?
-pub fn with_following(mut case: Box<Case>, flights: &[&ScheduledFlight], mct: &Mct, out: &mut Vec<Box<Case>>) {
-    let (Some(alternative), Some(broken)) = (case.alternative.as_ref(), case.broken.as_ref()) else { return };
+/// Stage 4: the leg after the broken one, which an alternative must still make.
+pub fn with_following(mut case: Box<Case>, flights: &[&ScheduledFlight], out: &mut Vec<Box<Case>>) {
     let Some(following) = flights.first().map(|f| (*f).clone()) else {
         let id = case.following_id().cloned().unwrap_or_default();
         out.push(case.end(Outcome::Missing(format!("flight {id} of the itinerary is not in the schedule"))));
         return;
     };
-    let connects = alternative.arrival + mct.at(&alternative.destination) <= following.departure;
-    let protect = broken.protect;
     case.following = Some(following);
-    out.push(match (connects, protect) {
-        (false, _) => case.end(Outcome::RebookBreaksNext),
-        (true, true) => case.end(Outcome::Protect),
-        (true, false) => case.end(Outcome::Rebook),
-    });
+    out.push(case.then(Next::Alternatives));
+}
+
+/// Stage 5: the flights on the broken leg's route, as of the event, for the seat allocator.
+pub fn with_alternatives(mut case: Box<Case>, route: &[&ScheduledFlight], mct: &Mct, out: &mut Vec<Box<Case>>) {
+    let Some(broken) = case.broken.as_ref() else { return };
+    let candidates = route
+        .iter()
+        .filter(|f| f.flight_id != broken.flight.flight_id && f.flight_id != case.event.flight_id)
+        // Delays only ever make a flight later: one scheduled to arrive too late for the next leg
+        // never qualifies, and one scheduled to have landed before the passenger is ready would
+        // need a delay longer than its flight (not considered). Sending the whole route to the
+        // allocator was a third of the pipeline's time.
+        .filter(|f| f.departure >= broken.ready || f.arrival >= broken.ready)
+        .filter(|f| case.following.as_ref().is_none_or(|n| f.arrival + mct.at(&f.destination) <= n.departure))
+        .map(|f| (*f).clone())
+        .collect();
+    case.candidates = candidates;
+    out.push(case.then(Next::Seats));
 }
 
 impl Case {
@@ -274,6 +315,30 @@ impl Case {
         let broken = self.broken.as_ref()?;
         self.booking.as_ref()?.legs.get(broken.leg + 1)
     }
+
+    /// On to the alternatives, by way of the leg after the broken one where there is one.
+    fn to_alternatives(self: Box<Self>) -> Box<Case> {
+        let next = if self.following_id().is_some() { Next::Following } else { Next::Alternatives };
+        self.then(next)
+    }
+
+    /// The seat allocator a case goes to: its broken leg's route (or, for a connection that holds,
+    /// the connection's route, where an earlier hold may be); for an update, its flight's route.
+    pub fn seat_route(&self) -> Key {
+        let flight = match self.next {
+            Next::Update => self.flight.as_ref(),
+            _ => self.broken.as_ref().map(|b| &b.flight).or(self.connection.as_ref()),
+        };
+        flight.map(route_key).unwrap_or_default()
+    }
+}
+
+/// The key of a flight's route.
+pub fn route_key(flight: &ScheduledFlight) -> Key {
+    let mut key = flight.origin.clone();
+    key.push('>');
+    key.push_str(&flight.destination);
+    key
 }
 
 /// What a decision shows of the status event: what it says, without its timestamp (the decision's
@@ -347,14 +412,58 @@ struct FlightEvidence<'a> {
     alternative: Option<FlightView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     following: Option<FlightView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seats: Option<SeatView<'a>>,
+}
+
+/// What a decision shows of the seat allocation.
+#[derive(Serialize)]
+struct SeatView<'a> {
+    passengers: u32,
+    free_before: u32,
+    free_after: u32,
+    order: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part: Option<[u32; 2]>,
+    #[serde(skip_serializing_if = "<[Skipped]>::is_empty")]
+    skipped: &'a [Skipped],
+    #[serde(skip_serializing_if = "is_zero")]
+    skipped_more: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_until: Option<Stamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl<'a> From<&'a SeatEvidence> for SeatView<'a> {
+    fn from(s: &'a SeatEvidence) -> Self {
+        SeatView {
+            passengers: s.passengers,
+            free_before: s.free_before,
+            free_after: s.free_after,
+            order: s.order,
+            part: s.part.map(|(k, n)| [k, n]),
+            skipped: &s.skipped,
+            skipped_more: s.skipped_more,
+            held_until: s.held_until.map(Stamp),
+        }
+    }
 }
 
 /// The rules' action, confidence and reason for a finished case.
 pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
     let e = &case.event;
     let id = &e.flight_id;
-    let pax = case.booking.as_ref().map_or(0, |b| b.passengers);
+    let all = case.booking.as_ref().map_or(0, |b| b.passengers);
+    let seats = case.seats.as_ref();
+    let pax = match seats {
+        Some(s) if s.part.is_some() => format!("{} of {all}", s.passengers),
+        _ => all.to_string(),
+    };
     let alt = case.alternative.as_ref();
+    let change = seats.map(|s| format!(" ({} → {} seats free)", s.free_before, s.free_after)).unwrap_or_default();
     let alt_text = |f: Option<&ScheduledFlight>| {
         f.map(|f| format!("{} leaving {}", f.flight_id, Stamp(f.departure))).unwrap_or_default()
     };
@@ -362,6 +471,7 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
     let broken_id = broken.map(|b| b.flight.flight_id.as_str()).unwrap_or_default();
     let status = match e.status {
         FlightStatus::Cancelled => "is cancelled".to_owned(),
+        FlightStatus::OnTime => "is on time".to_owned(),
         _ => match case.delay() {
             Some(d) => format!("is delayed {} min", d / MINUTE),
             None => "is delayed (length unknown)".to_owned(),
@@ -384,27 +494,34 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
             } else {
                 format!("this breaks the connection to {broken_id}")
             };
-            (Action::REBOOK, 0.9, format!("{id} {status} and {what}: rebook {pax} on {}", alt_text(alt)))
-        }
-        Outcome::RebookBreaksNext => {
-            let next = case.following.as_ref().map(|f| f.flight_id.as_str()).unwrap_or_default();
-            let reason = format!(
-                "{id} {status}; {broken_id} must be replaced, but {} misses {next}: several legs broken",
-                alt_text(alt)
-            );
-            (Action::REBOOK, 0.5, reason)
+            (Action::REBOOK, 0.9, format!("{id} {status} and {what}: rebook {pax} on {}{change}", alt_text(alt)))
         }
         Outcome::NoAlternative => {
             let route = broken.map(|b| format!("{}→{}", b.flight.origin, b.flight.destination)).unwrap_or_default();
-            let reason =
-                format!("{id} {status}; no later flight {route} has seats for {pax}: no alternative, escalate");
+            let skipped = seats.map(|s| &s.skipped[..]).unwrap_or_default();
+            let why = if skipped.is_empty() {
+                let next = case.following.as_ref().map(|n| format!(" and reaches {} in time", n.flight_id));
+                format!("no other flight {route} leaves in time{}", next.unwrap_or_default())
+            } else {
+                let mut list: Vec<String> = skipped.iter().map(|s| format!("{} {}", s.flight_id, s.why)).collect();
+                if let Some(more) = seats.map(|s| s.skipped_more).filter(|m| *m > 0) {
+                    list.push(format!("{more} more"));
+                }
+                list.join(", ")
+            };
+            let full = !skipped.is_empty() && skipped.iter().all(|s| s.why.starts_with("full"));
+            let what = if full { "no seats" } else { "no alternative" };
+            let reason = format!("{id} {status}; nothing {route} can take {pax} ({why}): {what}, escalate");
             (Action::ESCALATE, 0.5, reason)
         }
-        Outcome::Protect => (
-            Action::PROTECT,
-            0.75,
-            format!("{id} {status}: hold {pax} seats on {} in case {broken_id} is missed", alt_text(alt)),
-        ),
+        Outcome::Protect => {
+            let until = seats.and_then(|s| s.held_until).map(|t| format!(" until {}", Stamp(t))).unwrap_or_default();
+            let reason = format!(
+                "{id} {status}: hold {pax} seats on {}{until} in case {broken_id} is missed{change}",
+                alt_text(alt)
+            );
+            (Action::PROTECT, 0.75, reason)
+        }
         Outcome::Diverted => (Action::ESCALATE, 0.6, format!("{id} is diverted: the itinerary must be rebuilt")),
         Outcome::Missing(what) => (Action::ESCALATE, 0.4, format!("{id} {status}, but {what}")),
     }
@@ -428,10 +545,12 @@ pub fn explain(case: &Case, mct: &Mct, source: &SourceName) -> Decision {
         broken_leg: case.broken.as_ref().map(|b| b.flight.flight_id.as_str()),
         alternative: case.alternative.as_ref().map(FlightView::from),
         following: case.following.as_ref().map(FlightView::from),
+        seats: case.seats.as_ref().map(SeatView::from),
     };
     let time = case.time();
+    let part = case.seats.as_ref().and_then(|s| s.part).map(|(k, _)| format!("/{k}")).unwrap_or_default();
     Decision {
-        id: format!("flight/{booking_id}/{}/{time}", case.event.flight_id),
+        id: format!("flight/{booking_id}/{}/{time}{part}", case.event.flight_id),
         pipeline: "flight".into(),
         key: booking_id,
         action,
@@ -495,22 +614,28 @@ mod tests {
         let mut case = Case::start(event, Position::default(), 0).unwrap();
         let mut out = Vec::new();
         with_flight(case.clone(), &by_id(Some(&case.event.flight_id)), &mut out);
+        out.retain(|c| c.next != Next::Update);
         case = out.pop().unwrap();
         per_booking(case, &[b], &mut out);
         case = out.pop().unwrap();
         loop {
             match case.next {
-                Next::Decide => return case,
+                Next::Decide | Next::Update => return case,
                 Next::Connection => with_connection(case.clone(), &by_id(case.leg_id(1)), mct, &mut out),
+                Next::Following => with_following(case.clone(), &by_id(case.following_id()), &mut out),
                 Next::Alternatives => {
                     let broken = case.broken.clone().unwrap().flight;
                     let route: Vec<_> = schedule
                         .iter()
                         .filter(|f| (&f.origin, &f.destination) == (&broken.origin, &broken.destination))
                         .collect();
-                    with_alternatives(case.clone(), &route, &mut out);
+                    with_alternatives(case.clone(), &route, mct, &mut out);
                 }
-                Next::Following => with_following(case.clone(), &by_id(case.following_id()), mct, &mut out),
+                Next::Seats => {
+                    let mut seats = crate::flight::RouteSeats::default();
+                    seats.apply(vec![case.clone()], case.time(), &Default::default(), mct, &mut out);
+                    return out.pop().unwrap();
+                }
             }
             case = out.pop().unwrap();
         }
@@ -568,9 +693,11 @@ mod tests {
         let mut s = schedule();
         s.push(flight("V1", "YVR", "NRT", 10, 20, 10)); // C3 lands at 20:00: too late for V1 at 20:00
         let case = run(delayed("F1", Some(60)), &s, &booking(&["F1", "C1", "V1"]));
-        assert_eq!(case.outcome, Some(Outcome::RebookBreaksNext));
-        let (action, confidence, _) = verdict(&case, &Mct::default());
-        assert_eq!((action, confidence < 0.7), (Action::REBOOK, true));
+        assert_eq!(case.outcome, Some(Outcome::NoAlternative));
+        let (action, confidence, reason) = verdict(&case, &Mct::default());
+        assert_eq!((action, confidence < 0.7), (Action::ESCALATE, true));
+        // C3 and C4 land too late for V1 (not even candidates); C2 would connect but is full.
+        assert!(reason.contains("(C2 full (1 free)): no seats"), "{reason}");
     }
 
     #[test]
@@ -580,16 +707,24 @@ mod tests {
         s.push(flight("F3", "YUL", "YYZ", 1, 2, 5)); // arrives 12:00: misses C1 at 12:00
         let cancelled = FlightEvent { status: FlightStatus::Cancelled, ..delayed("F1", None) };
         let case = run(cancelled, &s, &booking(&["F1", "C1"]));
-        assert_eq!(case.alternative.as_ref().unwrap().flight_id, "F3");
-        assert_eq!(case.outcome, Some(Outcome::RebookBreaksNext));
+        // F2 has no seats, and F3 arrives too late for C1 (not even a candidate): nothing fits.
+        assert_eq!(case.outcome, Some(Outcome::NoAlternative));
+        let skipped: Vec<_> = case.seats.as_ref().unwrap().skipped.iter().map(|s| s.why.as_str()).collect();
+        assert_eq!(skipped, ["full (0 free)"]);
 
         let case = run(delayed("F1", None), &schedule(), &booking(&["F1", "C1"]));
         assert_eq!((case.outcome, case.alternative.unwrap().flight_id.as_str()), (Some(Outcome::Protect), "C3"));
     }
 
     #[test]
-    fn other_statuses_start_no_case() {
+    fn other_statuses_only_update_the_seat_allocator_and_on_time_clears() {
+        let boarding = FlightEvent { status: FlightStatus::Boarding, ..delayed("F1", None) };
+        let mut out = Vec::new();
+        let f1 = schedule()[0].clone();
+        with_flight(Case::start(boarding, Position::default(), 0).unwrap(), &[&f1], &mut out);
+        assert_eq!(out.iter().map(|c| c.next).collect::<Vec<_>>(), [Next::Update]);
         let on_time = FlightEvent { status: FlightStatus::OnTime, ..delayed("F1", None) };
-        assert!(Case::start(on_time, Position::default(), 0).is_none());
+        let case = run(on_time, &schedule(), &booking(&["F1", "C1"]));
+        assert_eq!((case.outcome, case.next), (Some(Outcome::Unaffected), Next::Seats));
     }
 }

@@ -1,0 +1,570 @@
+//! Seat inventory: the seats a route's flights still have for rebooking, as state of the dataflow.
+//!
+//! Every flight belongs to one route (origin → destination), and a broken leg is only ever replaced
+//! by a flight of its own route, so one allocator per route owns all the seats a request can take:
+//! the allocator of a route lives on the worker that owns the route's key, and a request needs no
+//! second hop when its first choice is full. A flight's free seats are the schedule's `seats_free`
+//! (as of the event: schedule upserts take effect at their timestamp) minus the seats taken by
+//! REBOOK and held by PROTECT decisions, plus those given back.
+//!
+//! Within one event time a route's allocator applies, in this order (the same at any parallelism,
+//! because it does not depend on which worker read what or when):
+//! 1. booking deletes (their seats come back);
+//! 2. status updates of the route's flights (current times, cancellations, departures), by source
+//!    position;
+//! 3. connections that hold again (an earlier hold for the booking comes back), by booking;
+//! 4. requests, earliest broken departure first, then larger groups first (first fit by decreasing
+//!    size: the groups hardest to place choose first, and the small ones fill the gaps; smallest
+//!    first left a seat free on a 4-seat flight and a 4-passenger group without one), then booking
+//!    id, then source position.
+//!
+//! A request first gives back what the same booking and leg took before (a later status decides
+//! again), then tries the route's flights by current departure: a flight that is cancelled, has
+//! left, leaves before the passenger is ready, misses the itinerary's next leg or has too few seats
+//! is passed over with that reason. A PROTECT hold expires `hold_minutes` after it was placed.
+
+// Cases are boxed on purpose (see rules.rs): they move through exchanges and sorts.
+#![allow(clippy::vec_box)]
+
+use super::event::{FlightStatus, ScheduledFlight};
+use super::rules::{Case, Mct, Next, Outcome, SeatEvidence, Skipped};
+use inflight_engine::checkpoint::encode;
+use inflight_engine::time::Stamp;
+use inflight_engine::{Key, Millis, State, Stream, key_hash};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+
+const MINUTE: Millis = 60_000;
+
+/// Flights passed over that a decision names with their reason (the rest are counted).
+const MAX_SKIPPED: usize = 5;
+
+/// How seats are handed out (`[seats]` in the config file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeatConfig {
+    /// Minutes a PROTECT hold keeps its seats unless a later status decides the booking again.
+    pub hold_minutes: u32,
+    /// Split a group that no single flight can take across several flights (one decision per
+    /// part); off: a booking moves whole or is escalated.
+    pub split_groups: bool,
+}
+
+impl Default for SeatConfig {
+    fn default() -> Self {
+        SeatConfig { hold_minutes: 120, split_groups: false }
+    }
+}
+
+/// What the allocator knows of one flight of its route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct FlightSeats {
+    /// Seats taken or held by our decisions.
+    taken: u32,
+    /// Known delay of its departure and arrival.
+    delay: Millis,
+    cancelled: bool,
+    departed: bool,
+}
+
+/// Seats one booking's leg took on one flight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Taken {
+    leg: usize,
+    flight_id: Key,
+    seats: u32,
+    /// A PROTECT hold's expiry.
+    until: Option<Millis>,
+}
+
+/// The seat state of one route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSeats {
+    flights: BTreeMap<Key, FlightSeats>,
+    by_booking: BTreeMap<Key, Vec<Taken>>,
+    /// The earliest expiry of a hold (or later): no hold expires before it.
+    next_expiry: Option<Millis>,
+}
+
+/// The order of a route's records within one event time (see the module's documentation).
+pub fn order(a: &Case, b: &Case) -> Ordering {
+    let rank = |c: &Case| match (c.next, &c.outcome) {
+        (Next::Update, _) => 0,
+        (_, Some(Outcome::Unaffected)) => 1,
+        _ => 2,
+    };
+    let passengers = |c: &Case| c.booking.as_ref().map(|b| b.passengers);
+    let departure = |c: &Case| c.broken.as_ref().map(|b| b.flight.departure);
+    rank(a)
+        .cmp(&rank(b))
+        .then_with(|| departure(a).cmp(&departure(b)))
+        .then_with(|| passengers(b).cmp(&passengers(a)))
+        .then_with(|| booking_id(a).cmp(&booking_id(b)))
+        .then_with(|| a.leg.cmp(&b.leg))
+        .then_with(|| a.pos.cmp(&b.pos))
+}
+
+fn booking_id(c: &Case) -> Option<&str> {
+    c.booking.as_ref().map(|b| b.booking_id.as_str())
+}
+
+impl RouteSeats {
+    /// Gives back everything `booking` took on this route.
+    pub fn release_booking(&mut self, booking: &str) {
+        if let Some(taken) = self.by_booking.remove(booking) {
+            for t in taken {
+                self.give_back(&t);
+            }
+        }
+    }
+
+    fn give_back(&mut self, t: &Taken) {
+        if let Some(f) = self.flights.get_mut(&t.flight_id) {
+            f.taken = f.taken.saturating_sub(t.seats);
+        }
+    }
+
+    /// Gives back what `booking` took for leg `leg`.
+    fn release(&mut self, booking: &Key, leg: usize) {
+        let Some(taken) = self.by_booking.get_mut(booking) else { return };
+        let (back, keep): (Vec<Taken>, Vec<Taken>) = std::mem::take(taken).into_iter().partition(|t| t.leg == leg);
+        if keep.is_empty() {
+            self.by_booking.remove(booking);
+        } else {
+            self.by_booking.insert(booking.clone(), keep);
+        }
+        for t in &back {
+            self.give_back(t);
+        }
+    }
+
+    /// Gives back the holds that expired at or before `now`.
+    fn expire(&mut self, now: Millis) {
+        if self.next_expiry.is_none_or(|t| t > now) {
+            return;
+        }
+        self.next_expiry = None;
+        let mut next = None;
+        let mut back = Vec::new();
+        self.by_booking.retain(|_, taken| {
+            taken.retain(|t| {
+                let expired = t.until.is_some_and(|u| u <= now);
+                if expired {
+                    back.push(t.clone());
+                } else if let Some(u) = t.until {
+                    next = Some(next.map_or(u, |n: Millis| n.min(u)));
+                }
+                !expired
+            });
+            !taken.is_empty()
+        });
+        self.next_expiry = next;
+        for t in &back {
+            self.give_back(t);
+        }
+    }
+
+    /// Applies the records of one event time, sorted by [`order`]; decided cases go to `out`.
+    pub fn apply(
+        &mut self,
+        records: Vec<Box<Case>>,
+        time: Millis,
+        config: &SeatConfig,
+        mct: &Mct,
+        out: &mut Vec<Box<Case>>,
+    ) {
+        self.expire(time);
+        let mut position = 0;
+        for case in records {
+            match (case.next, &case.outcome) {
+                (Next::Update, _) => self.update(&case),
+                (_, Some(Outcome::Unaffected)) => {
+                    if let Some(b) = case.booking.as_ref() {
+                        self.release(&b.booking_id, case.leg + 1);
+                    }
+                    out.push(case);
+                }
+                _ => {
+                    position += 1;
+                    self.allocate(case, position, config, mct, out);
+                }
+            }
+        }
+    }
+
+    /// A status of one of the route's flights.
+    fn update(&mut self, case: &Case) {
+        let Some(flight) = case.flight.as_ref() else { return };
+        let f = self.flights.entry(flight.flight_id.clone()).or_default();
+        match case.event.status {
+            FlightStatus::Cancelled => f.cancelled = true,
+            FlightStatus::Departed | FlightStatus::Arrived | FlightStatus::Diverted => f.departed = true,
+            FlightStatus::OnTime => f.delay = 0,
+            FlightStatus::Delayed => {
+                if let Some(d) = case.delay() {
+                    f.delay = d;
+                }
+            }
+            FlightStatus::Scheduled | FlightStatus::Boarding => {}
+        }
+    }
+
+    /// Serves one request: REBOOK or PROTECT onto the first flight that fits, parts of a split
+    /// group, or NoAlternative with the reasons.
+    fn allocate(&mut self, mut case: Box<Case>, order: u32, config: &SeatConfig, mct: &Mct, out: &mut Vec<Box<Case>>) {
+        let (Some(booking), Some(broken)) = (case.booking.clone(), case.broken.clone()) else { return };
+        self.release(&booking.booking_id, broken.leg);
+        let time = case.time();
+        let mut candidates: Vec<ScheduledFlight> = std::mem::take(&mut case.candidates)
+            .into_iter()
+            .map(|mut f| {
+                let delay = self.flights.get(&f.flight_id).map_or(0, |s| s.delay);
+                f.departure += delay;
+                f.arrival += delay;
+                f
+            })
+            .collect();
+        candidates.sort_by(|a, b| (a.departure, &a.flight_id).cmp(&(b.departure, &b.flight_id)));
+        let pax = booking.passengers;
+        let next = case.following.as_ref();
+        // The seats a flight has free for this request, or why it cannot take anyone (as a
+        // closure that writes the reason: only the first few are written).
+        let fits = |flight: &ScheduledFlight| -> Result<u32, Box<dyn Fn() -> String + '_>> {
+            let state = self.flights.get(&flight.flight_id);
+            let free = flight.seats_free.saturating_sub(state.map_or(0, |s| s.taken));
+            let (dep, ready) = (flight.departure, broken.ready);
+            if state.is_some_and(|s| s.cancelled) {
+                Err(Box::new(|| "cancelled".to_owned()))
+            } else if state.is_some_and(|s| s.departed) || dep < time {
+                Err(Box::new(|| "has left".to_owned()))
+            } else if dep < ready {
+                Err(Box::new(move || format!("departs too early ({}, ready {})", Stamp(dep), Stamp(ready))))
+            } else if let Some(n) = next.filter(|n| flight.arrival + mct.at(&flight.destination) > n.departure) {
+                Err(Box::new(move || format!("misses the next leg {}", n.flight_id)))
+            } else {
+                Ok(free)
+            }
+        };
+        let full = |free: u32| -> Box<dyn Fn() -> String> { Box::new(move || format!("full ({free} free)")) };
+        // Reasons are written for the first few flights passed over only: a busy route's list
+        // was most of the allocator's time and of the decision's size.
+        let mut more = 0;
+        let mut skipped: Vec<Skipped> = Vec::new();
+        let skip = |skipped: &mut Vec<Skipped>, more: &mut u32, flight: &ScheduledFlight, why: &dyn Fn() -> String| {
+            if skipped.len() < MAX_SKIPPED {
+                skipped.push(Skipped { flight_id: flight.flight_id.clone(), why: why() });
+            } else {
+                *more += 1;
+            }
+        };
+        let mut parts: Vec<(ScheduledFlight, u32, u32)> = Vec::new(); // (flight, seats, free before)
+        // The whole group on the first flight that takes it...
+        for flight in &candidates {
+            match fits(flight) {
+                Ok(free) if free >= pax => {
+                    parts.push((flight.clone(), pax, free));
+                    break;
+                }
+                Ok(free) => skip(&mut skipped, &mut more, flight, &*full(free)),
+                Err(why) => skip(&mut skipped, &mut more, flight, &*why),
+            }
+        }
+        // ...or, where allowed, in parts on the first flights with any room.
+        let mut left = if parts.is_empty() { pax } else { 0 };
+        if left > 0 && config.split_groups {
+            skipped.clear();
+            more = 0;
+            for flight in &candidates {
+                if left == 0 {
+                    break;
+                }
+                match fits(flight) {
+                    Ok(free) if free > 0 => {
+                        let seats = free.min(left);
+                        left -= seats;
+                        parts.push((flight.clone(), seats, free));
+                    }
+                    Ok(free) => skip(&mut skipped, &mut more, flight, &*full(free)),
+                    Err(why) => skip(&mut skipped, &mut more, flight, &*why),
+                }
+            }
+        }
+        let until = broken.protect.then(|| time.saturating_add(Millis::from(config.hold_minutes) * MINUTE));
+        let count = parts.len() as u32 + u32::from(left > 0 && !parts.is_empty());
+        let split = count > 1;
+        for (k, (flight, seats, free)) in parts.into_iter().enumerate() {
+            self.flights.entry(flight.flight_id.clone()).or_default().taken += seats;
+            let taken = Taken { leg: broken.leg, flight_id: flight.flight_id.clone(), seats, until };
+            if let Some(u) = until {
+                self.next_expiry = Some(self.next_expiry.map_or(u, |n| n.min(u)));
+            }
+            self.by_booking.entry(booking.booking_id.clone()).or_default().push(taken);
+            let mut part = case.clone();
+            part.seats = Some(SeatEvidence {
+                passengers: seats,
+                free_before: free,
+                free_after: free - seats,
+                order,
+                part: split.then_some((k as u32 + 1, count)),
+                skipped: skipped.clone(),
+                skipped_more: more,
+                held_until: until,
+            });
+            part.alternative = Some(flight);
+            out.push(part.end(if broken.protect { Outcome::Protect } else { Outcome::Rebook }));
+        }
+        if left > 0 {
+            case.seats = Some(SeatEvidence {
+                passengers: left,
+                free_before: 0,
+                free_after: 0,
+                order,
+                part: split.then_some((count, count)),
+                skipped,
+                skipped_more: more,
+                held_until: None,
+            });
+            out.push(case.end(Outcome::NoAlternative));
+        }
+    }
+}
+
+/// The seat allocators of the routes this worker owns: `cases` (requests, connections that hold,
+/// flight updates) go to the worker of their route; `deletes` (deleted bookings' ids with the
+/// delete's time) reach every worker. Records are applied time by time once both inputs have
+/// passed, so the order within a time is [`order`]'s whatever the workers' interleaving; the
+/// routes' seats are `state` in checkpoints.
+pub fn allocate<'s>(
+    cases: Stream<'s, Box<Case>>,
+    deletes: Stream<'s, (Millis, Key)>,
+    mut part: State,
+    config: SeatConfig,
+    mct: Mct,
+) -> Stream<'s, Box<Case>> {
+    #[allow(clippy::borrowed_box)] // the exchange's records are the boxes themselves
+    let by_route = Exchange::new(|c: &Box<Case>| key_hash(&c.seat_route()));
+    let deletes = deletes.broadcast();
+    cases.binary_frontier(deletes, by_route, Pipeline, "Seats", move |_cap, _info| {
+        let mut routes: FxHashMap<Key, RouteSeats> =
+            part.restore_by_key(|(route, _): &(Key, RouteSeats)| key_hash(route)).into_iter().collect();
+        let mut pending: BTreeMap<Millis, Pending> = BTreeMap::new();
+        let mut out = Vec::new();
+        move |(input, frontier), (deleted, deleted_frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(held) = cap.retain_least(output.output_index()) else { return };
+                let at = pending.entry(*held.time()).or_insert_with(|| (held, Vec::new(), Vec::new()));
+                for batch in data {
+                    at.1.append(batch);
+                }
+            });
+            deleted.for_each_stamp(|cap, data| {
+                let Some(held) = cap.retain_least(output.output_index()) else { return };
+                // A source sends a batch at its earliest time: each delete waits for its own.
+                for (time, booking) in data.flat_map(|batch| batch.drain(..)) {
+                    let time = time.max(*held.time());
+                    let at = pending.entry(time).or_insert_with(|| (held.delayed(&time), Vec::new(), Vec::new()));
+                    at.2.push(booking);
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                let time = *entry.key();
+                if frontier.less_equal(&time) || deleted_frontier.less_equal(&time) {
+                    break;
+                }
+                let (cap, mut records, deletes) = entry.remove();
+                part.applied(time);
+                for booking in &deletes {
+                    for seats in routes.values_mut() {
+                        seats.release_booking(booking);
+                    }
+                }
+                let mut keyed: Vec<(Key, Box<Case>)> = records.drain(..).map(|c| (c.seat_route(), c)).collect();
+                keyed.sort_by(|(ra, a), (rb, b)| ra.cmp(rb).then_with(|| order(a, b)));
+                let mut keyed = keyed.into_iter().peekable();
+                while let Some((route, first)) = keyed.next() {
+                    let mut same = vec![first];
+                    while let Some((_, next)) = keyed.next_if(|(r, _)| *r == route) {
+                        same.push(next);
+                    }
+                    routes.entry(route).or_default().apply(same, time, &config, &mct, &mut out);
+                }
+                if !out.is_empty() {
+                    output.session(&cap).give_container(&mut out);
+                }
+            }
+            if part.saved() {
+                let (a, b) = (frontier.frontier().first().copied(), deleted_frontier.frontier().first().copied());
+                let at = match (a, b) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                part.offer(at, |_| {
+                    let mut saved: Vec<(&Key, &RouteSeats)> = routes.iter().collect();
+                    saved.sort_by(|a, b| a.0.cmp(b.0));
+                    encode(&saved)
+                });
+            }
+        }
+    })
+}
+
+/// Records of one time: its capability, the cases, the deleted bookings.
+type Pending = (Capability<Millis>, Vec<Box<Case>>, Vec<Key>);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::flight::rules::Broken;
+    use crate::flight::{Booking, FlightEvent};
+    use inflight_engine::Position;
+
+    const H: Millis = 60 * MINUTE;
+    const T0: Millis = 1_704_621_600_000; // 2024-01-07T10:00:00Z
+
+    fn flight(id: &str, dep_h: Millis, seats: u32) -> ScheduledFlight {
+        ScheduledFlight {
+            flight_id: id.into(),
+            origin: "YYZ".into(),
+            destination: "YVR".into(),
+            departure: T0 + dep_h * H,
+            arrival: T0 + (dep_h + 5) * H,
+            seats_free: seats,
+        }
+    }
+
+    /// A request of booking `id` with `pax` passengers whose leg C1 (leaving 12:00) is broken.
+    fn request(id: &str, pax: u32, protect: bool, route: &[ScheduledFlight]) -> Box<Case> {
+        let event = FlightEvent {
+            flight_id: "F1".into(),
+            status: FlightStatus::Delayed,
+            timestamp: T0,
+            delay_minutes: (!protect).then_some(90),
+            new_departure: None,
+            gate: None,
+            reason: None,
+        };
+        let mut case = Case::start(event, Position::default(), 0).unwrap();
+        case.booking = Some(Booking { booking_id: id.into(), passengers: pax, legs: vec!["F1".into(), "C1".into()] });
+        case.broken = Some(Broken { flight: flight("C1", 2, 0), leg: 1, ready: T0 + 3 * H, protect });
+        case.candidates = route.to_vec();
+        case.next = Next::Seats;
+        case
+    }
+
+    /// Sorts and applies `cases` at `time` on one route's seats; (booking, action flight, seats).
+    fn serve(seats: &mut RouteSeats, mut cases: Vec<Box<Case>>, time: Millis, config: &SeatConfig) -> Vec<Box<Case>> {
+        cases.sort_by(|a, b| order(a, b));
+        let mut out = Vec::new();
+        seats.apply(cases, time, config, &Mct::default(), &mut out);
+        out
+    }
+
+    fn placed(out: &[Box<Case>]) -> Vec<(String, String, u32)> {
+        out.iter()
+            .map(|c| {
+                let alt = c.alternative.as_ref().map_or("-".to_owned(), |f| f.flight_id.to_string());
+                (c.booking.as_ref().unwrap().booking_id.to_string(), alt, c.seats.as_ref().unwrap().passengers)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thirteen_passengers_fill_four_then_nine_seats_and_nothing_is_overbooked() {
+        let route = [flight("A4", 4, 4), flight("A9", 6, 9)];
+        let cases = [("B1", 3), ("B2", 3), ("B3", 2), ("B4", 4), ("B5", 1)]
+            .map(|(id, pax)| request(id, pax, false, &route))
+            .to_vec();
+        let out = serve(&mut RouteSeats::default(), cases, T0, &SeatConfig::default());
+        // Larger groups first: B4 (4) fills A4; 3 + 3 + 2 + 1 fill A9's 9 seats.
+        let want = [("B4", "A4", 4), ("B1", "A9", 3), ("B2", "A9", 3), ("B3", "A9", 2), ("B5", "A9", 1)];
+        let want: Vec<_> = want.iter().map(|(b, f, n)| (b.to_string(), f.to_string(), *n)).collect();
+        assert_eq!(placed(&out), want);
+        let b2 = out[2].seats.as_ref().unwrap();
+        assert_eq!((b2.free_before, b2.free_after, b2.order), (6, 3, 3));
+        assert_eq!(b2.skipped, [Skipped { flight_id: "A4".into(), why: "full (0 free)".into() }]);
+        assert!(out.iter().all(|c| c.outcome == Some(Outcome::Rebook)));
+    }
+
+    #[test]
+    fn a_full_route_escalates_with_no_seats_and_a_delete_gives_seats_back() {
+        let route = [flight("A2", 4, 2)];
+        let mut seats = RouteSeats::default();
+        let config = SeatConfig::default();
+        let first = serve(&mut seats, vec![request("B1", 2, false, &route)], T0, &config);
+        assert_eq!(placed(&first), [("B1".into(), "A2".into(), 2)]);
+        let second = serve(&mut seats, vec![request("B2", 2, false, &route)], T0 + 1, &config);
+        assert_eq!(second[0].outcome, Some(Outcome::NoAlternative));
+        assert_eq!(second[0].seats.as_ref().unwrap().skipped[0].why, "full (0 free)");
+        seats.release_booking("B1");
+        let third = serve(&mut seats, vec![request("B2", 2, false, &route)], T0 + 2, &config);
+        assert_eq!(placed(&third), [("B2".into(), "A2".into(), 2)]);
+    }
+
+    #[test]
+    fn a_hold_blocks_seats_until_it_expires_or_the_booking_is_decided_again() {
+        let route = [flight("A3", 4, 3)];
+        let config = SeatConfig { hold_minutes: 30, split_groups: false };
+        let mut seats = RouteSeats::default();
+        let held = serve(&mut seats, vec![request("B1", 2, true, &route)], T0, &config);
+        assert_eq!(held[0].outcome, Some(Outcome::Protect));
+        assert_eq!(held[0].seats.as_ref().unwrap().held_until, Some(T0 + 30 * MINUTE));
+        let blocked = serve(&mut seats, vec![request("B2", 2, false, &route)], T0 + 29 * MINUTE, &config);
+        assert_eq!(blocked[0].outcome, Some(Outcome::NoAlternative));
+        let freed = serve(&mut seats, vec![request("B2", 2, false, &route)], T0 + 30 * MINUTE, &config);
+        assert_eq!(placed(&freed), [("B2".into(), "A3".into(), 2)]);
+
+        // The same booking decided again takes its held seats over instead of holding twice.
+        let mut seats = RouteSeats::default();
+        serve(&mut seats, vec![request("B1", 2, true, &route)], T0, &config);
+        let rebooked = serve(&mut seats, vec![request("B1", 2, false, &route)], T0 + MINUTE, &config);
+        assert_eq!(rebooked[0].seats.as_ref().unwrap().free_before, 3);
+    }
+
+    #[test]
+    fn groups_move_whole_unless_splitting_is_allowed() {
+        let route = [flight("A2", 4, 2), flight("A3", 5, 3)];
+        let whole =
+            serve(&mut RouteSeats::default(), vec![request("B1", 4, false, &route)], T0, &SeatConfig::default());
+        assert_eq!(whole[0].outcome, Some(Outcome::NoAlternative));
+        let split = SeatConfig { split_groups: true, ..SeatConfig::default() };
+        let parts = serve(&mut RouteSeats::default(), vec![request("B1", 6, false, &route)], T0, &split);
+        assert_eq!(
+            placed(&parts),
+            [("B1".into(), "A2".into(), 2), ("B1".into(), "A3".into(), 3), ("B1".into(), "-".into(), 1)]
+        );
+        let numbered: Vec<_> = parts.iter().map(|c| c.seats.as_ref().unwrap().part).collect();
+        assert_eq!(numbered, [Some((1, 3)), Some((2, 3)), Some((3, 3))]);
+        assert_eq!(parts[2].outcome, Some(Outcome::NoAlternative));
+        // A group one flight can take goes there whole, even with splitting allowed.
+        let one = serve(&mut RouteSeats::default(), vec![request("B1", 3, false, &route)], T0, &split);
+        assert_eq!(placed(&one), [("B1".into(), "A3".into(), 3)]);
+    }
+
+    #[test]
+    fn delayed_and_cancelled_flights_are_seen_at_their_current_state() {
+        let route = [flight("A1", 4, 5), flight("A2", 6, 5)];
+        let mut seats = RouteSeats::default();
+        let status = |id: &str, status, delay| {
+            let mut c = request("-", 1, false, &route);
+            c.event.flight_id = id.into();
+            c.event.status = status;
+            c.event.delay_minutes = delay;
+            c.flight = route.iter().find(|f| f.flight_id == id).cloned();
+            c.next = Next::Update;
+            c
+        };
+        let updates = vec![status("A1", FlightStatus::Cancelled, None), status("A2", FlightStatus::Delayed, Some(30))];
+        serve(&mut seats, updates, T0, &SeatConfig::default());
+        let out = serve(&mut seats, vec![request("B1", 1, false, &route)], T0, &SeatConfig::default());
+        assert_eq!(placed(&out), [("B1".into(), "A2".into(), 1)]);
+        assert_eq!(out[0].alternative.as_ref().unwrap().departure, T0 + 6 * H + 30 * MINUTE);
+        assert_eq!(out[0].seats.as_ref().unwrap().skipped[0].why, "cancelled");
+    }
+}
