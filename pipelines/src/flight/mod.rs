@@ -1,16 +1,20 @@
 //! The flight-operations pipeline: flight status events joined with the schedule and the bookings
 //! (reference data kept as differential-dataflow tables, loaded at start and changed live by
-//! upserts and deletes in the input) → one decision per affected booking: REBOOK onto the earliest
-//! later flight on the route with enough seats, PROTECT (hold seats) when the delay's length is
-//! unknown, ESCALATE when there is no alternative, NONE when the connection holds.
+//! upserts and deletes in the input) → one decision per affected booking: REBOOK onto the first
+//! flight on the route (at its current times) that has seats left and still makes the itinerary's
+//! next leg, PROTECT (hold seats) when the delay's length is unknown, ESCALATE when there is no
+//! alternative, NONE when the connection holds. Seats are consumed: a per-route allocator
+//! (`seats.rs`) keeps every flight's free seats.
 //!
 //! ```text
-//! inputs ─┬─ status ─lookup(flights)─lookup(legs: the bookings)───────┬─ decided ──────────────┐
-//!         │                                   lookup(flights: connection)─┤                    │
-//!         │                                          lookup(routes: alternatives)─┬─ decided ──┤
-//!         │                                                    lookup(flights: following leg)─┤
-//!         └─ changes (+ reference files at time 0) ─▶ flights, bookings ─▶ routes, legs        │
-//!                                            decisions ◀─ llm_decide (below min_confidence) ◀─┘
+//! inputs ─┬─ status ─lookup(flights)─┬─ lookup(legs: the bookings) ─┬─ decided ────────────────────┐
+//!         │                          │  lookup(flights: connection) ─┤ (holds: to the allocator)   │
+//!         │                          │  lookup(flights: following leg)┤                            │
+//!         │                          │  lookup(routes: candidates) ───┴─▶ seats (per route) ─────────┤
+//!         │                          └─ status updates ──────────────────▶ seats                     │
+//!         ├─ booking deletes (broadcast) ───────────────────────────────▶ seats                     │
+//!         └─ changes (+ reference files at time 0) ─▶ flights, bookings ─▶ routes, legs             │
+//!        decisions ◀─ llm_decide (below min_confidence) ◀─ explain ◀─ changed (per booking) ◀──────┘
 //! ```
 
 mod event;

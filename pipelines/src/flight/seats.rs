@@ -170,7 +170,7 @@ impl RouteSeats {
         }
     }
 
-    /// Applies the records of one event time, sorted by [`order`]; decided cases go to `out`.
+    /// Applies the records of one event time, sorted by `order`; decided cases go to `out`.
     pub fn apply(
         &mut self,
         records: Vec<Box<Case>>,
@@ -338,7 +338,7 @@ impl RouteSeats {
 /// The seat allocators of the routes this worker owns: `cases` (requests, connections that hold,
 /// flight updates) go to the worker of their route; `deletes` (deleted bookings' ids with the
 /// delete's time) reach every worker. Records are applied time by time once both inputs have
-/// passed, so the order within a time is [`order`]'s whatever the workers' interleaving; the
+/// passed, so the order within a time is `order`'s whatever the workers' interleaving; the
 /// routes' seats are `state` in checkpoints.
 pub fn allocate<'s>(
     cases: Stream<'s, Box<Case>>,
