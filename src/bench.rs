@@ -12,7 +12,7 @@ use inflight::engine::time::Millis;
 use inflight::engine::time::wall_millis;
 use inflight::operators::Emit;
 use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
-use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig};
+use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig, StatusMix};
 use inflight::pipelines::flight::{self, FlightConfig};
 use inflight::pipelines::trading::TradingConfig;
 use inflight::pipelines::trading::synthetic::{GenConfig, Market, generate};
@@ -53,15 +53,20 @@ pub fn trading_file(
 pub fn flight_file(
     events: u64,
     bookings: usize,
+    mix: StatusMix,
     input: Option<PathBuf>,
     runs: usize,
     cluster: Cluster,
     checkpoint: Option<Millis>,
 ) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let config = FlightGenConfig { events, ..FlightGenConfig::sized_for(bookings) };
+    let config = FlightGenConfig { events, mix, ..FlightGenConfig::sized_for(bookings) };
     let reference = Arc::new(flight_gen::reference(&config));
-    eprintln!("bench flight: {} flights, {} bookings", reference.flights.len(), reference.bookings.len());
+    eprintln!(
+        "bench flight: {} flights, {} bookings, {mix:?} status mix",
+        reference.flights.len(),
+        reference.bookings.len()
+    );
     let path = match input {
         Some(p) => p,
         None => generated(&dir, "flight.jsonl", |out| flight_gen::events(&config, &reference, out))?,

@@ -8,7 +8,7 @@ use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use inflight::app::{ClusterArgs, KafkaArgs, parse_speed};
 use inflight::engine::time::parse_duration;
 use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
-use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig};
+use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig, StatusMix};
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +40,9 @@ pub enum Tools {
         /// flight: bookings in the reference data.
         #[arg(long, default_value_t = 100_000)]
         bookings: usize,
+        /// flight: how often each status occurs.
+        #[arg(long, value_enum, default_value_t = Mix::Realistic)]
+        mix: Mix,
         /// Measure this file instead of generated data.
         #[arg(long)]
         input: Option<PathBuf>,
@@ -96,6 +99,24 @@ pub(crate) enum GenKind {
     Code,
 }
 
+/// How often each flight status occurs in generated data.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Mix {
+    /// An airline's day: 45 % on time, 10 % delayed, 1 % cancelled, 0.2 % diverted.
+    Realistic,
+    /// Many disruptions: 40 % on time, 15 % delayed, 3 % cancelled, 2 % diverted.
+    Stress,
+}
+
+impl From<Mix> for StatusMix {
+    fn from(mix: Mix) -> StatusMix {
+        match mix {
+            Mix::Realistic => StatusMix::Realistic,
+            Mix::Stress => StatusMix::Stress,
+        }
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct GenArgs {
     /// Number of events.
@@ -125,6 +146,9 @@ pub(crate) struct GenArgs {
     /// flight: fraction of lines that are live schedule changes.
     #[arg(long, default_value_t = 0.0)]
     changes: f64,
+    /// flight: how often each status occurs.
+    #[arg(long, value_enum, default_value_t = Mix::Realistic)]
+    mix: Mix,
     /// flight: where to write the schedule (JSONL).
     #[arg(long)]
     schedule_out: Option<PathBuf>,
@@ -149,9 +173,10 @@ pub fn run(command: Tools) -> Result<()> {
             runs,
             cluster,
             bookings,
+            mix,
             checkpoint_interval,
             ..
-        } => bench::flight_file(events, bookings, input, runs, cluster.cluster(), checkpoint_interval),
+        } => bench::flight_file(events, bookings, mix.into(), input, runs, cluster.cluster(), checkpoint_interval),
         Tools::Bench { target: BenchTarget::Code, events, input, runs, cluster, checkpoint_interval, .. } => {
             bench::code_file(events, input, runs, cluster.cluster(), checkpoint_interval)
         }
@@ -239,6 +264,7 @@ fn gen_flight(args: &GenArgs, output: &str) -> Result<()> {
         rate: args.rate,
         malformed: fraction("malformed", args.malformed)?,
         changes: fraction("changes", args.changes)?,
+        mix: args.mix.into(),
         ..FlightGenConfig::sized_for(args.bookings)
     };
     let reference = flight_gen::reference(&config);

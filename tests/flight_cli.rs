@@ -371,3 +371,108 @@ fn seats_add_up(decisions: &[Value]) {
     }
     assert!(taken > 0);
 }
+
+/// Seats one booking's leg holds in the replay: (flight, seats, the status's flight, hold expiry).
+type Held = Vec<(String, u64, String, Option<String>)>;
+
+/// Recomputes every flight's free seats from the decisions alone, in the allocator's documented
+/// order (event time; within it the NONEs that let a connection hold, then requests by their order
+/// position and part), and checks each REBOOK and PROTECT against it: the seats it says were free
+/// are the capacity (schedule and upserts) minus what the decisions before it still hold, and a
+/// flight never holds more than its capacity. What a decision holds is given back when the same
+/// booking's leg is decided again, when a NONE of the flight whose status led to it arrives, or
+/// when a hold reaches its expiry. Returns the number of seats handed out.
+fn replay_seats(decisions: &[Value], capacity: &std::collections::HashMap<String, u64>) -> u64 {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let rank = |d: &Value| {
+        let seats = &d["evidence"]["seats"];
+        let part = seats["part"][0].as_u64().unwrap_or(1);
+        (s(&d["event_time"]), u64::from(d["action"] != "NONE"), seats["order"].as_u64().unwrap_or(0), part)
+    };
+    let mut ordered: Vec<&Value> = decisions.iter().collect();
+    ordered.sort_by_key(|d| rank(d));
+    let leg_of = |d: &Value, flight: &str| {
+        let legs = d["evidence"]["booking"]["legs"].as_array().unwrap();
+        legs.iter().position(|l| l == flight).unwrap()
+    };
+    let mut held: std::collections::HashMap<(String, usize), Held> = Default::default();
+    let (mut handed, mut checked) = (0, 0);
+    for d in ordered {
+        let (now, booking, cause) = (s(&d["event_time"]), s(&d["key"]), s(&d["evidence"]["status"]["flight_id"]));
+        held.values_mut().for_each(|h| h.retain(|(.., until)| until.as_ref().is_none_or(|u| *u > now)));
+        if d["action"] == "NONE" {
+            if d["evidence"]["booking"].is_object() {
+                let next = leg_of(d, &cause) + 1;
+                if let Some(h) = held.get_mut(&(booking, next)) {
+                    h.retain(|(_, _, c, _)| *c != cause);
+                }
+            }
+            continue;
+        }
+        let seats = &d["evidence"]["seats"];
+        let Some(broken) = d["evidence"]["broken_leg"].as_str().filter(|_| seats.is_object()) else { continue };
+        let key = (booking, leg_of(d, broken));
+        if seats["part"][0].as_u64().unwrap_or(1) == 1 {
+            held.remove(&key);
+        }
+        if d["action"] != "REBOOK" && d["action"] != "PROTECT" {
+            continue;
+        }
+        let alt = s(&d["evidence"]["alternative"]["flight_id"]);
+        let taken: u64 = held.values().flatten().filter(|(f, ..)| *f == alt).map(|(_, n, ..)| n).sum();
+        let cap = capacity[&alt];
+        let n = seats["passengers"].as_u64().unwrap();
+        assert!(taken + n <= cap, "{alt} overbooked: {taken} held + {n} > {cap} seats: {d}");
+        assert_eq!(seats["free_before"].as_u64(), Some(cap - taken), "free seats of {alt} as replayed: {d}");
+        assert_eq!(seats["free_after"].as_u64(), Some(cap - taken - n), "{d}");
+        let until = seats["held_until"].as_str().map(str::to_owned);
+        held.entry(key).or_default().push((alt, n, cause, until));
+        (handed, checked) = (handed + n, checked + 1);
+    }
+    assert!(checked > 0);
+    handed
+}
+
+/// Capacity of every flight: the schedule file's rows and the upserts among the events.
+fn capacities(schedule: &Path, events: &Path) -> std::collections::HashMap<String, u64> {
+    let mut rows: Vec<Value> = json_lines(schedule);
+    let text = std::fs::read_to_string(events).unwrap();
+    let changes = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok());
+    rows.extend(changes.filter(|c| c["op"] == "upsert").map(|c| c["flight"].clone()));
+    rows.iter().map(|f| (f["flight_id"].as_str().unwrap().to_owned(), f["seats_free"].as_u64().unwrap())).collect()
+}
+
+#[test]
+fn a_generated_day_never_hands_out_a_seat_twice_as_recomputed_from_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let (events, schedule, bookings) = (path("events.jsonl"), path("schedule.jsonl"), path("bookings.jsonl"));
+    let p = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    // Many bookings per flight and a disrupted day: seats run out on most routes.
+    ok(inflight(&[
+        "gen",
+        "flight",
+        "--events",
+        "40000",
+        "--bookings",
+        "20000",
+        "--mix",
+        "stress",
+        "--changes",
+        "0.01",
+        "-o",
+        &p(&events),
+        "--schedule-out",
+        &p(&schedule),
+        "--bookings-out",
+        &p(&bookings),
+    ]));
+    let reference = ["--schedule", &p(&schedule), "--bookings", &p(&bookings)];
+    let (decisions, _, _) = run_flight(dir.path(), "day", &p(&events), &[&reference[..], &["-w", "2"]].concat());
+    let handed = replay_seats(&decisions, &capacities(&schedule, &events));
+    let full = decisions
+        .iter()
+        .filter(|d| d["evidence"]["seats"]["skipped"][0]["why"].as_str().is_some_and(|w| w.starts_with("full")))
+        .count();
+    assert!(handed > 1000 && full > 100, "{handed} seats handed out, {full} decisions passed a full flight");
+}

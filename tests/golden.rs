@@ -131,6 +131,8 @@ fn flight_generated() {
             "800",
             "--changes",
             "0.05",
+            "--mix",
+            "stress",
             "--malformed",
             "0.01",
             "--schedule-out",

@@ -4,7 +4,8 @@
 //! flight on the route (at its current times) that has seats left and still makes the itinerary's
 //! next leg, PROTECT (hold seats) when the delay's length is unknown, ESCALATE when there is no
 //! alternative, NONE when the connection holds. Seats are consumed: a per-route allocator
-//! (`seats.rs`) keeps every flight's free seats.
+//! (`seats.rs`) keeps every flight's free seats. Between the flight and its bookings, an ON_TIME
+//! that repeats the flight's last one is dropped (`on_time.rs`).
 //!
 //! ```text
 //! inputs ─┬─ status ─lookup(flights)─┬─ lookup(legs: the bookings) ─┬─ decided ────────────────────┐
@@ -18,6 +19,7 @@
 //! ```
 
 mod event;
+mod on_time;
 mod rules;
 mod seats;
 pub mod synthetic;
@@ -280,12 +282,14 @@ pub fn flight<'s>(
         Change::DeleteBooking(id) => Some((time, id)),
         _ => None,
     });
+    let change_times = changes.clone().map(|(time, _)| time);
     let t = tables(graph, changes, reference);
     let flight_key = |c: Box<Case>| (c.event.flight_id.clone(), c);
     #[allow(clippy::borrowed_box)] // the lookup's records are the boxes themselves
     let time = |c: &Box<Case>| c.time();
     let [to_legs, _, _, _, _, updates] =
         route(cases.map(flight_key).lookup(&t.flights, graph.state("flight-of-status", 1), time, rules::with_flight));
+    let to_legs = on_time::drop_repeated(to_legs, change_times, graph.state("last-on-time", 1));
     let with_booking =
         to_legs.map(flight_key).lookup(&t.legs, graph.state("bookings-of-flight", 1), time, rules::per_booking);
     let [decided_3, connection, following_3, alternatives_3, seats_3, _] = route(with_booking);
@@ -316,7 +320,8 @@ pub fn flight<'s>(
             }),
     );
     let to_seats = scope.concatenate([seats_3, seats_4, seats_6, updates]);
-    let seated = seats::allocate(to_seats, deleted, graph.state("seats", 1), config.seats.clone(), config.mct.clone());
+    let (seats, waiting) = (graph.state("seats", 1), graph.state("seats-waiting-deletes", 1));
+    let seated = seats::allocate(to_seats, deleted, seats, waiting, config.seats.clone(), config.mct.clone());
     let decided = scope.concatenate([decided_3, decided_4, decided_5, seated]);
     let (mct, emit) = (config.mct.clone(), config.emit);
     let decisions = changed(decided, graph, emit).flat_map(move |case| Some(rules::explain(&case, &mct, &source)));

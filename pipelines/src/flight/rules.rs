@@ -215,12 +215,15 @@ fn concerns_bookings(status: FlightStatus) -> bool {
 /// Stage 1: the status event's flight in the schedule (a status for a flight the schedule does not
 /// know affects no booking we could find). Every status of a known flight also goes to the seat
 /// allocator of the flight's route as an update ([`Next::Update`]).
+///
+/// SCHEDULED and BOARDING change nothing the allocator keeps and are not sent.
 pub fn with_flight(mut case: Box<Case>, flights: &[&ScheduledFlight], out: &mut Vec<Box<Case>>) {
-    if let Some(flight) = flights.first() {
-        case.flight = Some((*flight).clone());
-        if concerns_bookings(case.event.status) {
-            out.push(case.clone());
-        }
+    let Some(flight) = flights.first() else { return };
+    case.flight = Some((*flight).clone());
+    if concerns_bookings(case.event.status) {
+        out.push(case.clone());
+    }
+    if !matches!(case.event.status, FlightStatus::Scheduled | FlightStatus::Boarding) {
         out.push(case.then(Next::Update));
     }
 }
@@ -722,6 +725,9 @@ mod tests {
         let mut out = Vec::new();
         let f1 = schedule()[0].clone();
         with_flight(Case::start(boarding, Position::default(), 0).unwrap(), &[&f1], &mut out);
+        assert!(out.is_empty(), "boarding changes nothing the allocator keeps");
+        let departed = FlightEvent { status: FlightStatus::Departed, ..delayed("F1", None) };
+        with_flight(Case::start(departed, Position::default(), 0).unwrap(), &[&f1], &mut out);
         assert_eq!(out.iter().map(|c| c.next).collect::<Vec<_>>(), [Next::Update]);
         let on_time = FlightEvent { status: FlightStatus::OnTime, ..delayed("F1", None) };
         let case = run(on_time, &schedule(), &booking(&["F1", "C1"]));

@@ -81,6 +81,11 @@ struct Taken {
     seats: u32,
     /// A PROTECT hold's expiry.
     until: Option<Millis>,
+    /// The flight whose status led to it: only a later status of that flight that lets the
+    /// connection hold gives it back (an on-time inbound flight leaves alone the seats a
+    /// cancelled connection's rebooking took).
+    #[serde(default)]
+    cause: Key,
 }
 
 /// The seat state of one route.
@@ -130,10 +135,11 @@ impl RouteSeats {
         }
     }
 
-    /// Gives back what `booking` took for leg `leg`.
-    fn release(&mut self, booking: &Key, leg: usize) {
+    /// Gives back what `booking` took for leg `leg` (only what a status of `cause` led to, if given).
+    fn release(&mut self, booking: &Key, leg: usize, cause: Option<&Key>) {
         let Some(taken) = self.by_booking.get_mut(booking) else { return };
-        let (back, keep): (Vec<Taken>, Vec<Taken>) = std::mem::take(taken).into_iter().partition(|t| t.leg == leg);
+        let (back, keep): (Vec<Taken>, Vec<Taken>) =
+            std::mem::take(taken).into_iter().partition(|t| t.leg == leg && cause.is_none_or(|c| *c == t.cause));
         if keep.is_empty() {
             self.by_booking.remove(booking);
         } else {
@@ -186,7 +192,7 @@ impl RouteSeats {
                 (Next::Update, _) => self.update(&case),
                 (_, Some(Outcome::Unaffected)) => {
                     if let Some(b) = case.booking.as_ref() {
-                        self.release(&b.booking_id, case.leg + 1);
+                        self.release(&b.booking_id, case.leg + 1, Some(&case.event.flight_id));
                     }
                     out.push(case);
                 }
@@ -219,7 +225,7 @@ impl RouteSeats {
     /// group, or NoAlternative with the reasons.
     fn allocate(&mut self, mut case: Box<Case>, order: u32, config: &SeatConfig, mct: &Mct, out: &mut Vec<Box<Case>>) {
         let (Some(booking), Some(broken)) = (case.booking.clone(), case.broken.clone()) else { return };
-        self.release(&booking.booking_id, broken.leg);
+        self.release(&booking.booking_id, broken.leg, None);
         let time = case.time();
         let mut candidates: Vec<ScheduledFlight> = std::mem::take(&mut case.candidates)
             .into_iter()
@@ -300,7 +306,8 @@ impl RouteSeats {
         let split = count > 1;
         for (k, (flight, seats, free)) in parts.into_iter().enumerate() {
             self.flights.entry(flight.flight_id.clone()).or_default().taken += seats;
-            let taken = Taken { leg: broken.leg, flight_id: flight.flight_id.clone(), seats, until };
+            let cause = case.event.flight_id.clone();
+            let taken = Taken { leg: broken.leg, flight_id: flight.flight_id.clone(), seats, until, cause };
             if let Some(u) = until {
                 self.next_expiry = Some(self.next_expiry.map_or(u, |n| n.min(u)));
             }
@@ -339,21 +346,26 @@ impl RouteSeats {
 /// flight updates) go to the worker of their route; `deletes` (deleted bookings' ids with the
 /// delete's time) reach every worker. Records are applied time by time once both inputs have
 /// passed, so the order within a time is `order`'s whatever the workers' interleaving; the
-/// routes' seats are `state` in checkpoints.
+/// routes' seats are `part` in checkpoints, and deletes still waiting for their time `waiting`.
 pub fn allocate<'s>(
     cases: Stream<'s, Box<Case>>,
     deletes: Stream<'s, (Millis, Key)>,
     mut part: State,
+    mut waiting: State,
     config: SeatConfig,
     mct: Mct,
 ) -> Stream<'s, Box<Case>> {
     #[allow(clippy::borrowed_box)] // the exchange's records are the boxes themselves
     let by_route = Exchange::new(|c: &Box<Case>| key_hash(&c.seat_route()));
     let deletes = deletes.broadcast();
-    cases.binary_frontier(deletes, by_route, Pipeline, "Seats", move |_cap, _info| {
+    cases.binary_frontier(deletes, by_route, Pipeline, "Seats", move |cap, _info| {
         let mut routes: FxHashMap<Key, RouteSeats> =
             part.restore_by_key(|(route, _): &(Key, RouteSeats)| key_hash(route)).into_iter().collect();
         let mut pending: BTreeMap<Millis, Pending> = BTreeMap::new();
+        // Every worker got every delete, so old worker 0's waiting ones are all of them.
+        for (time, booking) in waiting.restore_worker_zero::<Vec<(Millis, Key)>>().unwrap_or_default() {
+            pending.entry(time).or_insert_with(|| (cap.delayed(&time), Vec::new(), Vec::new())).2.push(booking);
+        }
         let mut out = Vec::new();
         move |(input, frontier), (deleted, deleted_frontier), output| {
             input.for_each_stamp(|cap, data| {
@@ -364,8 +376,12 @@ pub fn allocate<'s>(
                 }
             });
             deleted.for_each_stamp(|cap, data| {
+                if let Some(t) = cap.least() {
+                    waiting.applied(*t);
+                }
                 let Some(held) = cap.retain_least(output.output_index()) else { return };
-                // A source sends a batch at its earliest time: each delete waits for its own.
+                // A source sends a batch at its earliest time: each delete waits for its own, in
+                // the saved state (a checkpoint before its time is past the source's position).
                 for (time, booking) in data.flat_map(|batch| batch.drain(..)) {
                     let time = time.max(*held.time());
                     let at = pending.entry(time).or_insert_with(|| (held.delayed(&time), Vec::new(), Vec::new()));
@@ -399,19 +415,27 @@ pub fn allocate<'s>(
                 }
             }
             if part.saved() {
-                let (a, b) = (frontier.frontier().first().copied(), deleted_frontier.frontier().first().copied());
-                let at = match (a, b) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let at = earliest(frontier.frontier().first(), deleted_frontier.frontier().first());
                 part.offer(at, |_| {
                     let mut saved: Vec<(&Key, &RouteSeats)> = routes.iter().collect();
                     saved.sort_by(|a, b| a.0.cmp(b.0));
                     encode(&saved)
                 });
+                waiting.offer(at, |_| {
+                    let deletes = pending.iter().flat_map(|(t, p)| p.2.iter().map(move |b| (*t, b)));
+                    encode(&deletes.collect::<Vec<_>>())
+                });
             }
         }
     })
+}
+
+/// The earlier of two inputs' frontiers (None: both ended).
+pub(crate) fn earliest(a: Option<&Millis>, b: Option<&Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(*a.min(b)),
+        (a, b) => a.or(b).copied(),
+    }
 }
 
 /// Records of one time: its capability, the cases, the deleted bookings.
@@ -525,6 +549,34 @@ mod tests {
         serve(&mut seats, vec![request("B1", 2, true, &route)], T0, &config);
         let rebooked = serve(&mut seats, vec![request("B1", 2, false, &route)], T0 + MINUTE, &config);
         assert_eq!(rebooked[0].seats.as_ref().unwrap().free_before, 3);
+    }
+
+    #[test]
+    fn a_connection_that_holds_gives_back_only_what_its_own_flight_caused() {
+        let route = [flight("A3", 4, 3)];
+        let config = SeatConfig::default();
+        // B1 passes F1 → C1: the later status of F1 says the connection holds (leg 0 unaffected).
+        let holds = |time| {
+            let mut c = request("B1", 2, false, &route).end(Outcome::Unaffected);
+            c.leg = 0;
+            c.next = Next::Seats;
+            c.event.timestamp = time;
+            c
+        };
+        // A hold that F1's delay of unknown length placed comes back...
+        let mut seats = RouteSeats::default();
+        serve(&mut seats, vec![request("B1", 2, true, &route)], T0, &config);
+        serve(&mut seats, vec![holds(T0 + MINUTE)], T0 + MINUTE, &config);
+        let b2 = serve(&mut seats, vec![request("B2", 2, false, &route)], T0 + 2 * MINUTE, &config);
+        assert_eq!(placed(&b2), [("B2".into(), "A3".into(), 2)]);
+        // ...but not the rebooking that C1's own cancellation led to.
+        let mut seats = RouteSeats::default();
+        let mut cancelled = request("B1", 2, false, &route);
+        cancelled.event.flight_id = "C1".into();
+        serve(&mut seats, vec![cancelled], T0, &config);
+        serve(&mut seats, vec![holds(T0 + MINUTE)], T0 + MINUTE, &config);
+        let b2 = serve(&mut seats, vec![request("B2", 2, false, &route)], T0 + 2 * MINUTE, &config);
+        assert_eq!(b2[0].outcome, Some(Outcome::NoAlternative));
     }
 
     #[test]

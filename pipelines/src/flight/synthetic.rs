@@ -39,7 +39,42 @@ pub struct FlightGenConfig {
     pub changes: f64,
     /// Event time of the first line and start of the scheduled day (ms since the epoch).
     pub start: Millis,
+    /// How often each status occurs.
+    pub mix: StatusMix,
 }
+
+/// How often each status occurs among the generated status events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatusMix {
+    /// An airline's day: 45 % on time, 10 % delayed, 1 % cancelled, 0.2 % diverted (the rest
+    /// scheduled, boarding, departed, arrived).
+    #[default]
+    Realistic,
+    /// Many disruptions, to load the rebooking path: 40 % on time, 15 % delayed, 3 % cancelled,
+    /// 2 % diverted.
+    Stress,
+}
+
+impl StatusMix {
+    /// Per mille of each status, in the order of [`STATUSES`] (they add up to 1000).
+    fn per_mille(self) -> [u32; 8] {
+        match self {
+            StatusMix::Realistic => [450, 100, 100, 119, 119, 100, 10, 2],
+            StatusMix::Stress => [400, 100, 100, 100, 100, 150, 30, 20],
+        }
+    }
+}
+
+const STATUSES: [FlightStatus; 8] = [
+    FlightStatus::OnTime,
+    FlightStatus::Scheduled,
+    FlightStatus::Boarding,
+    FlightStatus::Departed,
+    FlightStatus::Arrived,
+    FlightStatus::Delayed,
+    FlightStatus::Cancelled,
+    FlightStatus::Diverted,
+];
 
 impl FlightGenConfig {
     /// A day's network sized to `bookings` (30 airports, about 25 bookings a flight, at least 6
@@ -62,6 +97,7 @@ impl Default for FlightGenConfig {
             malformed: 0.0,
             changes: 0.0,
             start: 1_704_585_600_000, // 2024-01-07T00:00:00Z
+            mix: StatusMix::default(),
         }
     }
 }
@@ -233,18 +269,17 @@ struct ChangeLine<'a> {
     flight_id: Option<&'a str>,
 }
 
-fn status_event(rng: &mut ChaCha8Rng, flight: &ScheduledFlight, timestamp: Millis) -> FlightEvent {
+fn status_event(rng: &mut ChaCha8Rng, mix: StatusMix, flight: &ScheduledFlight, timestamp: Millis) -> FlightEvent {
     use FlightStatus::*;
-    let status = match rng.random_range(0..100) {
-        0..40 => OnTime,
-        40..50 => Scheduled,
-        50..60 => Boarding,
-        60..70 => Departed,
-        70..80 => Arrived,
-        80..95 => Delayed,
-        95..98 => Cancelled,
-        _ => Diverted,
-    };
+    let mut roll = rng.random_range(0..1000);
+    let mut status = Diverted;
+    for (s, share) in STATUSES.iter().zip(mix.per_mille()) {
+        if roll < share {
+            status = *s;
+            break;
+        }
+        roll -= share;
+    }
     let (mut delay_minutes, mut new_departure) = (None, None);
     if status == Delayed {
         match rng.random_range(0..10) {
@@ -324,7 +359,7 @@ pub fn events(config: &FlightGenConfig, reference: &Reference, out: &mut impl Wr
             }
         } else {
             let flight = &pool[rng.random_range(0..pool.len())];
-            let event = status_event(&mut rng, flight, now);
+            let event = status_event(&mut rng, config.mix, flight, now);
             serde_json::to_writer(&mut line, &event)?;
             if roll < config.changes + config.malformed {
                 corrupt(&mut rng, &event, &mut line)?;
@@ -406,21 +441,29 @@ mod tests {
 
     #[test]
     fn roughly_the_status_mix() {
-        let c = FlightGenConfig { events: 20_000, ..FlightGenConfig::default() };
-        let mut counts: HashMap<FlightStatus, usize> = HashMap::new();
-        let mut delays = [0; 3];
-        for line in lines(&c) {
-            let FlightInput::Status(e) = FlightInput::parse(line.as_bytes()).unwrap() else { panic!("a change") };
-            *counts.entry(e.status).or_default() += 1;
-            if e.status == FlightStatus::Delayed {
-                delays[usize::from(e.delay_minutes.is_some()) + 2 * usize::from(e.new_departure.is_some())] += 1;
+        use FlightStatus::*;
+        let n = 40_000;
+        for (mix, wants) in [
+            (StatusMix::Realistic, [(OnTime, 0.45), (Delayed, 0.10), (Cancelled, 0.01), (Diverted, 0.002)]),
+            (StatusMix::Stress, [(OnTime, 0.40), (Delayed, 0.15), (Cancelled, 0.03), (Diverted, 0.02)]),
+        ] {
+            let c = FlightGenConfig { events: n, mix, ..FlightGenConfig::default() };
+            let mut counts: HashMap<FlightStatus, usize> = HashMap::new();
+            let mut delays = [0; 3];
+            for line in lines(&c) {
+                let FlightInput::Status(e) = FlightInput::parse(line.as_bytes()).unwrap() else { panic!("a change") };
+                *counts.entry(e.status).or_default() += 1;
+                if e.status == Delayed {
+                    delays[usize::from(e.delay_minutes.is_some()) + 2 * usize::from(e.new_departure.is_some())] += 1;
+                }
             }
+            let share = |s| counts.get(&s).copied().unwrap_or(0) as f64 / n as f64;
+            for (s, want) in wants {
+                // Four standard deviations of a binomial share.
+                let tolerance = 4.0 * (want * (1.0 - want) / n as f64).sqrt();
+                assert!((share(s) - want).abs() < tolerance, "{mix:?} {s:?}: {}", share(s));
+            }
+            assert!(delays[1] > delays[2] && delays[2] > delays[0] && delays[0] > 0, "{delays:?}");
         }
-        let share = |s| counts.get(&s).copied().unwrap_or(0) as f64 / 20_000.0;
-        for (s, want) in [(FlightStatus::OnTime, 0.40), (FlightStatus::Delayed, 0.15), (FlightStatus::Cancelled, 0.03)]
-        {
-            assert!((share(s) - want).abs() < want * 0.15, "{s:?}: {}", share(s));
-        }
-        assert!(delays[1] > delays[2] && delays[2] > delays[0] && delays[0] > 0, "{delays:?}");
     }
 }
