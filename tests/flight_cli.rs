@@ -287,6 +287,22 @@ fn seated(decisions: &[Value]) -> Vec<(String, String, String, String, u64)> {
     rows
 }
 
+/// Runs `run flight` over `lines` with the reference data `reference`; the decisions' seat rows.
+fn run_lines(
+    dir: &Path,
+    reference: &[&str],
+    tag: &str,
+    lines: &[String],
+) -> Vec<(String, String, String, String, u64)> {
+    let input = dir.join(format!("{tag}.in"));
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    seated(&run_flight(dir, tag, input.to_str().unwrap(), reference).0)
+}
+
+fn seat_row(booking: &str, at: &str, action: &str, alt: &str, n: u64) -> (String, String, String, String, u64) {
+    (booking.to_owned(), at.to_owned(), action.to_owned(), alt.to_owned(), n)
+}
+
 #[test]
 fn thirteen_passengers_fill_four_and_nine_seats_at_any_parallelism() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,12 +332,8 @@ fn deletes_and_released_holds_give_seats_back() {
     let dir = tempfile::tempdir().unwrap();
     let [schedule, booked] = seat_network(dir.path(), &[("A2", 2)], &[("X", 2, "F1"), ("Y", 2, "F2")]);
     let reference = ["--schedule", schedule.as_str(), "--bookings", booked.as_str()];
-    let run = |tag: &str, lines: &[String]| {
-        let input = dir.path().join(format!("{tag}.in"));
-        std::fs::write(&input, lines.join("\n")).unwrap();
-        seated(&run_flight(dir.path(), tag, input.to_str().unwrap(), &reference).0)
-    };
-    let row = |b: &str, t: &str, a: &str, f: &str, n| (b.to_owned(), t.to_owned(), a.to_owned(), f.to_owned(), n);
+    let run = |tag: &str, lines: &[String]| run_lines(dir.path(), &reference, tag, lines);
+    let row = seat_row;
     let late = r#","delay_minutes":120"#;
     // X is rebooked onto A2's two seats; Y finds none; X is deleted; Y then gets them.
     let delete = r#"{"op":"delete","timestamp":"2024-01-07T10:10:00Z","booking_id":"X"}"#.to_owned();
@@ -343,6 +355,31 @@ fn deletes_and_released_holds_give_seats_back() {
         row("X", "10:10", "NONE", "-", 0),
         row("Y", "10:05", "ESCALATE", "-", 2),
         row("Y", "10:15", "REBOOK", "A2", 2),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_repeated_on_time_counts_again_after_a_schedule_change_and_leaves_other_flights_seats_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let [schedule, booked] = seat_network(dir.path(), &[("A2", 2)], &[("X", 2, "F1"), ("Y", 2, "F2")]);
+    let reference = ["--schedule", schedule.as_str(), "--bookings", booked.as_str()];
+    let run = |tag: &str, lines: &[String]| run_lines(dir.path(), &reference, tag, lines);
+    let row = seat_row;
+    let on_time = |at: &str| format!(r#"{{"flight_id":"F1","status":"ON_TIME","timestamp":"2024-01-07T{at}:00Z"}}"#);
+    // F1 on time twice, then X's connection C1 is deleted: the next ON_TIME of F1 finds it gone.
+    let delete = r#"{"op":"delete","timestamp":"2024-01-07T10:03:00Z","flight_id":"C1"}"#.to_owned();
+    let got = run("repeat", &[on_time("10:00"), on_time("10:01"), on_time("10:02"), delete, on_time("10:04")]);
+    assert_eq!(got, vec![row("X", "10:04", "ESCALATE", "-", 0)]);
+    // C1 is cancelled: X is rebooked onto A2's two seats (Y, booked on C1 too, finds none). F1 on
+    // time (X's inbound) leaves them taken: Y still finds none when F2's delay breaks its connection.
+    let late = r#","delay_minutes":120"#;
+    let cancelled = r#"{"flight_id":"C1","status":"CANCELLED","timestamp":"2024-01-07T10:00:00Z"}"#.to_owned();
+    let got = run("cause", &[cancelled, on_time("10:05"), status("F2", "10:10", late)]);
+    let want = vec![
+        row("X", "10:00", "REBOOK", "A2", 2),
+        row("Y", "10:00", "ESCALATE", "-", 2),
+        row("Y", "10:10", "ESCALATE", "-", 2),
     ];
     assert_eq!(got, want);
 }

@@ -3,6 +3,7 @@
 //! (a scheduled flight, a booking) and the live changes to them (`{"op": "upsert" | "delete", …}`).
 //! Status events and changes may share one input; a line with `op` is a change.
 
+use compact_str::CompactString;
 use inflight_engine::time::rfc3339;
 use inflight_engine::{Event, Key, Millis, ParseError};
 use serde::{Deserialize, Serialize};
@@ -46,12 +47,12 @@ pub struct FlightEvent {
     /// Its new departure time.
     #[serde(default, with = "rfc3339::option")]
     pub new_departure: Option<Millis>,
-    /// Departure gate.
+    /// Departure gate. (Short texts kept inline: every affected booking's case copies the event.)
     #[serde(default)]
-    pub gate: Option<String>,
+    pub gate: Option<CompactString>,
     /// Why (weather, crew, …).
     #[serde(default)]
-    pub reason: Option<String>,
+    pub reason: Option<CompactString>,
 }
 
 /// A flight in the schedule (reference data).

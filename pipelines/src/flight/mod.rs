@@ -246,7 +246,7 @@ fn route<'s>(cases: Stream<'s, Box<Case>>) -> [Stream<'s, Box<Case>>; 6] {
 
 /// A line of the input, split by kind.
 enum Split {
-    Status(Option<Box<Case>>),
+    Status(Box<Case>),
     Change(Millis, Change),
 }
 
@@ -272,7 +272,7 @@ pub fn flight<'s>(
     });
     let cases = parts.pop().map(|p| {
         p.flat_map(|s| match s {
-            Split::Status(case) => case,
+            Split::Status(case) => Some(case),
             Split::Change(..) => None,
         })
     });

@@ -153,8 +153,8 @@ pub struct SeatEvidence {
 impl Case {
     /// A new case for a status event. (Boxed: cases move through several exchanges and buffers,
     /// and a pointer moves faster.)
-    pub fn start(event: FlightEvent, pos: Position, ingest_ns: u64) -> Option<Box<Case>> {
-        Some(Box::new(Case {
+    pub fn start(event: FlightEvent, pos: Position, ingest_ns: u64) -> Box<Case> {
+        Box::new(Case {
             next: Next::Decide,
             event,
             pos,
@@ -169,7 +169,7 @@ impl Case {
             candidates: Vec::new(),
             seats: None,
             outcome: None,
-        }))
+        })
     }
 
     /// The event time of the status event.
@@ -614,7 +614,7 @@ mod tests {
         let by_id = |id: Option<&Key>| -> Vec<&ScheduledFlight> {
             schedule.iter().filter(|f| Some(&f.flight_id) == id).collect()
         };
-        let mut case = Case::start(event, Position::default(), 0).unwrap();
+        let mut case = Case::start(event, Position::default(), 0);
         let mut out = Vec::new();
         with_flight(case.clone(), &by_id(Some(&case.event.flight_id)), &mut out);
         out.retain(|c| c.next != Next::Update);
@@ -724,10 +724,10 @@ mod tests {
         let boarding = FlightEvent { status: FlightStatus::Boarding, ..delayed("F1", None) };
         let mut out = Vec::new();
         let f1 = schedule()[0].clone();
-        with_flight(Case::start(boarding, Position::default(), 0).unwrap(), &[&f1], &mut out);
+        with_flight(Case::start(boarding, Position::default(), 0), &[&f1], &mut out);
         assert!(out.is_empty(), "boarding changes nothing the allocator keeps");
         let departed = FlightEvent { status: FlightStatus::Departed, ..delayed("F1", None) };
-        with_flight(Case::start(departed, Position::default(), 0).unwrap(), &[&f1], &mut out);
+        with_flight(Case::start(departed, Position::default(), 0), &[&f1], &mut out);
         assert_eq!(out.iter().map(|c| c.next).collect::<Vec<_>>(), [Next::Update]);
         let on_time = FlightEvent { status: FlightStatus::OnTime, ..delayed("F1", None) };
         let case = run(on_time, &schedule(), &booking(&["F1", "C1"]));

@@ -63,7 +63,7 @@ impl Default for SeatConfig {
 }
 
 /// What the allocator knows of one flight of its route.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct FlightSeats {
     /// Seats taken or held by our decisions.
     taken: u32,
@@ -91,8 +91,8 @@ struct Taken {
 /// The seat state of one route.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSeats {
-    flights: BTreeMap<Key, FlightSeats>,
-    by_booking: BTreeMap<Key, Vec<Taken>>,
+    flights: FxHashMap<Key, FlightSeats>,
+    by_booking: FxHashMap<Key, Vec<Taken>>,
     /// The earliest expiry of a hold (or later): no hold expires before it.
     next_expiry: Option<Millis>,
 }
@@ -224,61 +224,60 @@ impl RouteSeats {
     /// Serves one request: REBOOK or PROTECT onto the first flight that fits, parts of a split
     /// group, or NoAlternative with the reasons.
     fn allocate(&mut self, mut case: Box<Case>, order: u32, config: &SeatConfig, mct: &Mct, out: &mut Vec<Box<Case>>) {
-        let (Some(booking), Some(broken)) = (case.booking.clone(), case.broken.clone()) else { return };
-        self.release(&booking.booking_id, broken.leg, None);
+        let (Some(booking), Some(broken)) = (case.booking.as_ref(), case.broken.as_ref()) else { return };
+        let (booking_id, pax, leg, ready, protect) =
+            (booking.booking_id.clone(), booking.passengers, broken.leg, broken.ready, broken.protect);
+        self.release(&booking_id, leg, None);
         let time = case.time();
-        let mut candidates: Vec<ScheduledFlight> = std::mem::take(&mut case.candidates)
+        // Each candidate at its current times, with what the allocator knows of it.
+        let mut candidates: Vec<(ScheduledFlight, FlightSeats)> = std::mem::take(&mut case.candidates)
             .into_iter()
             .map(|mut f| {
-                let delay = self.flights.get(&f.flight_id).map_or(0, |s| s.delay);
-                f.departure += delay;
-                f.arrival += delay;
-                f
+                let state = self.flights.get(&f.flight_id).copied().unwrap_or_default();
+                f.departure += state.delay;
+                f.arrival += state.delay;
+                (f, state)
             })
             .collect();
-        candidates.sort_by(|a, b| (a.departure, &a.flight_id).cmp(&(b.departure, &b.flight_id)));
-        let pax = booking.passengers;
+        candidates.sort_by(|(a, _), (b, _)| (a.departure, &a.flight_id).cmp(&(b.departure, &b.flight_id)));
         let next = case.following.as_ref();
-        // The seats a flight has free for this request, or why it cannot take anyone (as a
-        // closure that writes the reason: only the first few are written).
-        let fits = |flight: &ScheduledFlight| -> Result<u32, Box<dyn Fn() -> String + '_>> {
-            let state = self.flights.get(&flight.flight_id);
-            let free = flight.seats_free.saturating_sub(state.map_or(0, |s| s.taken));
-            let (dep, ready) = (flight.departure, broken.ready);
-            if state.is_some_and(|s| s.cancelled) {
-                Err(Box::new(|| "cancelled".to_owned()))
-            } else if state.is_some_and(|s| s.departed) || dep < time {
-                Err(Box::new(|| "has left".to_owned()))
+        // The seats a flight has free for this request, or why it cannot take anyone.
+        let fits = |(flight, state): &(ScheduledFlight, FlightSeats)| -> Result<u32, Skip> {
+            let free = flight.seats_free.saturating_sub(state.taken);
+            let dep = flight.departure;
+            if state.cancelled {
+                Err(Skip::Cancelled)
+            } else if state.departed || dep < time {
+                Err(Skip::Left)
             } else if dep < ready {
-                Err(Box::new(move || format!("departs too early ({}, ready {})", Stamp(dep), Stamp(ready))))
+                Err(Skip::TooEarly(dep, ready))
             } else if let Some(n) = next.filter(|n| flight.arrival + mct.at(&flight.destination) > n.departure) {
-                Err(Box::new(move || format!("misses the next leg {}", n.flight_id)))
+                Err(Skip::MissesNext(n.flight_id.clone()))
             } else {
                 Ok(free)
             }
         };
-        let full = |free: u32| -> Box<dyn Fn() -> String> { Box::new(move || format!("full ({free} free)")) };
         // Reasons are written for the first few flights passed over only: a busy route's list
         // was most of the allocator's time and of the decision's size.
         let mut more = 0;
         let mut skipped: Vec<Skipped> = Vec::new();
-        let skip = |skipped: &mut Vec<Skipped>, more: &mut u32, flight: &ScheduledFlight, why: &dyn Fn() -> String| {
+        let skip = |skipped: &mut Vec<Skipped>, more: &mut u32, flight: &ScheduledFlight, why: Skip| {
             if skipped.len() < MAX_SKIPPED {
-                skipped.push(Skipped { flight_id: flight.flight_id.clone(), why: why() });
+                skipped.push(Skipped { flight_id: flight.flight_id.clone(), why: why.to_string() });
             } else {
                 *more += 1;
             }
         };
         let mut parts: Vec<(ScheduledFlight, u32, u32)> = Vec::new(); // (flight, seats, free before)
         // The whole group on the first flight that takes it...
-        for flight in &candidates {
-            match fits(flight) {
+        for candidate in &candidates {
+            match fits(candidate) {
                 Ok(free) if free >= pax => {
-                    parts.push((flight.clone(), pax, free));
+                    parts.push((candidate.0.clone(), pax, free));
                     break;
                 }
-                Ok(free) => skip(&mut skipped, &mut more, flight, &*full(free)),
-                Err(why) => skip(&mut skipped, &mut more, flight, &*why),
+                Ok(free) => skip(&mut skipped, &mut more, &candidate.0, Skip::Full(free)),
+                Err(why) => skip(&mut skipped, &mut more, &candidate.0, why),
             }
         }
         // ...or, where allowed, in parts on the first flights with any room.
@@ -286,58 +285,82 @@ impl RouteSeats {
         if left > 0 && config.split_groups {
             skipped.clear();
             more = 0;
-            for flight in &candidates {
+            for candidate in &candidates {
                 if left == 0 {
                     break;
                 }
-                match fits(flight) {
+                match fits(candidate) {
                     Ok(free) if free > 0 => {
                         let seats = free.min(left);
                         left -= seats;
-                        parts.push((flight.clone(), seats, free));
+                        parts.push((candidate.0.clone(), seats, free));
                     }
-                    Ok(free) => skip(&mut skipped, &mut more, flight, &*full(free)),
-                    Err(why) => skip(&mut skipped, &mut more, flight, &*why),
+                    Ok(free) => skip(&mut skipped, &mut more, &candidate.0, Skip::Full(free)),
+                    Err(why) => skip(&mut skipped, &mut more, &candidate.0, why),
                 }
             }
         }
-        let until = broken.protect.then(|| time.saturating_add(Millis::from(config.hold_minutes) * MINUTE));
+        let until = protect.then(|| time.saturating_add(Millis::from(config.hold_minutes) * MINUTE));
         let count = parts.len() as u32 + u32::from(left > 0 && !parts.is_empty());
         let split = count > 1;
+        let evidence = |passengers, (free_before, free_after), part, skipped, held_until| SeatEvidence {
+            passengers,
+            free_before,
+            free_after,
+            order,
+            part,
+            skipped,
+            skipped_more: more,
+            held_until,
+        };
+        // (alternative, evidence, outcome) of each decision; the last one takes the case itself.
+        let mut decided: Vec<(Option<ScheduledFlight>, SeatEvidence, Outcome)> = Vec::with_capacity(parts.len() + 1);
         for (k, (flight, seats, free)) in parts.into_iter().enumerate() {
             self.flights.entry(flight.flight_id.clone()).or_default().taken += seats;
             let cause = case.event.flight_id.clone();
-            let taken = Taken { leg: broken.leg, flight_id: flight.flight_id.clone(), seats, until, cause };
+            let taken = Taken { leg, flight_id: flight.flight_id.clone(), seats, until, cause };
             if let Some(u) = until {
                 self.next_expiry = Some(self.next_expiry.map_or(u, |n| n.min(u)));
             }
-            self.by_booking.entry(booking.booking_id.clone()).or_default().push(taken);
-            let mut part = case.clone();
-            part.seats = Some(SeatEvidence {
-                passengers: seats,
-                free_before: free,
-                free_after: free - seats,
-                order,
-                part: split.then_some((k as u32 + 1, count)),
-                skipped: skipped.clone(),
-                skipped_more: more,
-                held_until: until,
-            });
-            part.alternative = Some(flight);
-            out.push(part.end(if broken.protect { Outcome::Protect } else { Outcome::Rebook }));
+            self.by_booking.entry(booking_id.clone()).or_default().push(taken);
+            let part = split.then_some((k as u32 + 1, count));
+            let seen = evidence(seats, (free, free - seats), part, skipped.clone(), until);
+            decided.push((Some(flight), seen, if protect { Outcome::Protect } else { Outcome::Rebook }));
         }
         if left > 0 {
-            case.seats = Some(SeatEvidence {
-                passengers: left,
-                free_before: 0,
-                free_after: 0,
-                order,
-                part: split.then_some((count, count)),
-                skipped,
-                skipped_more: more,
-                held_until: None,
-            });
-            out.push(case.end(Outcome::NoAlternative));
+            let seen = evidence(left, (0, 0), split.then_some((count, count)), skipped, None);
+            decided.push((None, seen, Outcome::NoAlternative));
+        }
+        let last = decided.pop();
+        for (alternative, seen, outcome) in decided {
+            let mut part = case.clone();
+            (part.alternative, part.seats) = (alternative, Some(seen));
+            out.push(part.end(outcome));
+        }
+        if let Some((alternative, seen, outcome)) = last {
+            (case.alternative, case.seats) = (alternative, Some(seen));
+            out.push(case.end(outcome));
+        }
+    }
+}
+
+/// Why the allocator passed over a flight.
+enum Skip {
+    Full(u32),
+    Cancelled,
+    Left,
+    TooEarly(Millis, Millis),
+    MissesNext(Key),
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::Full(free) => write!(f, "full ({free} free)"),
+            Skip::Cancelled => f.write_str("cancelled"),
+            Skip::Left => f.write_str("has left"),
+            Skip::TooEarly(dep, ready) => write!(f, "departs too early ({}, ready {})", Stamp(*dep), Stamp(*ready)),
+            Skip::MissesNext(id) => write!(f, "misses the next leg {id}"),
         }
     }
 }
@@ -474,7 +497,7 @@ mod tests {
             gate: None,
             reason: None,
         };
-        let mut case = Case::start(event, Position::default(), 0).unwrap();
+        let mut case = Case::start(event, Position::default(), 0);
         case.booking = Some(Booking { booking_id: id.into(), passengers: pax, legs: vec!["F1".into(), "C1".into()] });
         case.broken = Some(Broken { flight: flight("C1", 2, 0), leg: 1, ready: T0 + 3 * H, protect });
         case.candidates = route.to_vec();

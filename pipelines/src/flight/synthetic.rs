@@ -288,10 +288,11 @@ fn status_event(rng: &mut ChaCha8Rng, mix: StatusMix, flight: &ScheduledFlight, 
             _ => {}
         }
     }
-    let gate = (matches!(status, OnTime | Scheduled | Boarding | Delayed) && rng.random_bool(0.3))
-        .then(|| format!("{}{}", char::from(b'A' + rng.random_range(0..6u8)), rng.random_range(1..=60)));
+    let gate = (matches!(status, OnTime | Scheduled | Boarding | Delayed) && rng.random_bool(0.3)).then(|| {
+        compact_str::format_compact!("{}{}", char::from(b'A' + rng.random_range(0..6u8)), rng.random_range(1..=60))
+    });
     let reason = (matches!(status, Delayed | Cancelled | Diverted) && rng.random_bool(0.6))
-        .then(|| REASONS[rng.random_range(0..REASONS.len())].to_owned());
+        .then(|| REASONS[rng.random_range(0..REASONS.len())].into());
     FlightEvent { flight_id: flight.flight_id.clone(), status, timestamp, delay_minutes, new_departure, gate, reason }
 }
 
