@@ -122,7 +122,7 @@ fn file_runs(
     run: impl Fn(&JobConfig) -> Result<JobReport>,
 ) -> Result<()> {
     let source = SourceConfig { max_lag, ..SourceConfig::default() };
-    FileBench { name, path, side_inputs: Vec::new(), runs, source, checkpoint }.run(cluster, run)
+    FileBench { name, input: Input::File(path), side_inputs: Vec::new(), runs, source, checkpoint }.run(cluster, run)
 }
 
 /// Settings of `bench kafka`.

@@ -1,13 +1,13 @@
 //! The three bundled pipelines as [`Pipeline`]s: ordinary users of the runner, registered by
 //! `src/main.rs` as a user's binary registers its own.
 
-use crate::app::{BuildCx, EmitFlag, NoFlags, Pipeline, SideInput};
+use crate::app::{BuildCx, Bundled, EmitFlag, NoFlags, Pipeline, SideInput};
 use crate::engine::Stream;
 use crate::engine::event::Sourced;
 use crate::engine::time::{Millis, parse_duration};
 use crate::operators::{Action, Decision, LlmConfig, ReplyCheck};
 use crate::pipelines::code::{CodeConfig, CodeEvent, code};
-use crate::pipelines::flight::{self, FlightConfig, FlightInput, Reference};
+use crate::pipelines::flight::{self, FlightConfig, FlightInput, RefTable, Reference};
 use crate::pipelines::trading::{MarketTick, TradingConfig, trading};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -36,8 +36,8 @@ impl Pipeline for Trading {
     type Flags = TradingFlags;
     type Shared = ();
 
-    fn sample() -> Option<&'static str> {
-        Some("data/market-sample.jsonl")
+    fn sample() -> Option<Bundled> {
+        Some(crate::bundled!("data/market-sample.jsonl"))
     }
 
     fn settle(config: &TradingConfig) -> Millis {
@@ -110,8 +110,8 @@ impl Pipeline for Flight {
     type Flags = FlightFlags;
     type Shared = Reference;
 
-    fn sample() -> Option<&'static str> {
-        Some("data/flight-sample.jsonl")
+    fn sample() -> Option<Bundled> {
+        Some(crate::bundled!("data/flight-sample.jsonl"))
     }
 
     fn file_max_lag() -> Millis {
@@ -152,9 +152,14 @@ impl Pipeline for Flight {
     }
 
     fn prepare(_: &FlightConfig, flags: &FlightFlags, process: usize) -> Result<Reference> {
-        let schedule = flags.schedule.clone().unwrap_or_else(|| "data/flight-schedule.jsonl".into());
-        let bookings = flags.bookings.clone().unwrap_or_else(|| "data/flight-bookings.jsonl".into());
-        let reference = Reference::load(Some(&schedule), Some(&bookings))?;
+        // The sample's tables travel with the binary, like the sample.
+        let table = |flag: &Option<PathBuf>, bundled: Bundled| match flag {
+            Some(path) => RefTable::File(path.clone()),
+            None => RefTable::Text { name: bundled.name, text: std::str::from_utf8(bundled.bytes).unwrap_or_default() },
+        };
+        let schedule = table(&flags.schedule, crate::bundled!("data/flight-schedule.jsonl"));
+        let bookings = table(&flags.bookings, crate::bundled!("data/flight-bookings.jsonl"));
+        let reference = Reference::load(&schedule, &bookings)?;
         if process == 0 {
             eprintln!(
                 "inflight: flight reference: {} flights, {} bookings",
@@ -182,8 +187,8 @@ impl Pipeline for Code {
     type Flags = NoFlags;
     type Shared = ();
 
-    fn sample() -> Option<&'static str> {
-        Some("data/code-sample.jsonl")
+    fn sample() -> Option<Bundled> {
+        Some(crate::bundled!("data/code-sample.jsonl"))
     }
 
     fn llm_settings(config: &mut CodeConfig) -> Option<&mut LlmConfig> {

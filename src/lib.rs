@@ -34,6 +34,18 @@ pub use inflight_engine as engine;
 pub use inflight_operators as operators;
 pub use inflight_pipelines as pipelines;
 
+/// A file of the calling crate built into its binary, as a [`engine::source::Bundled`] input:
+/// `bundled!("data/sample.jsonl")`, the path relative to the crate's `Cargo.toml`.
+#[macro_export]
+macro_rules! bundled {
+    ($path:literal) => {
+        $crate::engine::source::Bundled {
+            name: $path,
+            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $path)),
+        }
+    };
+}
+
 pub mod app;
 pub mod bundled;
 pub mod live_load;

@@ -26,6 +26,8 @@ pub struct ClientReport {
     pub data: Vec<String>,
     /// The server closed the stream (rather than the client stopping at `until`).
     pub closed_by_server: bool,
+    /// The `event: end` data (the run's final counts), and how many decisions came before it.
+    pub end: Option<(serde_json::Value, u64)>,
 }
 
 /// How a client reads.
@@ -76,7 +78,7 @@ pub async fn connect(addr: SocketAddr, plan: &ClientPlan) -> std::io::Result<(to
 pub async fn read(mut s: tokio::net::TcpStream, mut buf: Vec<u8>, plan: &ClientPlan) -> ClientReport {
     let mut r = ClientReport { in_order: true, ..ClientReport::default() };
     let mut chunk = vec![0u8; 64 << 10];
-    let mut event_missed = false;
+    let (mut event_missed, mut event_end) = (false, false);
     loop {
         // Whole lines only; the rest waits for more bytes.
         let mut start = 0;
@@ -95,7 +97,14 @@ pub async fn read(mut s: tokio::net::TcpStream, mut buf: Vec<u8>, plan: &ClientP
                 r.received += 1;
             } else if line == b"event: missed" {
                 event_missed = true;
+            } else if line == b"event: end" {
+                event_end = true;
             } else if let Some(data) = line.strip_prefix(b"data: ") {
+                if event_end {
+                    event_end = false;
+                    r.end = Some((serde_json::from_slice(data).unwrap_or_default(), r.received));
+                    continue;
+                }
                 if event_missed {
                     event_missed = false;
                     let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();

@@ -468,3 +468,48 @@ fn served_latest_with(addr: SocketAddr, token: &str) -> u64 {
 fn summary_count(stderr: &str, label: &str) -> u64 {
     summary_value(stderr, label) as u64
 }
+
+/// A client connected during the run gets every decision, then `event: end` with the final
+/// counts, and the stream closes; a client connecting after the run gets the replay, the same
+/// end, and a closed stream too.
+#[test]
+fn a_finished_run_ends_every_stream_with_its_final_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), 20, 60);
+    let out = dir.path().join("out.jsonl");
+    let args = ["run", "trading", "--emit", "all", "--input", input.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let served = Served::start(dir.path(), &[&args[..], &["--replay-speed", "10x"]].concat(), &[]);
+    let rt = runtime();
+    let mut p = plan("/api/decisions?last_event_id=0");
+    p.keep_data = true;
+    let addr = served.addr;
+    let during = rt.spawn(async move {
+        let (s, buf) = connect(addr, &p).await.unwrap();
+        read(s, buf, &p).await
+    });
+    let stats = served.done(None);
+    let want = lines(&out);
+    assert!(want.len() > 100, "the run made decisions: {}", want.len());
+    let check = |what: &str, r: &inflight::live_load::ClientReport| {
+        let (end, before) = r.end.clone().unwrap_or_else(|| panic!("{what}: no event: end ({} decisions)", r.received));
+        assert!(r.closed_by_server, "{what}: the stream stays open after the end");
+        assert_eq!(before, want.len() as u64, "{what}: every decision comes before the end");
+        let (mut got, mut lines) = (r.data.clone(), want.clone());
+        got.sort();
+        lines.sort();
+        assert!(got == lines, "{what}: the decisions are the output file's");
+        assert_eq!(end["decisions"].as_u64(), Some(want.len() as u64), "{what}: {end}");
+        assert_eq!(end["latest"].as_u64(), Some(want.len() as u64), "{what}: {end}");
+        assert_eq!(end["events_in"], stats["events_in"], "{what}: {end}");
+        assert_eq!(end["dead_letters"], stats["dead_letters"]["total"], "{what}: {end}");
+    };
+    let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), during).await }).unwrap().unwrap();
+    check("connected during the run", &r);
+    let mut p = plan("/api/decisions?last_event_id=0");
+    p.keep_data = true;
+    let after = rt.block_on(async move {
+        let (s, buf) = connect(addr, &p).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), read(s, buf, &p)).await.unwrap()
+    });
+    check("connected after the run", &after);
+}

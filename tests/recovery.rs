@@ -13,7 +13,7 @@ mod broker;
 mod cli;
 
 use broker::{Broker, unique};
-use cli::{BIN, assert_refused, free_port, ok};
+use cli::{BIN, RunResult as Result, assert_refused, assert_same_result, free_port, ok, result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -68,39 +68,6 @@ fn spawn(args: &[String], env: &[(&str, &str)]) -> Child {
 
 fn run(args: &[String]) -> Output {
     ok(Command::new(BIN).args(args).output().unwrap())
-}
-
-/// What a run left: decisions without `decided_at`, in file order, and dead letters sorted
-/// (their order within one event time depends on the worker layout, their set does not).
-#[derive(Debug, PartialEq)]
-struct Result {
-    decisions: Vec<String>,
-    dead: Vec<String>,
-}
-
-fn result(out: &Path) -> Result {
-    let decisions = std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("decided_at").expect("decided_at");
-            v.to_string()
-        })
-        .collect();
-    let mut dead: Vec<String> =
-        std::fs::read_to_string(out.with_extension("dead")).unwrap().lines().map(str::to_owned).collect();
-    dead.sort();
-    Result { decisions, dead }
-}
-
-#[track_caller]
-fn assert_same_result(what: &str, want: &Result, got: &Result) {
-    if let Some(i) = want.decisions.iter().zip(&got.decisions).position(|(a, b)| a != b) {
-        panic!("{what}: decision {i} differs:\n  {}\n  {}", want.decisions[i], got.decisions[i]);
-    }
-    assert_eq!(want.decisions.len(), got.decisions.len(), "{what}: decision counts differ");
-    assert!(want.dead == got.dead, "{what}: dead letters differ ({} vs {})", want.dead.len(), got.dead.len());
 }
 
 /// Times of the committed checkpoints under `dir`, oldest first.

@@ -189,9 +189,6 @@ pub enum JobError {
     /// A Kafka broker refused or could not be reached.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    /// Timely could not start (e.g. peers unreachable).
-    #[error("starting workers failed: {0}")]
-    Start(String),
     /// Checkpoints cannot be used.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -222,15 +219,15 @@ where
     F: for<'s> Fn(&Graph<'s>, Stream<'s, Sourced<E>>) -> Stream<'s, D> + Send + Sync + 'static,
 {
     let start_ns = wall_nanos();
-    let timely_config = config.cluster.timely_config()?;
+    config.cluster.hosts()?;
     let inputs = open_inputs(config)?;
     let checkpoints = open_checkpoints(config, ctx)?;
     let outputs = Outputs::open(config, checkpoints.as_ref())?;
     let (skipped, first_ns) = (outputs.skipped.clone(), outputs.first.clone());
     let job = WorkerJob { inputs, outputs, source: config.source.clone(), ctx: ctx.clone() };
     let started = Instant::now();
-    let guards =
-        timely::execute(timely_config, move |worker| run_worker(worker, &job, &pipeline)).map_err(JobError::Start)?;
+    let describe = peer_loss_note(ctx, checkpoints.clone());
+    let guards = crate::cluster::execute(&config.cluster, describe, move |worker| run_worker(worker, &job, &pipeline))?;
 
     let mut report = JobReport {
         source: SourceStats::default(),
@@ -269,6 +266,27 @@ where
     report.checkpoints = checkpoints.as_ref().map(|c| c.history()).unwrap_or_default();
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The end of the line printed when a peer is lost: what this process had done, and how to resume.
+fn peer_loss_note(ctx: &RunContext, checkpoints: Option<Arc<Checkpoints>>) -> crate::cluster::Describe {
+    let progress = ctx.progress.clone();
+    Arc::new(move || {
+        let read = progress.get();
+        match checkpoints.as_ref().map(|c| c.complete()) {
+            Some((0, _)) => format!(
+                "this process had read {read} records and no checkpoint was complete yet: restart every process with the same command (they start over)"
+            ),
+            Some((at, dir)) => format!(
+                "this process had read {read} records: restart every process with the same command to resume from the last complete checkpoint ({}, in {})",
+                crate::time::format_rfc3339(at),
+                dir.display()
+            ),
+            None => format!(
+                "this process had read {read} records, and without --checkpoint-dir a restart starts over: restart every process with the same command"
+            ),
+        }
+    })
 }
 
 /// Every input of the job opened (the main one first); Kafka input topics exist.

@@ -4,6 +4,7 @@
 //! Pipelines never touch files or threads; they get typed streams from here and hand decisions back.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod dead_letter;
 pub mod event;
 pub mod graph;

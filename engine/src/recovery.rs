@@ -147,6 +147,11 @@ impl Checkpoints {
         self.restored.as_ref().map_or(0, |r| r.time)
     }
 
+    /// The newest checkpoint this process knows to be complete (0: none yet), and the directory.
+    pub fn complete(&self) -> (Millis, &std::path::Path) {
+        (self.committed.load(Ordering::Acquire), &self.config.dir)
+    }
+
     /// The checkpoint interval, ms.
     pub fn interval(&self) -> Millis {
         self.config.interval

@@ -17,11 +17,16 @@ pub struct Cluster {
     pub process: usize,
     /// File with one `host:port` line per process (`-h`); without it, localhost:2101+i.
     pub hostfile: Option<PathBuf>,
+    /// How long a process waits for the others at start (`--connect-timeout`).
+    pub connect_timeout: std::time::Duration,
 }
+
+/// `--connect-timeout`'s default.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { workers: 1, processes: 1, process: 0, hostfile: None }
+        Cluster { workers: 1, processes: 1, process: 0, hostfile: None, connect_timeout: CONNECT_TIMEOUT }
     }
 }
 
@@ -47,6 +52,12 @@ pub enum ClusterError {
         /// What is wrong.
         error: String,
     },
+    /// The processes could not all connect (one missing, a different shape, a port in use).
+    #[error("cluster: {0}")]
+    Connect(String),
+    /// Timely could not start the workers.
+    #[error("starting the workers: {0}")]
+    Start(String),
 }
 
 impl Cluster {
@@ -55,8 +66,9 @@ impl Cluster {
         self.workers * self.processes
     }
 
-    /// The timely configuration for this process.
-    pub fn timely_config(&self) -> Result<timely::Config, ClusterError> {
+    /// Checks the shape, and gives every process's `host:port` (one `localhost` entry for a single
+    /// process, which listens on nothing).
+    pub fn hosts(&self) -> Result<Vec<String>, ClusterError> {
         if self.workers == 0 {
             return Err(ClusterError::Zero("workers (-w)"));
         }
@@ -66,23 +78,10 @@ impl Cluster {
         if self.process >= self.processes {
             return Err(ClusterError::Index { process: self.process, processes: self.processes });
         }
-        if self.processes == 1 {
-            return Ok(timely::Config::process(self.workers));
+        match &self.hostfile {
+            Some(path) if self.processes > 1 => read_hostfile(path, self.processes),
+            _ => Ok((0..self.processes).map(|i| format!("localhost:{}", 2101 + i)).collect()),
         }
-        let addresses = match &self.hostfile {
-            Some(path) => read_hostfile(path, self.processes)?,
-            None => (0..self.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
-        };
-        Ok(timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: self.workers,
-                process: self.process,
-                addresses,
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        })
     }
 }
 
@@ -132,9 +131,9 @@ mod tests {
     #[test]
     fn rejects_bad_shapes() {
         let c = Cluster { workers: 0, ..Cluster::default() };
-        assert!(c.timely_config().is_err());
+        assert!(c.hosts().is_err());
         let c = Cluster { processes: 2, process: 2, ..Cluster::default() };
-        assert!(c.timely_config().unwrap_err().to_string().contains("out of range"));
+        assert!(c.hosts().unwrap_err().to_string().contains("out of range"));
     }
 
     #[test]
@@ -143,8 +142,8 @@ mod tests {
         let path = dir.path().join("hosts");
         std::fs::write(&path, "127.0.0.1:4000\n").unwrap();
         let c = Cluster { processes: 2, hostfile: Some(path.clone()), ..Cluster::default() };
-        assert!(c.timely_config().unwrap_err().to_string().contains("1 hosts listed"));
+        assert!(c.hosts().unwrap_err().to_string().contains("1 hosts listed"));
         std::fs::write(&path, "127.0.0.1:4000\n# comment\n127.0.0.1:4001\n").unwrap();
-        assert!(c.timely_config().is_ok());
+        assert!(c.hosts().is_ok());
     }
 }

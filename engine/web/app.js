@@ -181,6 +181,13 @@
       try { view.missed += Number(JSON.parse(e.data).missed) || 0; } catch { /* a bad frame counts nothing */ }
       renderMissed();
     });
+    es.addEventListener('end', (e) => {
+      if (gen !== state.esGen) return;
+      let n = null;
+      try { n = JSON.parse(e.data).decisions; } catch { /* keep the plain label */ }
+      es.close(); // the run is over: nothing more comes, and a reconnect would only replay it
+      setConn('done', n == null ? 'run finished' : `run finished: ${fmtInt(n)} decisions`);
+    });
     es.addEventListener('bye', (e) => {
       let reason = 'closed';
       try { reason = JSON.parse(e.data).reason || reason; } catch { /* keep the default */ }

@@ -50,7 +50,7 @@ pub(super) fn from_matches<P: Pipeline>(m: &ArgMatches) -> Result<()> {
         llm.enabled = false;
     }
     P::validate(&config).map_err(|e| anyhow::anyhow!("invalid {} config: {e}", P::NAME))?;
-    let Some(input) = args.input.clone().or_else(|| P::sample().map(PathBuf::from)) else {
+    let Some(input) = args.input.clone().map(Input::File).or_else(|| P::sample().map(Input::Bundled)) else {
         bail!("bench of the {} pipeline needs --input FILE", P::NAME);
     };
     let side_inputs = P::side_inputs(&flags)
@@ -69,7 +69,7 @@ pub(super) fn from_matches<P: Pipeline>(m: &ArgMatches) -> Result<()> {
     };
     let shared = Arc::new(P::prepare(&config, &flags, cluster.process)?);
     let runs = usize::try_from(args.runs).unwrap_or(usize::MAX);
-    let job = FileBench { name: P::NAME, path: input, side_inputs, runs, source, checkpoint: args.checkpoint_interval };
+    let job = FileBench { name: P::NAME, input, side_inputs, runs, source, checkpoint: args.checkpoint_interval };
     job.run(cluster.cluster(), |job| Ok(run_job::<P>(job, &config, Arc::clone(&shared), &RunContext::default(), None)?))
 }
 
@@ -77,8 +77,8 @@ pub(super) fn from_matches<P: Pipeline>(m: &ArgMatches) -> Result<()> {
 pub struct FileBench {
     /// The pipeline's name (for the header line and the checkpoints' manifest).
     pub name: &'static str,
-    /// The main input.
-    pub path: PathBuf,
+    /// The main input: a file, or a bundled sample.
+    pub input: Input,
     /// Side inputs, files.
     pub side_inputs: Vec<Input>,
     /// Runs, at least 1.
@@ -95,11 +95,21 @@ impl FileBench {
         if self.runs == 0 {
             bail!("--runs must be at least 1");
         }
-        let size =
-            std::fs::metadata(&self.path).with_context(|| format!("cannot read input {}", self.path.display()))?.len();
+        let size = match &self.input {
+            Input::File(path) => {
+                std::fs::metadata(path).with_context(|| format!("cannot read input {}", path.display()))?.len()
+            }
+            Input::Bundled(b) => b.bytes.len() as u64,
+            _ => bail!("bench reads a file"),
+        };
+        let name = match &self.input {
+            Input::File(path) => path.display().to_string(),
+            Input::Bundled(b) => format!("{} (bundled)", b.name),
+            _ => String::new(),
+        };
         let (workers, processes) = (cluster.workers, cluster.processes);
         let mut job = JobConfig {
-            input: Input::File(self.path.clone()),
+            input: self.input,
             side_inputs: self.side_inputs,
             source: self.source,
             output: Output::Discard,
@@ -110,7 +120,7 @@ impl FileBench {
         eprintln!(
             "bench {}: {} ({:.1} MB), {workers} worker(s) x {processes} process(es), {} run(s)",
             self.name,
-            self.path.display(),
+            name,
             size as f64 / 1e6,
             self.runs,
         );

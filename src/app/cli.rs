@@ -365,14 +365,17 @@ pub struct ClusterArgs {
     #[arg(short = 'w', long = "workers", default_value_t = 1, env = "INFLIGHT_WORKERS")]
     pub workers: usize,
     /// Number of processes in the cluster.
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    #[arg(short = 'n', long = "processes", default_value_t = 1, env = "INFLIGHT_PROCESSES")]
     pub processes: usize,
     /// Index of this process (0-based).
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    #[arg(short = 'p', long = "process", default_value_t = 0, env = "INFLIGHT_PROCESS")]
     pub process: usize,
     /// File with one host:port line per process.
-    #[arg(short = 'h', long = "hostfile")]
+    #[arg(short = 'h', long = "hostfile", env = "INFLIGHT_HOSTFILE")]
     pub hostfile: Option<PathBuf>,
+    /// How long a process waits at start for every other process of the cluster.
+    #[arg(long = "connect-timeout", default_value = "60s", env = "INFLIGHT_CONNECT_TIMEOUT", value_parser = parse_duration)]
+    pub connect_timeout: u64,
 }
 
 impl ClusterArgs {
@@ -383,6 +386,7 @@ impl ClusterArgs {
             processes: self.processes,
             process: self.process,
             hostfile: self.hostfile.clone(),
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout),
         }
     }
 }

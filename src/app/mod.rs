@@ -36,6 +36,7 @@ pub use run::{SideInput, percentiles, print_summary, run_job};
 
 use crate::engine::event::{Event, Sourced};
 use crate::engine::serve::tap::Taps;
+pub use crate::engine::source::Bundled;
 use crate::engine::time::Millis;
 use crate::engine::{Graph, Scope, SourceName, State, Stream};
 use crate::operators::{Action, Decision, LlmConfig, LlmService, ReplyCheck};
@@ -63,8 +64,9 @@ pub trait Pipeline: Sized + 'static {
     /// its workers; `()` when there is none.
     type Shared: Send + Sync + 'static;
 
-    /// The input read when neither `--input` nor `--input-topic` is given.
-    fn sample() -> Option<&'static str> {
+    /// The input read when neither `--input` nor `--input-topic` is given: records built into the
+    /// binary with [`crate::bundled!`], so the default run works from any directory.
+    fn sample() -> Option<Bundled> {
         None
     }
 

@@ -221,7 +221,7 @@ fn job_config<P: Pipeline>(
     let input = match (&args.input_topic, &args.input, P::sample()) {
         (Some(topic), _, _) => kafka_input(topic, "--input-topic")?,
         (None, Some(path), _) => Input::from_arg(path),
-        (None, None, Some(sample)) => Input::from_arg(sample),
+        (None, None, Some(sample)) => Input::Bundled(sample),
         (None, None, None) => bail!("the {} pipeline needs --input FILE (or -) or --input-topic", P::NAME),
     };
     let side_inputs = side

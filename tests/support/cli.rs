@@ -164,3 +164,38 @@ pub fn assert_refused(args: &[&str], want: &str) {
     assert!(err.contains(want), "{args:?}: {err}");
     assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got {err}");
 }
+
+/// What a run left: decisions without `decided_at`, in file order, and dead letters sorted
+/// (their order within one event time depends on the worker layout, their set does not).
+#[derive(Debug, PartialEq)]
+pub struct RunResult {
+    /// Decisions without `decided_at`, in file order.
+    pub decisions: Vec<String>,
+    /// Dead letters, sorted.
+    pub dead: Vec<String>,
+}
+
+pub fn result(out: &Path) -> RunResult {
+    let decisions = std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("decided_at").expect("decided_at");
+            v.to_string()
+        })
+        .collect();
+    let mut dead: Vec<String> =
+        std::fs::read_to_string(out.with_extension("dead")).unwrap().lines().map(str::to_owned).collect();
+    dead.sort();
+    RunResult { decisions, dead }
+}
+
+#[track_caller]
+pub fn assert_same_result(what: &str, want: &RunResult, got: &RunResult) {
+    if let Some(i) = want.decisions.iter().zip(&got.decisions).position(|(a, b)| a != b) {
+        panic!("{what}: decision {i} differs:\n  {}\n  {}", want.decisions[i], got.decisions[i]);
+    }
+    assert_eq!(want.decisions.len(), got.decisions.len(), "{what}: decision counts differ");
+    assert!(want.dead == got.dead, "{what}: dead letters differ ({} vs {})", want.dead.len(), got.dead.len());
+}

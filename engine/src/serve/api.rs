@@ -205,12 +205,15 @@ async fn decisions(
         first.push(missed(snapshot.lost));
     }
     first.extend(snapshot.entries.iter().filter(|e| filter.keeps(e)).map(|e| e.frame.clone()));
+    // A finished run: the replay, then the end (subscribed first, so a run finishing now is seen
+    // either here or through the broadcast).
+    let ended = hub.end_frame().inspect(|end| first.push(end.clone())).is_some();
     hub.clients.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(Client { consumed: AtomicU64::new(upto), hub: hub.clone() });
     if let Some(Extension(kill)) = kill {
         tokio::spawn(watch(Arc::downgrade(&client), hub.clone(), kill));
     }
-    let stream = Stream { rx, filter, pending: first.into(), upto, client };
+    let stream = Stream { rx, filter, pending: first.into(), upto, client, ended };
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next().await?;
         Some((Ok::<Bytes, Infallible>(chunk), s))
@@ -253,11 +256,16 @@ struct Stream {
     /// Decisions up to this one were in the replay.
     upto: u64,
     client: Arc<Client>,
+    /// `event: end` is queued: the stream closes once it is written.
+    ended: bool,
 }
 
 impl Stream {
     /// The next bytes to write (None: the run is over and the hub gone).
     async fn next(&mut self) -> Option<Bytes> {
+        if self.ended && self.pending.is_empty() {
+            return None;
+        }
         // Until something passes the filter: a write of nothing is not worth a wake-up.
         while self.pending.is_empty() {
             let first = tokio::select! {
@@ -293,6 +301,13 @@ impl Stream {
     /// Queues what one receive gave: the bytes queued, Err when the broadcast is closed.
     fn take(&mut self, r: Result<Arc<Entry>, broadcast::error::RecvError>) -> Result<usize, ()> {
         let frame = match r {
+            Ok(e) if e.end => {
+                if self.ended {
+                    return Ok(0);
+                }
+                self.ended = true;
+                e.frame.clone()
+            }
             Ok(e) => {
                 self.client.consumed.store(e.seq, Ordering::Relaxed);
                 if e.seq <= self.upto || !self.filter.keeps(&e) {

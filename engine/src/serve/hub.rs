@@ -49,6 +49,8 @@ pub struct Entry {
     pub decided_by: Box<str>,
     /// The whole SSE frame (`id:`, `event:`, `data:`), formatted once for every client.
     pub frame: axum::body::Bytes,
+    /// The run's `event: end` (after every decision), not a decision: no filter applies.
+    pub end: bool,
 }
 
 /// Decisions taken from the history for a new client.
@@ -110,6 +112,8 @@ pub struct Hub {
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
     sections: Mutex<Vec<(String, StatsSection)>>,
     done: AtomicBool,
+    /// The `event: end` frame, once the run has finished.
+    end: Mutex<Option<axum::body::Bytes>>,
     /// The replay's pace (lag to the wall clock means nothing then).
     replay: std::sync::OnceLock<f64>,
     /// Clients connected now, disconnected for being slow, and events clients missed.
@@ -143,6 +147,7 @@ impl Hub {
             samples: Mutex::default(),
             sections: Mutex::default(),
             done: AtomicBool::new(false),
+            end: Mutex::new(None),
             replay: std::sync::OnceLock::new(),
             clients: AtomicU64::new(0),
             dropped_slow: AtomicU64::new(0),
@@ -180,6 +185,7 @@ impl Hub {
             action: fields.action.into(),
             decided_by: fields.decided_by.into(),
             frame: frame.into(),
+            end: false,
         });
         if let Ok(mut h) = self.history.lock() {
             if h.len() >= self.config.history.max(1) {
@@ -190,15 +196,7 @@ impl Hub {
         if let Ok(mut c) = self.counts.lock() {
             c.decisions += 1;
         }
-        if self.forwarding.load(Ordering::Acquire) {
-            if let Ok(mut o) = self.outbox.lock() {
-                o.push(entry);
-            }
-            self.wake.notify_one();
-        } else {
-            // No receivers is not an error: nobody is watching.
-            let _ = self.tx.send(entry);
-        }
+        self.send(entry);
     }
 
     /// Broadcasts what `publish` queued, until the process ends (run by the server).
@@ -252,9 +250,55 @@ impl Hub {
         let _ = self.replay.set(speed);
     }
 
-    /// The run has finished: no more decisions come.
+    /// The run has finished: no more decisions come. Every client gets `event: end` with the final
+    /// counts after the last decision, and its stream closes (so does a later client's, after its
+    /// replay).
     pub fn finish(&self) {
+        let (source, decisions, dead) = match self.counts.lock() {
+            Ok(c) => (c.source, c.decisions, c.dead.values().sum::<u64>()),
+            Err(_) => (SourceStats::default(), 0, 0),
+        };
+        let latest = self.latest();
+        let data = serde_json::json!({
+            "events_in": source.records(),
+            "decisions": decisions,
+            "dead_letters": dead,
+            "latest": latest,
+        });
+        let frame = axum::body::Bytes::from(format!("event: end\ndata: {data}\n\n"));
+        if let Ok(mut e) = self.end.lock() {
+            *e = Some(frame.clone());
+        }
         self.done.store(true, Ordering::Release);
+        // Through the same path as the decisions, so it reaches each client after the last one.
+        let entry = Arc::new(Entry {
+            seq: latest,
+            pipeline: "".into(),
+            key: "".into(),
+            action: "".into(),
+            decided_by: "".into(),
+            frame,
+            end: true,
+        });
+        self.send(entry);
+    }
+
+    /// Hands `entry` to every client: through the server's forwarder once one runs, else directly.
+    fn send(&self, entry: Arc<Entry>) {
+        if self.forwarding.load(Ordering::Acquire) {
+            if let Ok(mut o) = self.outbox.lock() {
+                o.push(entry);
+            }
+            self.wake.notify_one();
+        } else {
+            // No receivers is not an error: nobody is watching.
+            let _ = self.tx.send(entry);
+        }
+    }
+
+    /// The `event: end` frame, once the run has finished.
+    pub fn end_frame(&self) -> Option<axum::body::Bytes> {
+        self.end.lock().ok().and_then(|e| e.clone())
     }
 
     /// Adds a section to `/api/stats`.

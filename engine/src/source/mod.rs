@@ -27,6 +27,17 @@ pub enum Input {
     Stdin,
     /// A Kafka topic, its partitions spread over all workers.
     Kafka(KafkaInput),
+    /// Records built into the binary (a pipeline's sample), read like a file.
+    Bundled(Bundled),
+}
+
+/// JSONL built into the binary with `include_bytes!`, and the name its positions carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bundled {
+    /// The name positions and dead letters carry (the path it was built from).
+    pub name: &'static str,
+    /// The records.
+    pub bytes: &'static [u8],
 }
 
 impl Input {
@@ -41,6 +52,7 @@ impl Input {
             Input::File(p) => SourceName::File(Arc::from(p.display().to_string())),
             Input::Stdin => SourceName::File(Arc::from("stdin")),
             Input::Kafka(k) => SourceName::Topic(Arc::from(k.topic.as_str())),
+            Input::Bundled(b) => SourceName::File(Arc::from(b.name)),
         }
     }
 
@@ -49,6 +61,12 @@ impl Input {
         match self {
             Input::Stdin => Ok(OpenInput::Stdin),
             Input::Kafka(k) => Ok(OpenInput::Kafka(k.clone())),
+            Input::Bundled(b) => {
+                let map = (!b.bytes.is_empty()).then(|| copy_to_map(b.bytes)).transpose().map_err(|e| {
+                    SourceError::Open { path: PathBuf::from(b.name), error: format!("mapping the bundled sample: {e}") }
+                })?;
+                Ok(OpenInput::File { name: self.name(), map: map.map(Arc::new), lines: Arc::default() })
+            }
             Input::File(path) => {
                 let file = std::fs::File::open(path)
                     .map_err(|e| SourceError::Open { path: path.clone(), error: e.to_string() })?;
@@ -78,6 +96,13 @@ fn map_file(file: &std::fs::File) -> std::io::Result<Mmap> {
     // SAFETY: the mapping is read-only; the only hazard is the file being truncated while mapped,
     // which inflight documents as unsupported for input files.
     unsafe { Mmap::map(file) }
+}
+
+/// The bundled bytes in an anonymous read-only mapping, so the file reader serves them unchanged.
+fn copy_to_map(bytes: &[u8]) -> std::io::Result<Mmap> {
+    let mut map = memmap2::MmapMut::map_anon(bytes.len())?;
+    map.copy_from_slice(bytes);
+    map.make_read_only()
 }
 
 /// An input opened once per process and shared by its workers.

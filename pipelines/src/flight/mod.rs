@@ -35,7 +35,6 @@ use inflight_operators::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concatenate, ToStream};
@@ -128,16 +127,10 @@ pub struct ReferenceError {
 
 impl Reference {
     /// Loads JSONL files of [`ScheduledFlight`]s and [`Booking`]s (blank lines are skipped).
-    pub fn load(schedule: Option<&Path>, bookings: Option<&Path>) -> Result<Reference, ReferenceError> {
+    pub fn load(schedule: &RefTable, bookings: &RefTable) -> Result<Reference, ReferenceError> {
         Ok(Reference {
-            flights: match schedule {
-                Some(p) => read_rows(p, ScheduledFlight::validate)?,
-                None => Vec::new(),
-            },
-            bookings: match bookings {
-                Some(p) => read_rows(p, Booking::validate)?,
-                None => Vec::new(),
-            },
+            flights: read_rows(schedule, ScheduledFlight::validate)?,
+            bookings: read_rows(bookings, Booking::validate)?,
         })
     }
 
@@ -149,12 +142,37 @@ impl Reference {
     }
 }
 
+/// Where a reference table is read from.
+#[derive(Clone, Debug)]
+pub enum RefTable {
+    /// No rows.
+    Empty,
+    /// A JSONL file.
+    File(std::path::PathBuf),
+    /// JSONL text at hand (a table built into the binary), with the name errors give.
+    Text {
+        /// The name errors give.
+        name: &'static str,
+        /// The rows.
+        text: &'static str,
+    },
+}
+
 fn read_rows<T: serde::de::DeserializeOwned>(
-    path: &Path,
+    table: &RefTable,
     check: fn(&T) -> Result<(), String>,
 ) -> Result<Vec<T>, ReferenceError> {
-    let error = |line, message: String| ReferenceError { path: path.display().to_string(), line, message };
-    let text = std::fs::read_to_string(path).map_err(|e| error(0, format!("cannot read: {e}")))?;
+    let name = match table {
+        RefTable::Empty => return Ok(Vec::new()),
+        RefTable::File(path) => path.display().to_string(),
+        RefTable::Text { name, .. } => (*name).to_owned(),
+    };
+    let error = |line, message: String| ReferenceError { path: name.clone(), line, message };
+    let text = match table {
+        RefTable::File(path) => std::fs::read_to_string(path).map_err(|e| error(0, format!("cannot read: {e}")))?,
+        RefTable::Text { text, .. } => (*text).to_owned(),
+        RefTable::Empty => String::new(),
+    };
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
