@@ -93,6 +93,8 @@ fn generated_errors_are_restored_per_kind_and_no_unparsable_fix_is_emitted() {
             let fixed = d["evidence"]["fixed"].as_str().unwrap();
             assert!(parses(language(d), fixed), "line {offset}: a FIX always parses");
             assert_eq!(d["evidence"]["validated"], true);
+            let by = d["evidence"]["validated_by"].as_str().unwrap_or_default();
+            assert!(by.starts_with("ruff_python_parser") || by.starts_with("oxc_parser"), "line {offset}: {by:?}");
             if fixed == case["injected"]["original"].as_str().unwrap() {
                 entry.0 += 1;
             }

@@ -49,3 +49,30 @@ fn rules_restore_injected_errors() {
     assert!(below.is_empty(), "{below:?}");
     assert!(tally.len() >= 6, "every kind was exercised: {:?}", tally.keys());
 }
+
+/// The real parsers agree with the languages' reference implementations (CPython's `compile()`,
+/// `node --check`) on a committed corpus of tricky valid and invalid snippets
+/// (`scripts/gen_syntax_corpus.py` wrote it, as the TA-Lib fixture is written).
+#[test]
+fn the_real_parsers_agree_with_cpython_and_node_on_the_corpus() {
+    use inflight::pipelines::code::fix::Language;
+    use inflight::pipelines::code::strict;
+    let text = include_str!("fixtures/syntax-corpus.jsonl");
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for line in text.lines() {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let language = Language::from_name(case["language"].as_str().unwrap()).unwrap();
+        let code = case["code"].as_str().unwrap();
+        let want = case["valid"].as_bool().unwrap();
+        let got = strict::check(language, code);
+        if got.is_ok() != want {
+            wrong.push(format!(
+                "{:?} {code:?}: {} says {want} ({}), we say {got:?}",
+                language, case["reference"], case["error"]
+            ));
+        }
+        checked += 1;
+    }
+    assert!(checked > 100, "{checked} snippets");
+    assert!(wrong.is_empty(), "{} of {checked} disagree:\n{}", wrong.len(), wrong.join("\n"));
+}

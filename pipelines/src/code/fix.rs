@@ -223,9 +223,10 @@ fn collect(node: Node<'_>, out: &mut Vec<Finding>) {
     }
 }
 
-/// Does `code` parse without an error (for Python: and with valid indentation)?
+/// Does `code` parse: without an error for tree-sitter (for Python: and with valid indentation),
+/// and accepted by the language's own grammar ([`super::strict`])?
 pub fn parses(language: Language, code: &str) -> bool {
-    language.parse(code).is_some_and(|tree| clean(language, &tree))
+    language.parse(code).is_some_and(|tree| clean(language, &tree)) && super::strict::check(language, code).is_ok()
 }
 
 /// A tree without syntax errors (for Python: and with valid indentation).
@@ -350,7 +351,11 @@ fn fix_in(
                     old_end_position: Point::new(i, lines[i].len()),
                     new_end_position: Point::new(i, edit.len()),
                 });
-                if language.reparse(&fixed, Some(&old)).is_some_and(|t| clean(language, &t)) {
+                // tree-sitter's grammar recovers more than the language does: the candidate must
+                // also pass the real parser.
+                if language.reparse(&fixed, Some(&old)).is_some_and(|t| clean(language, &t))
+                    && super::strict::check(language, &fixed).is_ok()
+                {
                     return Some(Fix { kind, line, code: fixed });
                 }
             }

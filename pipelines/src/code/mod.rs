@@ -12,6 +12,7 @@
 mod event;
 pub mod fix;
 mod rules;
+pub mod strict;
 pub mod synthetic;
 
 pub use event::{CodeEvent, ErrorContext, MAX_CODE};

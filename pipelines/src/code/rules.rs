@@ -5,6 +5,7 @@
 
 use super::event::{CodeEvent, MAX_CODE};
 use super::fix::{Finding, FixKind, Language, analyse, diff, findings, parses};
+use super::strict;
 use inflight_engine::time::{format_rfc3339, wall_millis};
 use inflight_engine::{Position, SourceName, SourceRef};
 use inflight_operators::{Action, DecidedBy, Decision, Evidence, LlmVerdict, ReplyCheck};
@@ -41,8 +42,11 @@ pub struct CodeEvidence {
     pub fix_line: Option<usize>,
     /// Unified diff from the code to the fix (empty without a fix).
     pub diff: String,
-    /// The fixed code parses without errors.
+    /// The fixed code parses without errors, for tree-sitter and for the language's own grammar.
     pub validated: bool,
+    /// The parser that accepted the fixed code (see [`super::strict`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validated_by: Option<String>,
     /// The whole fixed code (none without a fix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed: Option<String>,
@@ -66,11 +70,20 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
             if error_line.is_some_and(|l| l != f.line) {
                 confidence -= 0.1;
             }
-            let reason = format!("{} on line {}: the fixed code parses", describe(f.kind), f.line);
+            let reason = format!(
+                "{} on line {}: {} accepts the fixed code",
+                describe(f.kind),
+                f.line,
+                strict::validator(event.lang)
+            );
             (Action::FIX, confidence, reason)
         }
         None if found.is_empty() => {
-            let reason = format!("the code parses; {} needs more than a syntax fix", event.error_context.error_type);
+            let reason = match strict::check(event.lang, &event.code) {
+                Ok(()) => format!("the code parses; {} needs more than a syntax fix", event.error_context.error_type),
+                // tree-sitter recovered where the language does not: no finding to fix from.
+                Err(e) => format!("{} rejects the code ({e}); no rule fixes it", strict::validator(event.lang)),
+            };
             (Action::SUGGEST, UNSURE, reason)
         }
         None => {
@@ -90,6 +103,7 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
         fix_line: fix.as_ref().map(|f| f.line),
         diff: fix.as_ref().map(|f| diff(&name, &event.code, &f.code)).unwrap_or_default(),
         validated: fix.is_some(),
+        validated_by: fix.as_ref().map(|_| strict::validator(event.lang).to_owned()),
         fixed: fix.map(|f| f.code),
         code: event.code,
     };
@@ -146,8 +160,11 @@ impl ReplyCheck for CodeCheck {
         if parses(case.language, code) {
             return Ok(());
         }
-        let problems: Vec<String> =
+        let mut problems: Vec<String> =
             findings(case.language, code).iter().take(3).map(|f| format!("line {}: {}", f.line, f.problem)).collect();
+        if let (true, Err(e)) = (problems.is_empty(), strict::check(case.language, code)) {
+            problems.push(format!("{}: {e}", strict::validator(case.language)));
+        }
         let problem = format!("the proposed code does not parse ({})", problems.join("; "));
         if !last {
             return Err(problem);
@@ -164,6 +181,7 @@ impl ReplyCheck for CodeCheck {
         let name = case.file.clone().unwrap_or_else(|| "code".to_owned());
         case.diff = diff(&name, &case.code, code);
         case.validated = parses(case.language, code);
+        case.validated_by = case.validated.then(|| strict::validator(case.language).to_owned());
         case.fixed = Some(code.to_owned());
         case.fix_kind = None;
         case.fix_line = None;
