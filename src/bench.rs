@@ -92,9 +92,42 @@ pub fn code_file(
             code_gen::generate(&CodeGenConfig { events, ..CodeGenConfig::default() }, out)
         })?,
     };
-    file_runs("code", path, runs, cluster, checkpoint, 0, |job| {
+    file_runs("code", path.clone(), runs, cluster, checkpoint, 0, |job| {
         Ok(inflight::run_code_with(job, &RunContext::default(), None)?)
-    })
+    })?;
+    code_precision(&path)
+}
+
+/// Prints, per language and kind, how many of the rules' FIXes gave back the injected original
+/// exactly, next to the confidence they were given (inputs from `inflight gen code` only: others
+/// carry no original).
+fn code_precision(path: &std::path::Path) -> Result<()> {
+    use inflight::pipelines::code::calibration::{Tally, name};
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut tally = Tally::default();
+    let measured = text.lines().filter(|line| tally.measure(line)).count();
+    if measured == 0 {
+        eprintln!("bench code: the input carries no injected originals, so no precision");
+        return Ok(());
+    }
+    println!("precision of the rules' FIXes on {measured} generated cases (exact = the original given back):");
+    println!(
+        "{:<11}{:<20}{:>7}{:>7}{:>11}{:>12}{:>10}",
+        "language", "kind", "FIXes", "exact", "precision", "confidence", "SUGGEST"
+    );
+    for k in tally.by_kind() {
+        println!(
+            "{:<11}{:<20}{:>7}{:>7}{:>10.1}%{:>12.2}{:>10}",
+            name(k.language),
+            format!("{:?}", k.kind),
+            k.fixes,
+            k.exact,
+            k.precision() * 100.0,
+            k.confidence(),
+            k.suggested
+        );
+    }
+    Ok(())
 }
 
 /// Writes a generated benchmark input into `dir`.

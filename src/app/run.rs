@@ -240,6 +240,10 @@ fn job_config<P: Pipeline>(
         (None, Some(path)) => Output::from_arg(path),
         (None, None) => Output::Stderr,
     };
+    refuse_overwriting_inputs(
+        std::iter::once(&input).chain(&side_inputs),
+        [("--output", &output), ("--dead-letter", &dead_letter)],
+    )?;
     let live = matches!(input, Input::Kafka(_)) || side_inputs.iter().any(|i| matches!(i, Input::Kafka(_)));
     let max_lag = args.max_lag.unwrap_or(if live { KAFKA_MAX_LAG } else { P::file_max_lag() });
     Ok(JobConfig {
@@ -262,6 +266,36 @@ fn job_config<P: Pipeline>(
         cluster: cluster.cluster(),
         checkpoint: checkpoint_config(P::NAME, args)?,
     })
+}
+
+/// An output file that is an input file would be truncated while it is read (and a mapped input
+/// that shrinks ends the process with SIGBUS); two outputs in one file would overwrite each other.
+fn refuse_overwriting_inputs<'a>(inputs: impl Iterator<Item = &'a Input>, outputs: [(&str, &Output); 2]) -> Result<()> {
+    // A file not yet created resolves through its directory.
+    let resolved = |p: &std::path::Path| {
+        p.canonicalize().ok().or_else(|| {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            Some(dir.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    let same = |a: &std::path::Path, b: &std::path::Path| match (resolved(a), resolved(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    };
+    let files: Vec<&std::path::Path> =
+        inputs.filter_map(|i| if let Input::File(p) = i { Some(p.as_path()) } else { None }).collect();
+    for (flag, output) in outputs {
+        let Output::File(out) = output else { continue };
+        if let Some(input) = files.iter().find(|i| same(i, out)) {
+            bail!("{flag} {} is an input file: writing it would destroy what is being read", input.display());
+        }
+    }
+    if let [(_, Output::File(a)), (_, Output::File(b))] = outputs
+        && same(a, b)
+    {
+        bail!("--output and --dead-letter are the same file ({}): give them different files", a.display());
+    }
+    Ok(())
 }
 
 /// `--checkpoint-*`: checkpoints are opt-in.

@@ -17,7 +17,7 @@ pub fn inflight(args: &[&str]) -> Output {
 /// Asserts the run succeeded.
 #[track_caller]
 pub fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "inflight failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "inflight failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     out
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tree_sitter::{InputEdit, Node, Parser, Point, Tree};
 
 /// A language the parser knows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     /// Python 3.
@@ -84,15 +84,67 @@ pub enum FixKind {
     Indentation,
 }
 
+/// Where and how a fixer changed the line: with the kind, what confidence is calibrated by
+/// (see [`super::calibration`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The missing token added at the line's end (before a comment, a trailing `:`/`;` or closers).
+    LineEnd,
+    /// A string closed at the line's end over text that reads as code (`"hello, + name"`).
+    OverCode,
+    /// The missing token inserted right after a word inside the line.
+    AfterWord,
+    /// A closer that nothing opened, removed.
+    Dropped,
+    /// A closer on a line of its own where the block ends (by indentation).
+    BlockEnd,
+    /// The line indented to another level.
+    Reindented,
+}
+
+impl Placement {
+    /// How the placement reads in a reason or a table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Placement::LineEnd => "at the line's end",
+            Placement::OverCode => "at the line's end, over text that reads as code",
+            Placement::AfterWord => "after a word inside the line",
+            Placement::Dropped => "by removing a closer nothing opened",
+            Placement::BlockEnd => "on its own line where the block ends",
+            Placement::Reindented => "by re-indenting the line",
+        }
+    }
+}
+
 /// A validated fix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fix {
     /// What was repaired.
     pub kind: FixKind,
-    /// The 1-based line changed.
+    /// How.
+    pub placement: Placement,
+    /// The 1-based line changed (for a closer on a line of its own, that line).
     pub line: usize,
+    /// The 1-based line of the given code the edit replaced (for a closer on a new line, the line
+    /// it follows): what calibration compares with the reported line.
+    pub edited: usize,
     /// The whole fixed code (it parses).
     pub code: String,
+}
+
+/// One candidate edit: line `line` (0-based) replaced by `text`, which may hold a newline (a line
+/// inserted after it).
+struct Edit {
+    line: usize,
+    text: String,
+    placement: Placement,
+}
+
+impl Edit {
+    fn new(line: usize, text: String, placement: Placement) -> Edit {
+        Edit { line, text, placement }
+    }
 }
 
 /// Syntax errors in `code`, in source order (empty if it parses).
@@ -330,10 +382,14 @@ fn fix_in(
         kinds.insert(0, first);
     }
     let mut attempts = 0;
+    // Fixers that place a closer where a block ends propose the same edit from several lines.
+    let mut tried: std::collections::HashSet<(usize, String)> = std::collections::HashSet::new();
     for &line in &candidates {
         for &kind in &kinds {
-            let i = line - 1;
-            for edit in edits(language, kind, &lines, i) {
+            for Edit { line: i, text: edit, placement } in edits(language, kind, &lines, line - 1) {
+                if !tried.insert((i, edit.clone())) {
+                    continue;
+                }
                 // Each candidate costs a parse: bound the search (what the rules cannot fix in
                 // this many tries goes to the LLM, if configured).
                 attempts += 1;
@@ -342,6 +398,8 @@ fn fix_in(
                 }
                 let fixed = format!("{}{edit}{}", &code[..starts[i]], &code[starts[i] + lines[i].len()..]);
                 // Re-parse only around the edited line.
+                let added = edit.matches('\n').count();
+                let last = edit.rsplit('\n').next().map_or(0, str::len);
                 let mut old = tree.clone();
                 old.edit(&InputEdit {
                     start_byte: starts[i],
@@ -349,14 +407,14 @@ fn fix_in(
                     new_end_byte: starts[i] + edit.len(),
                     start_position: Point::new(i, 0),
                     old_end_position: Point::new(i, lines[i].len()),
-                    new_end_position: Point::new(i, edit.len()),
+                    new_end_position: Point::new(i + added, last),
                 });
                 // tree-sitter's grammar recovers more than the language does: the candidate must
                 // also pass the real parser.
                 if language.reparse(&fixed, Some(&old)).is_some_and(|t| clean(language, &t))
                     && super::strict::check(language, &fixed).is_ok()
                 {
-                    return Some(Fix { kind, line, code: fixed });
+                    return Some(Fix { kind, placement, line: i + 1 + added, edited: i + 1, code: fixed });
                 }
             }
         }
@@ -367,18 +425,24 @@ fn fix_in(
 /// Candidate edits tried per event at most.
 const MAX_ATTEMPTS: usize = 16;
 
-/// Candidate replacements for line `i` by the fixer of `kind`.
-fn edits(language: Language, kind: FixKind, lines: &[&str], i: usize) -> Vec<String> {
+/// Candidate edits by the fixer of `kind` for an error at line `i` (most replace line `i`; a
+/// closer placed where a block ends may go elsewhere).
+fn edits(language: Language, kind: FixKind, lines: &[&str], i: usize) -> Vec<Edit> {
     let line = lines[i];
+    let here = |(text, placement)| Edit::new(i, text, placement);
     match (kind, language) {
-        (FixKind::MissingColon, Language::Python) => missing_colon(line).into_iter().collect(),
-        (FixKind::UnclosedString, _) => unclosed_string(line),
+        (FixKind::MissingColon, Language::Python) => {
+            missing_colon(line).into_iter().map(|t| Edit::new(i, t, Placement::LineEnd)).collect()
+        }
+        (FixKind::UnclosedString, _) => unclosed_string(line).into_iter().map(here).collect(),
         (FixKind::UnbalancedBracket, _) => {
-            let mut out = unbalanced_bracket(line);
-            out.extend(unclosed_block(lines, i));
+            let mut out: Vec<Edit> = unbalanced_bracket(line).into_iter().map(here).collect();
+            out.extend(unclosed_block(language, lines, i));
             out
         }
-        (FixKind::Indentation, Language::Python) => indentation(lines, i),
+        (FixKind::Indentation, Language::Python) => {
+            indentation(lines, i).into_iter().map(|t| Edit::new(i, t, Placement::Reindented)).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -473,21 +537,39 @@ fn insertions(line: &str, text: char, positions: Vec<usize>) -> impl Iterator<It
     positions.into_iter().map(move |p| format!("{}{text}{}", &line[..p], &line[p..]))
 }
 
-fn unclosed_string(line: &str) -> Vec<String> {
+fn unclosed_string(line: &str) -> Vec<(String, Placement)> {
     let Some(q) = open_quote(line) else { return Vec::new() };
     let body = line.trim_end();
     let head = body.trim_end_matches([')', ']', '}', ':', ';', ',']);
-    // Close it before the trailing closers (`print("hi)` → `print("hi")`), before each of them in
-    // turn (`print(f'{err})` → `print(f'{err}')`), or at the end.
-    let mut out: Vec<String> = (head.len()..=body.len()).map(|p| format!("{}{q}{}", &line[..p], &line[p..])).collect();
-    // Or right after a word inside it (`'items: x` → `'items': x`), first word first.
     let opened = line.rfind(q).unwrap_or(0);
-    out.extend(insertions(line, q, word_ends(line, opened)));
+    // Close it before the trailing closers (`print("hi)` → `print("hi")`), before each of them in
+    // turn (`print(f'{err})` → `print(f'{err}')`), or at the end; or right after a word inside it
+    // (`'items: x` → `'items': x`), first word first.
+    let ends = (head.len()..=body.len()).chain(word_ends(line, opened).into_iter().filter(|&p| p < head.len()));
+    let mut out: Vec<(String, Placement)> = ends
+        .map(|p| {
+            let placement = match p {
+                _ if reads_as_code(&line[opened + 1..p]) => Placement::OverCode,
+                _ if p >= head.len() => Placement::LineEnd,
+                _ => Placement::AfterWord,
+            };
+            (format!("{}{q}{}", &line[..p], &line[p..]), placement)
+        })
+        .collect();
+    // Closing over code is the last resort: the quote more likely belonged after a word.
+    out.sort_by_key(|(_, p)| *p == Placement::OverCode);
     out.dedup();
     out
 }
 
-fn unbalanced_bracket(line: &str) -> Vec<String> {
+/// Text a string closed at the line's end would swallow that reads as code rather than prose: an
+/// operator joining it to a name (`"hello, + name`) or a trailing comma (`"port: 8080,`), where
+/// the quote more likely belonged earlier.
+fn reads_as_code(text: &str) -> bool {
+    ["+", "==", "!=", "&&", "||"].iter().any(|op| text.contains(op)) || text.trim_end().ends_with(',')
+}
+
+fn unbalanced_bracket(line: &str) -> Vec<(String, Placement)> {
     let mut stack = Vec::new();
     for (i, c) in scan(line) {
         match c {
@@ -499,7 +581,7 @@ fn unbalanced_bracket(line: &str) -> Vec<String> {
                 // A closer opening the line closes a block of an earlier line (`} catch (e {`).
                 _ if stack.is_empty() && line[..i].trim().is_empty() => {}
                 // A closer nothing opened: drop it.
-                _ => return vec![format!("{}{}", &line[..i], &line[i + 1..])],
+                _ => return vec![(format!("{}{}", &line[..i], &line[i + 1..]), Placement::Dropped)],
             },
             _ => {}
         }
@@ -514,11 +596,13 @@ fn unbalanced_bracket(line: &str) -> Vec<String> {
     }
     let closers: String = stack.iter().rev().map(|&(_, o)| closer(o)).collect();
     let head = body.trim_end_matches([':', ';', '{']).trim_end();
-    let mut out =
-        vec![format!("{head}{closers}{}", &line[head.len()..]), format!("{body}{closers}{}", &line[body.len()..])];
+    let mut out = vec![
+        (format!("{head}{closers}{}", &line[head.len()..]), Placement::LineEnd),
+        (format!("{body}{closers}{}", &line[body.len()..]), Placement::LineEnd),
+    ];
     // Or right after a word following the innermost opener (`len(items > 10` → `len(items) > 10`).
     if let (Some(&(at, _)), Some(close)) = (stack.last(), closers.chars().next()) {
-        out.extend(insertions(line, close, word_ends(line, at)));
+        out.extend(insertions(line, close, word_ends(line, at)).map(|t| (t, Placement::AfterWord)));
     }
     out.dedup();
     out
@@ -550,18 +634,59 @@ fn unmatched(lines: &[&str]) -> Vec<(usize, char)> {
     stack
 }
 
-/// A block closer that went missing on another line than its opener (`}` on a line of its own):
-/// close the innermost open bracket on line `i`, appended or alone at its opener's indent.
-fn unclosed_block(lines: &[&str], i: usize) -> Vec<String> {
-    // The innermost bracket still open where line i starts (later closers belong to outer ones).
-    let Some(&(opener_line, open)) = unmatched(&lines[..i]).last() else { return Vec::new() };
-    let close = closer(open);
-    let line = lines[i];
-    if line.trim().is_empty() {
-        vec![format!("{}{close}", " ".repeat(indent_of(lines[opener_line])))]
-    } else {
-        vec![format!("{}{close}", line.trim_end())]
+/// A block closer that went missing on another line than its opener (`}` on a line of its own),
+/// placed where the block ends at the opener's indent, so what follows the block stays outside it.
+/// The block is found by indentation: a line ending in an opener whose block (the lines after it
+/// indented deeper) is not followed by a line starting with the closer. Failing that (code not
+/// indented by its blocks), the innermost bracket still open where line `i` starts.
+fn unclosed_block(language: Language, lines: &[&str], i: usize) -> Vec<Edit> {
+    let has_text = |j: &usize| !lines[*j].trim().is_empty();
+    // The first line after `opener` with text at its indent or less: where its block ends.
+    let end_of = |opener: usize| {
+        let depth = indent_of(lines[opener]);
+        (opener + 1..lines.len()).filter(has_text).find(|&j| indent_of(lines[j]) <= depth)
+    };
+    let unclosed = (0..lines.len()).filter_map(|o| {
+        let open = strip_comment(lines[o]).trim_end().chars().last().filter(|c| matches!(c, '(' | '[' | '{'))?;
+        let closed = end_of(o).is_some_and(|e| {
+            indent_of(lines[e]) == indent_of(lines[o]) && lines[e].trim_start().starts_with(closer(open))
+        });
+        (!closed && open_quote(lines[o]).is_none()).then_some((o, open))
+    });
+    // Two such blocks at most (a closer indented off its opener's column looks unclosed too).
+    let blocks: Vec<(usize, char)> = unclosed.take(2).chain(unmatched(&lines[..i]).last().copied()).collect();
+    let mut out = Vec::new();
+    for (opener, open) in blocks {
+        out.extend(close_block(language, lines, opener, open, end_of(opener)));
     }
+    out
+}
+
+/// Edits that close the block opened by `open` on line `opener`, which ends before line `end`.
+fn close_block(language: Language, lines: &[&str], opener: usize, open: char, end: Option<usize>) -> Vec<Edit> {
+    let has_text = |j: &usize| !lines[*j].trim().is_empty();
+    let close = closer(open);
+    let pad = &lines[opener][..indent_of(lines[opener])];
+    let last = (opener..end.unwrap_or(lines.len())).rev().find(has_text).unwrap_or(opener);
+    // The closer goes on a new line after the block's last line, or takes the blank line there
+    // (its own line, emptied), but never the empty text after the file's final newline. Blank
+    // lines up to the usual separator (one in JavaScript, two in Python) are more likely a
+    // separator, kept; one more, a blank holding spaces or blanks up to the end more likely the
+    // closer's line.
+    let mut out = vec![Edit::new(last, format!("{}\n{pad}{close}", lines[last]), Placement::BlockEnd)];
+    let blank = |j: usize| lines.get(j).is_some_and(|l| l.trim().is_empty());
+    if blank(last + 1) && (last + 2 < lines.len() || !lines[last + 1].is_empty()) {
+        let take = Edit::new(last + 1, format!("{pad}{close}"), Placement::BlockEnd);
+        let run = (last + 1..lines.len()).take_while(|&j| blank(j)).count();
+        let separator = if language == Language::Python { 2 } else { 1 };
+        // Blank lines that run to the end separate nothing.
+        if !lines[last + 1].is_empty() || run > separator || last + 1 + run == lines.len() {
+            out.insert(0, take);
+        } else {
+            out.push(take);
+        }
+    }
+    out
 }
 
 fn indent_of(line: &str) -> usize {

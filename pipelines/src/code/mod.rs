@@ -9,6 +9,7 @@
 //! events ─exchange(repository/file)─▶ decide (parse, fix, validate, diff) ─▶ llm_decide (+ CodeCheck)
 //! ```
 
+pub mod calibration;
 mod event;
 pub mod fix;
 mod rules;
@@ -16,7 +17,7 @@ pub mod strict;
 pub mod synthetic;
 
 pub use event::{CodeEvent, ErrorContext, MAX_CODE};
-pub use fix::{Finding, Fix, FixKind, Language, analyse, diff, findings, parses, propose};
+pub use fix::{Finding, Fix, FixKind, Language, Placement, analyse, diff, findings, parses, propose};
 pub use rules::{CodeCheck, CodeEvidence, decide};
 
 use inflight_engine::{SourceName, Sourced, Stream, key_hash};

@@ -3,16 +3,15 @@
 //! proposal passes through [`CodeCheck`]: code that does not parse goes back once with the parser's
 //! findings, and if it still does not parse it leaves as SUGGEST with low confidence — never FIX.
 
+use super::calibration::{self, Bucket, FIX_FLOOR, Row};
 use super::event::{CodeEvent, MAX_CODE};
-use super::fix::{Finding, FixKind, Language, analyse, diff, findings, parses};
+use super::fix::{Finding, FixKind, Language, Placement, analyse, diff, findings, parses};
 use super::strict;
 use inflight_engine::time::{format_rfc3339, wall_millis};
 use inflight_engine::{Position, SourceName, SourceRef};
 use inflight_operators::{Action, DecidedBy, Decision, Evidence, LlmVerdict, ReplyCheck};
 use serde::{Deserialize, Serialize};
 
-/// Confidence of a validated single-token fix on the reported line.
-const SURE: f64 = 0.95;
 /// Confidence of the rules when nothing they know applies (below any sensible LLM gate).
 const UNSURE: f64 = 0.2;
 /// Highest confidence of an LLM proposal that does not parse.
@@ -37,9 +36,16 @@ pub struct CodeEvidence {
     /// What the fix repaired (rules only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix_kind: Option<FixKind>,
+    /// Where the fix put the change (rules only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_placement: Option<Placement>,
     /// The line the fix changed (rules only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix_line: Option<usize>,
+    /// Fixes of this bucket (language, kind, placement, on the reported line or not) measured on
+    /// generated cases, which the confidence comes from (rules only; see [`calibration`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<Row>,
     /// Unified diff from the code to the fix (empty without a fix).
     pub diff: String,
     /// The fixed code parses without errors, for tree-sitter and for the language's own grammar.
@@ -61,24 +67,28 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
     let error_line = event.error_context.error_line;
     let hint = FixKind::hinted_by(&event.error_context.error_type, &event.error_context.error_message);
     let (found, fix) = analyse(event.lang, &event.code, error_line, hint);
-    let (action, confidence, reason) = match &fix {
-        Some(f) => {
-            let mut confidence: f64 = match f.kind {
-                FixKind::MissingColon | FixKind::UnbalancedBracket | FixKind::UnclosedString => SURE,
-                FixKind::Indentation => 0.85,
+    let bucket = fix.as_ref().map(|f| Bucket::of(event.lang, f, error_line));
+    let (action, confidence, reason) = match (&fix, bucket) {
+        (Some(f), Some(bucket)) => {
+            let (confidence, measured) = calibration::confidence(&bucket);
+            let record = match measured {
+                Some(r) => format!("{} of {} such fixes were exact on generated cases", r.exact, r.fixes),
+                None => "no such fix was measured on generated cases".to_owned(),
             };
-            if error_line.is_some_and(|l| l != f.line) {
-                confidence -= 0.1;
-            }
-            let reason = format!(
-                "{} on line {}: {} accepts the fixed code",
+            let what = format!(
+                "{} on line {} ({}): {} accepts the fixed code",
                 describe(f.kind),
                 f.line,
+                f.placement.describe(),
                 strict::validator(event.lang)
             );
-            (Action::FIX, confidence, reason)
+            if confidence >= FIX_FLOOR {
+                (Action::FIX, confidence, format!("{what}; {record}"))
+            } else {
+                (Action::SUGGEST, confidence, format!("{what}, but only {record}: review it"))
+            }
         }
-        None if found.is_empty() => {
+        (_, _) if found.is_empty() => {
             let reason = match strict::check(event.lang, &event.code) {
                 Ok(()) => format!("the code parses; {} needs more than a syntax fix", event.error_context.error_type),
                 // tree-sitter recovered where the language does not: no finding to fix from.
@@ -86,7 +96,7 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
             };
             (Action::SUGGEST, UNSURE, reason)
         }
-        None => {
+        (_, _) => {
             let first = &found[0];
             let reason = format!("no rule fixes the syntax error at line {} ({})", first.line, first.problem);
             (Action::SUGGEST, UNSURE, reason)
@@ -100,7 +110,9 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
         error_line,
         findings: found,
         fix_kind: fix.as_ref().map(|f| f.kind),
+        fix_placement: fix.as_ref().map(|f| f.placement),
         fix_line: fix.as_ref().map(|f| f.line),
+        measured: bucket.and_then(|b| calibration::confidence(&b).1.copied()),
         diff: fix.as_ref().map(|f| diff(&name, &event.code, &f.code)).unwrap_or_default(),
         validated: fix.is_some(),
         validated_by: fix.as_ref().map(|_| strict::validator(event.lang).to_owned()),
@@ -184,7 +196,9 @@ impl ReplyCheck for CodeCheck {
         case.validated_by = case.validated.then(|| strict::validator(case.language).to_owned());
         case.fixed = Some(code.to_owned());
         case.fix_kind = None;
+        case.fix_placement = None;
         case.fix_line = None;
+        case.measured = None;
         // The check lets only parsing code through as FIX; this holds even for a replayed log.
         if !case.validated && decision.action == Action::FIX {
             decision.action = Action::SUGGEST;

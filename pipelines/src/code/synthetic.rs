@@ -325,11 +325,12 @@ pub struct Injected {
 }
 
 /// Every single-error variant of `code` that no longer parses: per line, the block colon removed
-/// (Python), the last closing bracket removed, the last quote removed, and the line re-indented
-/// (Python: two more spaces, or two instead of four or more).
+/// (Python), the last closing bracket removed (or the line of a lone closer deleted), the last
+/// quote removed, and the line re-indented (Python: two more spaces, or two instead of four or
+/// more).
 pub fn inject(language: Language, code: &str) -> Vec<Injected> {
     let lines: Vec<&str> = code.split('\n').collect();
-    let mut cases = Vec::new();
+    let (mut cases, mut deleted) = (Vec::new(), Vec::new());
     let mut with = |kind, i: usize, line: String| {
         let mut broken = lines.clone();
         broken[i] = &line;
@@ -345,6 +346,14 @@ pub fn inject(language: Language, code: &str) -> Vec<Injected> {
         if let Some(at) = line.rfind([')', ']', '}']) {
             with(FixKind::UnbalancedBracket, i, format!("{}{}", &line[..at], &line[at + 1..]));
         }
+        // A closer's whole line deleted (the line then holds what followed it).
+        if matches!(line.trim(), "}" | ")" | "]") {
+            let text: String =
+                lines.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, l)| *l).collect::<Vec<_>>().join("\n");
+            if !parses(language, &text) {
+                deleted.push(Injected { kind: FixKind::UnbalancedBracket, line: i + 1, code: text });
+            }
+        }
         if let Some(at) = line.rfind(['"', '\'']) {
             with(FixKind::UnclosedString, i, format!("{}{}", &line[..at], &line[at + 1..]));
         }
@@ -355,6 +364,7 @@ pub fn inject(language: Language, code: &str) -> Vec<Injected> {
             }
         }
     }
+    cases.append(&mut deleted);
     cases
 }
 
@@ -475,6 +485,9 @@ fn removed(original: &str, broken: &str, line: usize) -> Option<char> {
     before[at..].chars().next()
 }
 
+/// V8's message for a closer missing at the end of the input.
+const END_OF_INPUT: &str = "Unexpected end of input";
+
 /// The error type and message an interpreter would report for the injected error.
 fn report(language: Language, original: &str, injected: &Injected) -> (&'static str, String) {
     let removed = removed(original, &injected.code, injected.line);
@@ -502,7 +515,7 @@ fn report(language: Language, original: &str, injected: &Injected) -> (&'static 
         (Language::Javascript, FixKind::UnbalancedBracket) if removed == Some(')') => {
             ("SyntaxError", "missing ) after argument list".to_owned())
         }
-        (Language::Javascript, FixKind::UnbalancedBracket) => ("SyntaxError", "Unexpected end of input".to_owned()),
+        (Language::Javascript, FixKind::UnbalancedBracket) => ("SyntaxError", END_OF_INPUT.to_owned()),
         (Language::Javascript, _) => ("SyntaxError", "Invalid or unexpected token".to_owned()),
     }
 }
@@ -532,6 +545,9 @@ pub fn generate(config: &CodeGenConfig, out: &mut impl Write) -> io::Result<()> 
         let group = &c.by_kind[rng.random_range(0..c.by_kind.len())];
         let injected = &group[rng.random_range(0..group.len())];
         let (error_type, error_message) = report(language, &c.original, injected);
+        // V8 reports a missing closer where the input ends, not where the closer was.
+        let error_line =
+            if error_message == END_OF_INPUT { injected.code.trim_end().split('\n').count() } else { injected.line };
         let (name, extension) = match language {
             Language::Python => ("python", "py"),
             Language::Javascript => ("javascript", "js"),
@@ -541,7 +557,7 @@ pub fn generate(config: &CodeGenConfig, out: &mut impl Write) -> io::Result<()> 
         let timestamp = format_rfc3339(config.start + i * STEP_MS);
         let mut line = Line {
             code: Some(&injected.code),
-            error_context: Context { error_type, error_message: &error_message, error_line: injected.line },
+            error_context: Context { error_type, error_message: &error_message, error_line },
             language: name,
             file: &file,
             repository: &repository,
@@ -618,8 +634,26 @@ mod tests {
             assert!(!parses(event.lang, &event.code), "injected code does not parse:\n{}", event.code);
             assert!(parses(event.lang, original), "the original parses:\n{original}");
             assert!(original.lines().count() >= c.lines);
-            // The code differs from the original on the error line only.
-            let line = event.error_context.error_line.unwrap();
+            // The code differs from the original on the error line only, but where V8 reports
+            // the input's end (the last line with text).
+            let reported = event.error_context.error_line.unwrap();
+            let line = if event.error_context.error_message == END_OF_INPUT {
+                assert_eq!(reported, event.code.trim_end().lines().count());
+                let (a, b) = (event.code.split('\n'), original.split('\n'));
+                a.zip(b).position(|(a, b)| a != b).unwrap() + 1
+            } else {
+                reported
+            };
+            if original.lines().count() == event.code.lines().count() + 1 {
+                // A closer's line deleted: the original is the code with one line more there.
+                let mut lines: Vec<&str> = event.code.split('\n').collect();
+                let removed = original.split('\n').nth(line - 1).unwrap();
+                lines.insert(line - 1, removed);
+                assert_eq!(lines.join("\n"), original);
+                kinds.insert(kind);
+                languages.insert(event.language.unwrap());
+                continue;
+            }
             let differ: Vec<usize> = event
                 .code
                 .split('\n')
