@@ -177,6 +177,8 @@ fn bad_flags_exit_non_zero_with_one_line() {
     let out = out.to_str().unwrap();
     assert_refused(&["run", "code", "--input", input, "-o", out, "--dead-letter", out], "are the same file");
     assert_eq!(std::fs::read(input).unwrap(), std::fs::read(&sample).unwrap(), "the input is untouched");
+    // Discarding both is fine.
+    ok(inflight(&["run", "code", "--input", input, "-o", "/dev/null", "--dead-letter", "/dev/null"]));
 }
 
 #[test]

@@ -328,3 +328,22 @@ fn emit_changes_only_reports_action_changes() {
     assert!(expected.len() > 5);
     assert_same("--emit changes", &changes, &expected);
 }
+
+/// Logs written to a pipe or a file carry no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint directory without its manifest: the run logs that it skips it.
+    std::fs::create_dir_all(dir.path().join("ckpt-00000001704621670000")).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "trading", "-o", "/dev/null", "--dead-letter", "/dev/null", "--checkpoint-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("skipping an unfinished checkpoint"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in piped logs: {err:?}");
+}

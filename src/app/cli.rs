@@ -30,7 +30,9 @@ enum LogFormat {
 impl Global {
     pub(crate) fn init_logs(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-        let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        // Colour codes only for a terminal: in a file or a log shipper they are noise.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
         match self.log_format {
             LogFormat::Text => logs.init(),
             LogFormat::Json => logs.json().init(),

@@ -284,13 +284,19 @@ fn refuse_overwriting_inputs<'a>(inputs: impl Iterator<Item = &'a Input>, output
     };
     let files: Vec<&std::path::Path> =
         inputs.filter_map(|i| if let Input::File(p) = i { Some(p.as_path()) } else { None }).collect();
+    // Only regular files (or files still to be created): `/dev/null` twice is fine.
+    let regular = |p: &std::path::Path| p.metadata().map_or(true, |m| m.is_file());
+    let outputs = outputs.map(|(flag, o)| match o {
+        Output::File(p) if regular(p) => (flag, Some(p)),
+        _ => (flag, None),
+    });
     for (flag, output) in outputs {
-        let Output::File(out) = output else { continue };
+        let Some(out) = output else { continue };
         if let Some(input) = files.iter().find(|i| same(i, out)) {
             bail!("{flag} {} is an input file: writing it would destroy what is being read", input.display());
         }
     }
-    if let [(_, Output::File(a)), (_, Output::File(b))] = outputs
+    if let [(_, Some(a)), (_, Some(b))] = outputs
         && same(a, b)
     {
         bail!("--output and --dead-letter are the same file ({}): give them different files", a.display());
