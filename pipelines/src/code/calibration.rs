@@ -11,7 +11,9 @@
 //! Regenerate the table after changing a fixer (the test prints it as Rust):
 //! `cargo test --release --test code_fixes calibrate -- --ignored --nocapture`.
 
+use super::event::CodeEvent;
 use super::fix::{Fix, FixKind, Language, Placement, analyse};
+use inflight_engine::Event;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -103,29 +105,19 @@ impl Tally {
     /// `injected.original`) and counts its fix, if any. False if the line carries no truth.
     pub fn measure(&mut self, line: &str) -> bool {
         #[derive(Deserialize)]
-        struct Case {
-            code: String,
-            language: String,
-            error_context: Context,
-            injected: Option<Truth>,
-        }
-        #[derive(Deserialize)]
-        struct Context {
-            error_type: String,
-            error_message: String,
-            error_line: Option<usize>,
-        }
-        #[derive(Deserialize)]
         struct Truth {
+            injected: Option<Original>,
+        }
+        #[derive(Deserialize)]
+        struct Original {
             original: String,
         }
-        let Ok(case) = serde_json::from_str::<Case>(line) else { return false };
-        let (Some(truth), Some(language)) = (case.injected, Language::from_name(&case.language)) else {
-            return false;
-        };
-        let c = &case.error_context;
+        let Ok(Truth { injected: Some(truth) }) = serde_json::from_str::<Truth>(line) else { return false };
+        // The event as the pipeline reads it.
+        let Ok(event) = CodeEvent::parse(line.as_bytes()) else { return false };
+        let (language, c) = (event.lang, &event.error_context);
         let hint = FixKind::hinted_by(&c.error_type, &c.error_message);
-        if let (_, Some(fix)) = analyse(language, &case.code, c.error_line, hint) {
+        if let (_, Some(fix)) = analyse(language, &event.code, c.error_line, hint) {
             self.add(Bucket::of(language, &fix, c.error_line), fix.code == truth.original);
         }
         true

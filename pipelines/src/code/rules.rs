@@ -68,9 +68,9 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
     let hint = FixKind::hinted_by(&event.error_context.error_type, &event.error_context.error_message);
     let (found, fix) = analyse(event.lang, &event.code, error_line, hint);
     let bucket = fix.as_ref().map(|f| Bucket::of(event.lang, f, error_line));
-    let (action, confidence, reason) = match (&fix, bucket) {
-        (Some(f), Some(bucket)) => {
-            let (confidence, measured) = calibration::confidence(&bucket);
+    let calibrated = bucket.map(|b| calibration::confidence(&b));
+    let (action, confidence, reason) = match (&fix, calibrated) {
+        (Some(f), Some((confidence, measured))) => {
             let record = match measured {
                 Some(r) => format!("{} of {} such fixes were exact on generated cases", r.exact, r.fixes),
                 None => "no such fix was measured on generated cases".to_owned(),
@@ -112,7 +112,7 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
         fix_kind: fix.as_ref().map(|f| f.kind),
         fix_placement: fix.as_ref().map(|f| f.placement),
         fix_line: fix.as_ref().map(|f| f.line),
-        measured: bucket.and_then(|b| calibration::confidence(&b).1.copied()),
+        measured: calibrated.and_then(|(_, row)| row.copied()),
         diff: fix.as_ref().map(|f| diff(&name, &event.code, &f.code)).unwrap_or_default(),
         validated: fix.is_some(),
         validated_by: fix.as_ref().map(|_| strict::validator(event.lang).to_owned()),
