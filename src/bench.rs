@@ -41,7 +41,8 @@ pub fn trading_file(
     let path = match input {
         Some(p) => p,
         None => {
-            generated(&dir, "market.jsonl", |out| generate(&GenConfig { events, assets, ..GenConfig::default() }, out))?
+            let config = GenConfig { events, assets, rate: GenConfig::rate_for(assets), ..GenConfig::default() };
+            generated(&dir, "market.jsonl", |out| generate(&config, out))?
         }
     };
     file_runs("trading", path, runs, cluster, checkpoint, 0, |job| {
@@ -155,7 +156,9 @@ fn file_runs(
     run: impl Fn(&JobConfig) -> Result<JobReport>,
 ) -> Result<()> {
     let source = SourceConfig { max_lag, ..SourceConfig::default() };
-    FileBench { name, input: Input::File(path), side_inputs: Vec::new(), runs, source, checkpoint }.run(cluster, run)
+    let hint = (name == "trading").then(|| TradingConfig::default().no_decisions_hint());
+    FileBench { name, input: Input::File(path), side_inputs: Vec::new(), runs, source, checkpoint, hint }
+        .run(cluster, run)
 }
 
 /// Settings of `bench kafka`.
@@ -197,6 +200,7 @@ pub fn trading_kafka(b: &KafkaBench) -> Result<()> {
             from: StartFrom::Earliest,
             bounded: b.rate.is_none(),
             idle_timeout: Duration::from_millis(500),
+            create: false,
         }),
         side_inputs: Vec::new(),
         source: SourceConfig { settle: config.window_ms, max_lag: KAFKA_MAX_LAG, ..SourceConfig::default() },

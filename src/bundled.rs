@@ -44,6 +44,10 @@ impl Pipeline for Trading {
         config.window_ms
     }
 
+    fn no_decisions_hint(config: &TradingConfig) -> Option<String> {
+        Some(config.no_decisions_hint())
+    }
+
     fn configure(config: &mut TradingConfig, flags: &TradingFlags) -> Result<()> {
         if let Some(w) = flags.window {
             config.window_ms = w;

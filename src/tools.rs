@@ -4,7 +4,7 @@
 
 use crate::bench;
 use anyhow::{Context, Result, bail};
-use clap::{ArgAction, Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use inflight::app::{ClusterArgs, KafkaArgs, parse_speed};
 use inflight::engine::time::parse_duration;
 use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
@@ -27,7 +27,6 @@ pub enum Tools {
         output: String,
     },
     /// Measure a pipeline's throughput and latency on synthetic data (release builds only mean something).
-    #[command(disable_help_flag = true)]
     Bench {
         /// What to measure: the trading job from a file, or through Kafka topics.
         target: BenchTarget,
@@ -68,9 +67,6 @@ pub enum Tools {
         kafka: KafkaArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// Print help.
-        #[arg(long, action = ArgAction::Help)]
-        help: Option<bool>,
     },
 }
 
@@ -93,7 +89,7 @@ pub(crate) enum BenchTarget {
 pub(crate) enum GenKind {
     /// Market ticks for the trading pipeline.
     Market,
-    /// Flight status events (-o), with the schedule and bookings they refer to (--schedule, --bookings).
+    /// Flight status events (-o), with the schedule and bookings they refer to (--schedule-out, --bookings-out).
     Flight,
     /// Code events with one known syntax error each.
     Code,
@@ -128,9 +124,10 @@ pub(crate) struct GenArgs {
     /// Random seed (same seed, same file).
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Events per second of event time.
-    #[arg(long, default_value_t = 10_000.0)]
-    rate: f64,
+    /// Events per second of event time [default: market 10 per asset, so that every asset gets
+    /// 10 ticks a second and the default 10,000 events give decisions; flight 10000].
+    #[arg(long)]
+    rate: Option<f64>,
     /// Fraction of events moved back in time (out of order).
     #[arg(long, default_value_t = 0.0)]
     out_of_order: f64,
@@ -218,17 +215,18 @@ fn fraction(name: &str, v: f64) -> Result<f64> {
 }
 
 fn gen_market(args: &GenArgs, output: &str) -> Result<()> {
+    let rate = args.rate.unwrap_or_else(|| GenConfig::rate_for(args.assets));
     let config = GenConfig {
         events: args.events,
         assets: args.assets,
         seed: args.seed,
-        rate: args.rate,
+        rate,
         out_of_order: fraction("out-of-order", args.out_of_order)?,
         max_delay_ms: args.max_delay,
         malformed: fraction("malformed", args.malformed)?,
         ..GenConfig::default()
     };
-    if args.assets == 0 || args.rate.is_nan() || args.rate <= 0.0 {
+    if args.assets == 0 || rate.is_nan() || rate <= 0.0 {
         bail!("--assets must be at least 1 and --rate positive");
     }
     if output == "-" {
@@ -255,13 +253,14 @@ fn gen_flight(args: &GenArgs, output: &str) -> Result<()> {
     let (Some(schedule), Some(bookings)) = (&args.schedule_out, &args.bookings_out) else {
         bail!("gen flight needs --schedule-out FILE and --bookings-out FILE for the reference data");
     };
-    if args.bookings == 0 || args.rate.is_nan() || args.rate <= 0.0 {
+    let rate = args.rate.unwrap_or(10_000.0);
+    if args.bookings == 0 || rate.is_nan() || rate <= 0.0 {
         bail!("--bookings must be at least 1 and --rate positive");
     }
     let config = FlightGenConfig {
         events: args.events,
         seed: args.seed,
-        rate: args.rate,
+        rate,
         malformed: fraction("malformed", args.malformed)?,
         changes: fraction("changes", args.changes)?,
         mix: args.mix.into(),

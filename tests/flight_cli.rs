@@ -513,3 +513,53 @@ fn a_generated_day_never_hands_out_a_seat_twice_as_recomputed_from_the_output() 
         .count();
     assert!(handed > 1000 && full > 100, "{handed} seats handed out, {full} decisions passed a full flight");
 }
+
+/// An early departure is news (not a malformed line); a status of a flight the schedule does not
+/// know is escalated for each booking that has it as a leg, or for the flight alone, never dropped;
+/// one passenger's hold reads "1 seat".
+#[test]
+fn early_departures_unknown_flights_and_single_seats_read_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let bookings = dir.path().join("bookings.jsonl");
+    std::fs::write(
+        &bookings,
+        r#"{"booking_id":"S1","passengers":1,"legs":["AC1234","AC401"]}
+{"booking_id":"U1","passengers":2,"legs":["ZZ7","AC401"]}
+{"booking_id":"E1","passengers":2,"legs":["AC1236","AC403"]}
+"#,
+    )
+    .unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"flight_id":"AC1236","status":"DELAYED","timestamp":"2024-01-07T10:25:00Z","delay_minutes":-30}
+{"flight_id":"XX999","status":"DELAYED","timestamp":"2024-01-07T10:26:00Z","delay_minutes":30}
+{"flight_id":"ZZ7","status":"CANCELLED","timestamp":"2024-01-07T10:27:00Z"}
+{"flight_id":"AC1234","status":"DELAYED","timestamp":"2024-01-07T10:28:00Z"}
+"#,
+    )
+    .unwrap();
+    let (schedule, bookings) = (data("flight-schedule.jsonl"), bookings.display().to_string());
+    let args = ["--schedule", &schedule, "--bookings", &bookings, "--emit", "all"];
+    let (decisions, dead, _) = run_flight(dir.path(), "edges", input.to_str().unwrap(), &args);
+    assert!(dead.is_empty(), "{dead:?}");
+    let got: Vec<(String, String, String)> = decisions
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap().to_owned();
+            (s("key"), s("action"), s("reason"))
+        })
+        .collect();
+    let find = |key: &str| got.iter().find(|g| g.0 == key).unwrap_or_else(|| panic!("no decision for {key}: {got:?}"));
+    let early = find("E1");
+    assert_eq!(early.1, "NONE", "{early:?}");
+    assert!(early.2.starts_with("AC1236 leaves 30 min early; the connection to AC403 still holds"), "{early:?}");
+    assert_eq!(find("XX999").1, "ESCALATE");
+    assert_eq!(find("XX999").2, "XX999 is delayed 30 min, but flight XX999 is not in the schedule");
+    assert_eq!(find("U1").1, "ESCALATE");
+    assert_eq!(find("U1").2, "ZZ7 is cancelled, but flight ZZ7 is not in the schedule");
+    let single = find("S1");
+    assert_eq!(single.1, "PROTECT", "{single:?}");
+    assert!(single.2.contains(": hold 1 seat on AC403 "), "{single:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
+}

@@ -93,6 +93,7 @@ fn decisions_survive_request_errors_a_slow_broker_and_a_broker_outage() {
             from: StartFrom::Earliest,
             bounded: true,
             idle_timeout: Duration::from_secs(5),
+            create: false,
         }),
         side_inputs: Vec::new(),
         source: SourceConfig { max_lag: 60_000, ..SourceConfig::default() },

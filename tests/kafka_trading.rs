@@ -394,3 +394,81 @@ fn a_sink_that_cannot_deliver_fails_the_run() {
     assert!(!out.status.success(), "the run must fail: {stderr}");
     assert!(stderr.contains("could not be delivered"), "{stderr}");
 }
+
+/// Runs the binary against `brokers` (no success expected) and returns (exit code, stderr, seconds).
+fn attempt(brokers: &str, args: &[&str]) -> (i32, String, f64) {
+    let start = Instant::now();
+    let out = Command::new(BIN).args(args).env("KAFKA_BROKERS", brokers).output().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).trim().to_owned(), secs)
+}
+
+/// What a user gets wrong with Kafka is an error within seconds, in one line: a typo'd input
+/// topic (not created), two inputs, no broker at the address, a missing topic to consume. A
+/// reader that stops early (`consume | head`) ends consume quietly, and a run resuming from
+/// committed offsets without checkpoints says that its state starts empty.
+#[test]
+fn kafka_mistakes_are_one_line_errors_within_seconds() {
+    let broker = Broker::start();
+    let ticks = unique("ticks");
+    produce(&broker, &ticks, &fixture("market-small.jsonl"));
+    let typo = format!("{ticks}-typo");
+
+    let (code, err, _) = attempt(&broker.addr, &["run", "trading", "--input-topic", &typo, "--bounded"]);
+    assert_eq!(code, 1, "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.contains(&format!("topic {typo:?} does not exist (topics there: ")), "{err}");
+    assert!(last.contains(&ticks) && last.ends_with("produce to it first, or pass --create-topics"), "{err}");
+    let (code, err, secs) = attempt(&broker.addr, &["consume", "--topic", &typo]);
+    assert_eq!(code, 1, "the typo'd topic was created: {err}");
+    assert!(err.contains(&format!("topic {typo:?} does not exist")) && err.lines().count() == 1, "{err}");
+    assert!(secs < 5.0, "consume of a missing topic took {secs:.1} s");
+
+    // Opting in creates it, and a bounded read of the empty topic finishes.
+    let out = inflight(&broker, &["run", "trading", "--input-topic", &typo, "--create-topics", "--bounded"]);
+    assert_eq!(events_in(&out), 0);
+
+    let sample = fixture("market-small.jsonl");
+    let (code, err, _) =
+        attempt(&broker.addr, &["run", "trading", "--input-topic", &ticks, "--input", sample.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("both --input and --input-topic are given") && err.lines().count() == 1, "{err}");
+
+    // Nothing listens on a port just freed.
+    let nobody = format!("127.0.0.1:{}", cli::free_port());
+    for args in
+        [&["run", "trading", "--input-topic", "t1", "--bounded"][..], &["run", "trading", "--output-topic", "t1"]]
+    {
+        let (code, err, secs) = attempt(&nobody, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        let last = err.lines().last().unwrap();
+        assert!(last.contains(&format!("kafka ({nobody}): cannot reach the brokers within 5 s")), "{args:?}: {err}");
+        assert!(secs < 15.0, "{args:?}: {secs:.1} s to give up");
+    }
+
+    // `consume | head -1`: the reader goes away after one line.
+    let mut child = Command::new(BIN)
+        .args(["consume", "--topic", &ticks])
+        .env("KAFKA_BROKERS", &broker.addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("Broken pipe"), "{}: {err}", out.status);
+
+    let note = "without --checkpoint-dir the pipeline's state";
+    let out = inflight(&broker, &["run", "trading", "--input-topic", &ticks, "--bounded", "-o", "/dev/null"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(note));
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().to_str().unwrap();
+    let out = inflight(
+        &broker,
+        &["run", "trading", "--input-topic", &ticks, "--bounded", "-o", "/dev/null", "--checkpoint-dir", ck],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(note));
+}

@@ -198,6 +198,9 @@ fn a_thousand_clients_each_get_every_decision_in_order() {
         rss_clients.saturating_sub(rss_idle) as f64 / 1e3 / 1_001.0
     );
     assert_eq!(stats_during["clients"]["connected"], 1_001, "{stats_during}");
+    // The lag of a replay is against the replay clock, not the wall clock (the data is from 2024).
+    let lag = stats_during["lag_seconds"].as_f64().unwrap();
+    assert!((0.0..30.0).contains(&lag), "lag during a 10x replay: {lag} s");
     assert_eq!(stats_during["replay_speed"], 10.0, "{stats_during}");
     // Paced: 60 s of event time at 10x cannot be read in much less than 6 s.
     let elapsed = summary_value(&served.stderr(), "elapsed");
@@ -350,6 +353,14 @@ fn resume_filters_bars_and_stats_agree_with_the_output() {
     for d in &r.data {
         let v: Value = serde_json::from_str(d).unwrap();
         assert_eq!((v["action"].as_str(), v["key"].as_str()), (Some(action), Some(key)));
+    }
+    // The same filter in lower case finds the same decisions; a misspelt parameter is a 400.
+    let lower = read_all(format!("/api/decisions?action={}&key={key}&history=5", action.to_lowercase()), None);
+    assert_eq!(lower.data, r.data, "?action= matches in any case");
+    for bad in ["/api/decisions?actoin=BUY", "/api/keys/BTC%2FUSD/bars?limt=3"] {
+        let (status, _, body) = get(served.addr, bad, None).unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("unknown field"), "{bad}: {body}");
     }
     // Bars: the closes of the last bars agree with the decisions' evidence.
     let (status, _, keys) = get(served.addr, "/api/keys", None).unwrap();

@@ -52,8 +52,7 @@ fn llm_fixes_are_parsed_retried_once_and_never_fix_when_they_do_not_parse() {
     }));
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let spec =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples/code-event.json")).unwrap();
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/examples/code-event.json")).unwrap();
     let mut lines = vec![serde_json::from_str::<Value>(&spec).unwrap().to_string()];
     for case in ["good", "repaired", "hopeless", "codeless"] {
         let event = json!({

@@ -176,7 +176,10 @@ fn every_case_yields_exactly_one_decision_under_every_fault() {
     }
     assert!(classes.iter().all(|&n| n > 10), "every fault class was exercised: {classes:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("llm cases"), "summary has the LLM lines: {stderr}");
+    // --llm-min-confidence 1: no case is kept as the rules made it, every one is for the model.
+    let n = rules.len();
+    let line = format!("llm cases {n}: 0 kept (the rules were confident enough), {n} for the model;");
+    assert!(stderr.contains(&line), "summary has the LLM lines: {stderr}");
 }
 
 #[test]

@@ -295,7 +295,11 @@ fn open_inputs(config: &JobConfig) -> Result<Vec<OpenInput>, JobError> {
     for input in std::iter::once(&config.input).chain(&config.side_inputs) {
         inputs.push(input.open()?);
         if let (Input::Kafka(k), 0) = (input, config.cluster.process) {
-            k.kafka.ensure_topic(&k.topic, 1)?;
+            if k.create {
+                k.kafka.ensure_topic(&k.topic, 1)?;
+            } else {
+                k.kafka.require_topic(&k.topic, "; produce to it first, or pass --create-topics")?;
+            }
         }
     }
     Ok(inputs)

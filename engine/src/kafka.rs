@@ -10,6 +10,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::{Duration, Instant};
 
+/// How long the brokers have to answer the first metadata request of a run or tool.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How to reach the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -56,16 +59,43 @@ impl KafkaConfig {
         KafkaError { brokers: self.brokers.clone(), message: message.into() }
     }
 
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+        self.client_config(&[]).create().map_err(|e| self.error(format!("cannot create an admin client: {e}")))
+    }
+
+    /// The names of the cluster's topics, asked within [`REACH_TIMEOUT`]: brokers that do not
+    /// answer are an error at start, not a minute's hang in the first operation. (The metadata
+    /// of all topics, not of one: asking for one makes brokers with auto-creation create it.)
+    fn topic_names(&self, admin: &AdminClient<DefaultClientContext>) -> Result<Vec<String>, KafkaError> {
+        let md = admin.inner().fetch_metadata(None, REACH_TIMEOUT).map_err(|e| {
+            self.error(format!(
+                "cannot reach the brokers within {} s (is Kafka running there?): {e}",
+                REACH_TIMEOUT.as_secs()
+            ))
+        })?;
+        let usable = md.topics().iter().filter(|t| t.error().is_none() && !t.partitions().is_empty());
+        Ok(usable.map(|t| t.name().to_owned()).collect())
+    }
+
+    /// Fails unless `topic` exists, naming the topics that do and ending with `hint` (a typo'd
+    /// input topic must not read nothing and succeed).
+    pub fn require_topic(&self, topic: &str, hint: &str) -> Result<(), KafkaError> {
+        let mut names = self.topic_names(&self.admin()?)?;
+        if names.iter().any(|n| n == topic) {
+            return Ok(());
+        }
+        names.retain(|n| !n.starts_with("__"));
+        names.sort();
+        let there = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+        Err(self.error(format!("topic {topic:?} does not exist (topics there: {there}){hint}")))
+    }
+
     /// Creates `topic` with `partitions` partitions unless it exists. An existing topic is seen in
     /// the metadata first, so clusters that deny topic creation to this client (ACLs, or brokers
     /// without the CreateTopics API) work with topics made beforehand.
     pub fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config(&[]).create().map_err(|e| self.error(format!("cannot create an admin client: {e}")))?;
-        let exists = admin.inner().fetch_metadata(Some(topic), Duration::from_secs(10)).is_ok_and(|m| {
-            m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        });
-        if exists {
+        let admin = self.admin()?;
+        if self.topic_names(&admin)?.iter().any(|n| n == topic) {
             return Ok(());
         }
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
@@ -366,6 +396,7 @@ pub fn consume_to(
         ])
         .create_with_context(EndAware)
         .map_err(|e| config.error(format!("cannot create a consumer: {e}")))?;
+    config.require_topic(topic, "")?;
     let count = config.partitions(&consumer, topic, Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = Ends::default();
@@ -380,6 +411,8 @@ pub fn consume_to(
     consumer.assign(&tpl).map_err(|e| config.error(format!("assigning partitions: {e}")))?;
     let mut written = 0u64;
     let io = |e: std::io::Error| config.error(format!("writing output: {e}"));
+    // A reader that has had enough (`consume | head`) ends the run quietly.
+    let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
     while !stop.requested() && (follow || !ends.done()) {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
@@ -406,14 +439,22 @@ pub fn consume_to(
                         "headers": headers,
                         "value": value,
                     });
-                    writeln!(out, "{line}").map_err(io)?;
+                    match writeln!(out, "{line}") {
+                        Err(e) if closed(&e) => return Ok(written),
+                        r => r.map_err(io)?,
+                    }
                 } else {
-                    writeln!(out, "{value}").map_err(io)?;
+                    match writeln!(out, "{value}") {
+                        Err(e) if closed(&e) => return Ok(written),
+                        r => r.map_err(io)?,
+                    }
                 }
                 written += 1;
             }
         }
     }
-    out.flush().map_err(io)?;
-    Ok(written)
+    match out.flush() {
+        Err(e) if closed(&e) => Ok(written),
+        r => r.map(|()| written).map_err(io),
+    }
 }

@@ -5,7 +5,7 @@
 //! are copied in by collectors just before each scrape.
 
 use crate::runtime::RunContext;
-use crate::time::{Stamp, wall_millis};
+use crate::time::Stamp;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
@@ -23,7 +23,7 @@ pub mod names {
     pub const DEAD_LETTERS: &str = "inflight_dead_letters_total";
     /// Read → result latency, seconds.
     pub const LATENCY: &str = "inflight_latency_seconds";
-    /// Wall clock minus the event-time frontier of the slowest source, seconds.
+    /// Wall clock (during a replay: the replay clock) minus the slowest source's event time, seconds.
     pub const FRONTIER_LAG: &str = "inflight_frontier_lag_seconds";
     /// The event-time frontier of the slowest source, ms since the epoch.
     pub const FRONTIER: &str = "inflight_frontier_ms";
@@ -85,7 +85,11 @@ fn describe() {
     describe_counter!(names::OUTPUTS, "Results handed to the output");
     describe_counter!(names::DEAD_LETTERS, "Records sent to the dead-letter output, by reason");
     describe_histogram!(names::LATENCY, metrics::Unit::Seconds, "Read to result latency");
-    describe_gauge!(names::FRONTIER_LAG, metrics::Unit::Seconds, "Wall clock minus the slowest source's event time");
+    describe_gauge!(
+        names::FRONTIER_LAG,
+        metrics::Unit::Seconds,
+        "Wall clock (replay clock in a replay) minus the slowest source's event time"
+    );
     describe_gauge!(names::FRONTIER, "Event time the slowest source has reached, ms since the epoch");
     describe_gauge!(names::READY, "1 once the dataflow runs");
     describe_counter!(names::CHECKPOINTS, "Checkpoints committed");
@@ -154,7 +158,8 @@ fn refresh(shared: &Shared) {
     let frontier = shared.ctx.clock.low();
     if let Some(f) = frontier {
         metrics::gauge!(names::FRONTIER).set(f as f64);
-        metrics::gauge!(names::FRONTIER_LAG).set(wall_millis().saturating_sub(f) as f64 / 1000.0);
+        let lag = shared.ctx.lag_ms().unwrap_or_default();
+        metrics::gauge!(names::FRONTIER_LAG).set(lag as f64 / 1000.0);
     }
     metrics::gauge!(names::READY).set(if shared.ctx.ready.get() { 1.0 } else { 0.0 });
     if let Ok(all) = shared.collectors.lock() {
@@ -176,7 +181,7 @@ async fn health(State(shared): State<Shared>) -> axum::Json<serde_json::Value> {
         "ready": ctx.ready.get(),
         "records_read": ctx.progress.get(),
         "frontier": frontier.map(|f| Stamp(f).to_string()),
-        "lag_seconds": frontier.map(|f| wall_millis().saturating_sub(f) as f64 / 1000.0),
+        "lag_seconds": frontier.and(ctx.lag_ms()).map(|lag| lag as f64 / 1000.0),
         "last_checkpoint": ctx.checkpoints.get().and_then(|c| c.last()).map(|c| serde_json::json!({
             "time": Stamp(c.time).to_string(),
             "time_ms": c.time,

@@ -124,6 +124,16 @@ pub struct RunContext {
     pub live: Arc<std::sync::OnceLock<Arc<crate::serve::Hub>>>,
 }
 
+impl RunContext {
+    /// How far the slowest source is behind "now", in ms: the replay clock's now during a replay
+    /// (`--replay-speed`), the wall clock otherwise. None before any source has a watermark.
+    pub fn lag_ms(&self) -> Option<crate::Millis> {
+        let frontier = self.clock.low()?;
+        let now = self.pace.now().unwrap_or_else(crate::time::wall_millis);
+        Some(now.saturating_sub(frontier))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

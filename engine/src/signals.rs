@@ -175,21 +175,38 @@ impl Pressure {
 /// The replay clock shared by a process's sources: event time `t0` (the first watermark any
 /// source saw) is due at the moment it was seen, and later times `speed` times faster than real.
 #[derive(Clone, Debug, Default)]
-pub struct Pace(Arc<std::sync::OnceLock<(std::time::Instant, u64)>>);
+pub struct Pace(Arc<std::sync::OnceLock<(std::time::Instant, u64, f64)>>);
 
 impl Pace {
     /// How long a source at watermark `wm` must wait before reading more (None: read now).
     pub fn wait(&self, wm: u64, speed: f64) -> Option<std::time::Duration> {
-        let (start, t0) = *self.0.get_or_init(|| (std::time::Instant::now(), wm));
+        let (start, t0, _) = *self.0.get_or_init(|| (std::time::Instant::now(), wm, speed));
         let ahead = wm.saturating_sub(t0) as f64 / 1000.0 / speed;
         let due = start + std::time::Duration::from_secs_f64(ahead);
         due.checked_duration_since(std::time::Instant::now())
+    }
+
+    /// The replay clock's event time now (None until a replay has started).
+    pub fn now(&self) -> Option<crate::Millis> {
+        let (start, t0, speed) = *self.0.get()?;
+        Some(t0 + (start.elapsed().as_secs_f64() * speed * 1000.0) as u64)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replay_clock_runs_at_its_speed_from_the_first_watermark() {
+        let pace = Pace::default();
+        assert_eq!(pace.now(), None);
+        assert_eq!(pace.wait(1_000_000, 100.0), None);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = pace.now().unwrap();
+        // 50 ms of wall time at 100x: 5 s of event time (and not much more).
+        assert!((1_005_000..1_030_000).contains(&now), "{now}");
+    }
 
     #[test]
     fn frontier_clock_takes_the_slowest_source() {

@@ -182,9 +182,19 @@ pub fn parse_duration(text: &str) -> Result<Millis, String> {
     if text.trim() == "0" {
         return Ok(0);
     }
-    let d =
-        humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 1s, 250ms or 2m: {e}"))?;
+    let d = humantime::parse_duration(text).map_err(|e| match e {
+        // humantime suggests `45sec`; our flags' examples say `45s`, and `m` is minutes.
+        humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("{text:?} needs a unit: {value}ms, {value}s or {value}m")
+        }
+        e => format!("{text:?} is not a duration like 1s, 250ms or 2m: {e}"),
+    })?;
     u64::try_from(d.as_millis()).map_err(|_| format!("duration {text:?} is too long"))
+}
+
+/// A duration as the flags take it: `1s`, `500ms`, `1m 30s`.
+pub fn format_duration(ms: Millis) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// Wall-clock nanoseconds since the epoch; used to measure end-to-end latency across workers.
@@ -348,5 +358,7 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(0));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(format_duration(90_000), "1m 30s");
+        assert_eq!(parse_duration("45"), Err("\"45\" needs a unit: 45ms, 45s or 45m".to_string()));
     }
 }

@@ -69,7 +69,8 @@ pub(super) fn from_matches<P: Pipeline>(m: &ArgMatches) -> Result<()> {
     };
     let shared = Arc::new(P::prepare(&config, &flags, cluster.process)?);
     let runs = usize::try_from(args.runs).unwrap_or(usize::MAX);
-    let job = FileBench { name: P::NAME, input, side_inputs, runs, source, checkpoint: args.checkpoint_interval };
+    let hint = P::no_decisions_hint(&config);
+    let job = FileBench { name: P::NAME, input, side_inputs, runs, source, checkpoint: args.checkpoint_interval, hint };
     job.run(cluster.cluster(), |job| Ok(run_job::<P>(job, &config, Arc::clone(&shared), &RunContext::default(), None)?))
 }
 
@@ -87,6 +88,8 @@ pub struct FileBench {
     pub source: SourceConfig,
     /// Checkpoint interval, if the runs take checkpoints.
     pub checkpoint: Option<Millis>,
+    /// Said when the runs decide nothing ([`super::Pipeline::no_decisions_hint`]).
+    pub hint: Option<String>,
 }
 
 impl FileBench {
@@ -156,6 +159,9 @@ impl FileBench {
             m.elapsed.as_secs_f64(),
             percentiles(&m.latency)
         );
+        if let Some(hint) = self.hint.filter(|_| super::run::no_decisions(m)) {
+            println!("note: {hint}");
+        }
         Ok(())
     }
 }

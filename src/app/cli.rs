@@ -6,7 +6,7 @@ use crate::engine::source::StartFrom;
 use crate::engine::time::{parse_duration, parse_rfc3339};
 use crate::operators::{Emit, LlmConfig};
 use anyhow::{Context, Result, bail};
-use clap::{Arg, ArgAction, Args, Command, Subcommand, ValueEnum};
+use clap::{Args, Command, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,16 +62,14 @@ impl From<EmitFlag> for Emit {
     }
 }
 
-/// `run`'s command with the runner's flags (`-h` is `--hostfile`, so help is `--help` only).
+/// `run`'s command with the runner's flags.
 pub(crate) fn run_command(cmd: Command) -> Command {
-    let cmd = ClusterArgs::augment_args(RunArgs::augment_args(cmd));
-    cmd.disable_help_flag(true).arg(Arg::new("help").long("help").action(ArgAction::Help).help("Print help"))
+    ClusterArgs::augment_args(RunArgs::augment_args(cmd))
 }
 
-/// `bench`'s command with its flags and the cluster flags (help is `--help` only, as in `run`).
+/// `bench`'s command with its flags and the cluster flags.
 pub(crate) fn bench_command(cmd: Command) -> Command {
-    let cmd = ClusterArgs::augment_args(super::bench::BenchArgs::augment_args(cmd));
-    cmd.disable_help_flag(true).arg(Arg::new("help").long("help").action(ArgAction::Help).help("Print help"))
+    ClusterArgs::augment_args(super::bench::BenchArgs::augment_args(cmd))
 }
 
 /// Commands every app has besides `run`.
@@ -193,6 +191,10 @@ pub struct RunArgs {
     /// Read up to the end offsets found at start, then finish like a file run.
     #[arg(long)]
     pub bounded: bool,
+    /// Create input topics that do not exist (without it a missing input topic is an error;
+    /// output topics are always created).
+    #[arg(long)]
+    pub create_topics: bool,
     /// A partition silent this long stops holding windows back.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub idle_timeout: u64,
@@ -292,6 +294,22 @@ pub struct LlmArgs {
 }
 
 impl LlmArgs {
+    /// The first flag given that configures the LLM stage without turning it on.
+    pub fn setting_given(&self) -> Option<&'static str> {
+        [
+            (self.llm_base_url.is_some(), "--llm-base-url"),
+            (self.llm_model.is_some(), "--llm-model"),
+            (self.llm_min_confidence.is_some(), "--llm-min-confidence"),
+            (self.llm_concurrency.is_some(), "--llm-concurrency"),
+            (self.llm_timeout.is_some(), "--llm-timeout"),
+            (self.llm_deadline.is_some(), "--llm-deadline"),
+            (self.llm_stream, "--llm-stream"),
+            (self.llm_log.is_some(), "--llm-log"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
     /// The environment (`OPENAI_*`) over the config file, then the flags over both.
     pub fn apply_with_env(&self, config: &mut LlmConfig) {
         *config = std::mem::take(config).with_env();
@@ -372,8 +390,8 @@ pub struct ClusterArgs {
     /// Index of this process (0-based).
     #[arg(short = 'p', long = "process", default_value_t = 0, env = "INFLIGHT_PROCESS")]
     pub process: usize,
-    /// File with one host:port line per process.
-    #[arg(short = 'h', long = "hostfile", env = "INFLIGHT_HOSTFILE")]
+    /// File with one host:port line per process (long form only: `-h` is help, as everywhere).
+    #[arg(long = "hostfile", env = "INFLIGHT_HOSTFILE")]
     pub hostfile: Option<PathBuf>,
     /// How long a process waits at start for every other process of the cluster.
     #[arg(long = "connect-timeout", default_value = "60s", env = "INFLIGHT_CONNECT_TIMEOUT", value_parser = parse_duration)]

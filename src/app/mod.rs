@@ -81,6 +81,12 @@ pub trait Pipeline: Sized + 'static {
         1
     }
 
+    /// Said after the summary of a run that read good events but decided nothing (e.g. an input
+    /// shorter than the indicators' warm-up); None: nothing to say.
+    fn no_decisions_hint(_config: &Self::Config) -> Option<String> {
+        None
+    }
+
     /// Applies the pipeline's flags to its config (flags override the file).
     fn configure(_config: &mut Self::Config, _flags: &Self::Flags) -> Result<()> {
         Ok(())
@@ -153,9 +159,10 @@ impl<'s, P: Pipeline> BuildCx<'_, 's, P> {
     }
 }
 
-/// Help and version as clap prints them; a usage error as one line (clap's first) and exit 2.
-fn exit_on_bad_args(app: &str, e: clap::Error) -> ! {
-    use clap::error::ErrorKind;
+/// Help and version as clap prints them; a usage error (an unknown flag, a bad value) as one line
+/// (clap's first) and exit 2. A bad value that came from an environment variable names it.
+fn exit_on_bad_args(app: &str, command: &Command, e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     if matches!(
         e.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
@@ -164,8 +171,45 @@ fn exit_on_bad_args(app: &str, e: clap::Error) -> ! {
     }
     let text = e.render().to_string();
     let first = text.lines().next().unwrap_or("error: bad arguments");
-    eprintln!("{app}: {first} (see --help)");
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split([' ', '=']).next().and_then(|f| f.strip_prefix("--")),
+        _ => None,
+    };
+    let given = |flag: &str| std::env::args().any(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")));
+    match flag.filter(|f| !given(f)).and_then(|f| env_of(command, f)) {
+        Some(var) => eprintln!("{app}: {first} (from the environment variable {var}; see --help)"),
+        None => eprintln!("{app}: {first} (see --help)"),
+    }
     std::process::exit(2)
+}
+
+/// The environment variable of flag `--long` in `command` or its subcommands, when it has one.
+fn env_of(command: &Command, long: &str) -> Option<String> {
+    let own = command.get_arguments().find(|a| a.get_long() == Some(long)).and_then(|a| a.get_env());
+    own.map(|v| v.to_string_lossy().into_owned()).or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
+}
+
+/// Fails when an `INFLIGHT_*` variable is set that another pipeline's `run` reads but `run
+/// PIPELINE` has no flag for (`INFLIGHT_WINDOW` for flight): set for one pipeline, it would
+/// silently not apply to this one.
+fn refuse_foreign_env(run: &Command, pipeline: &str) -> Result<()> {
+    let envs = |c: &Command| -> Vec<(String, String)> {
+        let named = c.get_arguments().filter_map(|a| Some((a.get_env()?, a.get_long()?)));
+        named.map(|(env, long)| (env.to_string_lossy().into_owned(), long.to_owned())).collect()
+    };
+    let Some(own) = run.find_subcommand(pipeline).map(envs) else { return Ok(()) };
+    for other in run.get_subcommands().filter(|c| c.get_name() != pipeline) {
+        for (var, long) in envs(other) {
+            let set = std::env::var_os(&var).is_some_and(|v| !v.is_empty());
+            if set && var.starts_with("INFLIGHT_") && !own.iter().any(|(v, _)| *v == var) {
+                anyhow::bail!(
+                    "{var} is set, but `run {pipeline}` has no flag for it (`run {}` reads it as --{long}): unset it",
+                    other.get_name()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One registered pipeline, type-erased: how to add its `run` flags and how to run it.
@@ -293,7 +337,8 @@ impl App {
     /// Parses the process's arguments and runs; exits 1 with a one-line error on failure (2 for
     /// bad arguments, from clap).
     pub fn main(self) -> ! {
-        let matches = self.command().try_get_matches().unwrap_or_else(|e| exit_on_bad_args(self.name, e));
+        let command = self.command();
+        let matches = command.clone().try_get_matches().unwrap_or_else(|e| exit_on_bad_args(self.name, &command, e));
         let global = cli::Global::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         global.init_logs();
         match self.dispatch(&matches) {
@@ -309,6 +354,9 @@ impl App {
     pub fn dispatch(&self, matches: &ArgMatches) -> Result<()> {
         let Some((name, sub)) = matches.subcommand() else { anyhow::bail!("no command given") };
         if name == "run" {
+            if let (Some(run), Some((pipeline, _))) = (self.command().find_subcommand("run"), sub.subcommand()) {
+                refuse_foreign_env(run, pipeline)?;
+            }
             return self.dispatch_pipeline(name, sub, |p| p.run);
         }
         if cli::Tools::has_subcommand(name) {

@@ -8,7 +8,7 @@ use crate::engine::recovery::CheckpointConfig;
 use crate::engine::runtime::RunContext;
 use crate::engine::serve::LiveServer;
 use crate::engine::sink::{KafkaOutput, Output};
-use crate::engine::source::{FileSkew, Input, KAFKA_MAX_LAG, KafkaInput, SourceConfig};
+use crate::engine::source::{FileSkew, Input, KAFKA_MAX_LAG, KafkaInput, SourceConfig, StartFrom};
 use crate::engine::time::Stamp;
 use crate::operators::{LlmConfig, LlmService, ReplyCheck};
 use anyhow::{Context, Result, bail};
@@ -63,7 +63,12 @@ fn configure<P: Pipeline>(args: &RunArgs, flags: &P::Flags) -> Result<P::Config>
     let mut config = read_config::<P>(args.config.as_deref())?;
     P::configure(&mut config, flags)?;
     match P::llm_settings(&mut config) {
-        Some(llm) => args.llm.apply_with_env(llm),
+        Some(llm) => {
+            args.llm.apply_with_env(llm);
+            if let Some(flag) = args.llm.setting_given().filter(|_| !llm.enabled) {
+                bail!("{flag} sets up the LLM stage, which is off: add --llm (or enabled = true in [llm])");
+            }
+        }
         None if args.llm.llm || args.llm.llm_replay.is_some() => bail!("the {} pipeline has no LLM stage", P::NAME),
         None => {}
     }
@@ -103,11 +108,15 @@ fn run<P: Pipeline>(args: &RunArgs, cluster: &ClusterArgs, flags: &P::Flags) -> 
     let ctx = RunContext::default();
     let stop = ctx.stop.clone();
     let checkpoints = args.checkpoint_dir.is_some();
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::clone(&finished);
     ctrlc::set_handler(move || {
         if stop.requested() {
             std::process::exit(130);
         }
-        if checkpoints {
+        if done.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("inflight: closing the live view");
+        } else if checkpoints {
             eprintln!("inflight: stopping at the next checkpoint (Ctrl-C again to abort)");
         } else {
             eprintln!("inflight: stopping (closing windows, flushing outputs; Ctrl-C again to abort)");
@@ -121,6 +130,14 @@ fn run<P: Pipeline>(args: &RunArgs, cluster: &ClusterArgs, flags: &P::Flags) -> 
     }
     let live = start_live(P::NAME, args, cluster, &ctx)?;
     let job = job_config::<P>(args, cluster, &side, P::settle(&config))?;
+    let resumes = matches!(job.input, Input::Kafka(_)) && args.from == StartFrom::Committed;
+    if resumes && args.checkpoint_dir.is_none() && cluster.process == 0 {
+        eprintln!(
+            "inflight: note: without --checkpoint-dir the pipeline's state (windows, indicators, \
+             last actions) does not survive a restart: a run resumes at the committed offsets with empty \
+             state, so its first decisions differ from an uninterrupted run's"
+        );
+    }
     let shared = Arc::new(P::prepare(&config, flags, cluster.process)?);
     let llm = match P::llm_config(&config) {
         Some(c) => {
@@ -142,10 +159,14 @@ fn run<P: Pipeline>(args: &RunArgs, cluster: &ClusterArgs, flags: &P::Flags) -> 
     let report = run_job::<P>(&job, &config, shared, &ctx, llm.clone());
     progress.stop();
     let report = report?;
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
     if cluster.process == 0 {
         print_summary(P::NAME, &report);
         for line in llm.iter().flat_map(|s| s.summary()) {
             eprintln!("  {line}");
+        }
+        if let Some(hint) = no_decisions(&report).then(|| P::no_decisions_hint(&config)).flatten() {
+            eprintln!("inflight: note: {hint}");
         }
     } else {
         eprintln!("inflight: process {} finished in {:.2} s", cluster.process, report.elapsed.as_secs_f64());
@@ -209,6 +230,7 @@ fn job_config<P: Pipeline>(
             from: args.from,
             bounded: args.bounded,
             idle_timeout: Duration::from_millis(args.idle_timeout),
+            create: args.create_topics,
         }))
     };
     let kafka_output = |topic: &String| -> Result<Output> {
@@ -218,6 +240,11 @@ fn job_config<P: Pipeline>(
             partitions: args.kafka.partitions,
         }))
     };
+    if let (Some(_), Some(_)) = (&args.input_topic, &args.input) {
+        bail!(
+            "both --input and --input-topic are given (flags or INFLIGHT_INPUT / INFLIGHT_INPUT_TOPIC): a run reads one input"
+        );
+    }
     let input = match (&args.input_topic, &args.input, P::sample()) {
         (Some(topic), _, _) => kafka_input(topic, "--input-topic")?,
         (None, Some(path), _) => Input::from_arg(path),
@@ -351,6 +378,11 @@ fn start_live(name: &str, args: &RunArgs, cluster: &ClusterArgs, ctx: &RunContex
     Ok(Some(server))
 }
 
+/// Whether a run read good events and decided nothing.
+pub(super) fn no_decisions(r: &JobReport) -> bool {
+    r.outputs == 0 && r.source.events > 0 && r.stopped_at.is_none() && r.restored_from.is_none()
+}
+
 /// The run's totals on stderr.
 pub fn print_summary(pipeline: &str, r: &JobReport) {
     let s = &r.source;
@@ -427,6 +459,9 @@ impl Progress {
 
 /// p50/p95/p99/max of a histogram in microseconds, printed in ms.
 pub fn percentiles(h: &hdrhistogram::Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "none (no decisions)".into();
+    }
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     format!(
         "p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",

@@ -119,7 +119,7 @@ pub fn cluster(dir: &Path, configure: impl Fn(&mut Command)) -> Vec<Output> {
         let spawn = |p: &str| {
             let mut cmd = Command::new(BIN);
             configure(&mut cmd);
-            cmd.args(["-w", "1", "-n", "2", "-p", p, "-h", hosts.to_str().unwrap()]);
+            cmd.args(["-w", "1", "-n", "2", "-p", p, "--hostfile", hosts.to_str().unwrap()]);
             cmd.stderr(Stdio::piped()).spawn().unwrap()
         };
         let mut children = vec![spawn("0"), spawn("1")];

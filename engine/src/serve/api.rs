@@ -127,9 +127,14 @@ async fn keys(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     axum::Json(hub.keys())
 }
 
+/// `?limit=` of the bars (unknown parameters are a 400, not silently ignored).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Limit {
     limit: Option<usize>,
+    /// The access token, checked before the handler.
+    #[allow(dead_code)] // read by the access check, from the raw query
+    token: Option<String>,
 }
 
 async fn bars(State(hub): State<Arc<Hub>>, Path(key): Path<String>, Query(q): Query<Limit>) -> Response {
@@ -140,8 +145,11 @@ async fn bars(State(hub): State<Arc<Hub>>, Path(key): Path<String>, Query(q): Qu
     }
 }
 
-/// Which decisions a client wants.
+/// Which decisions a client wants. A misspelt parameter (`?actoin=`) is a 400 naming the ones
+/// there are, not a filter silently ignored; action, decided_by and pipeline match in any case
+/// (`?action=buy`), keys exactly.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Filter {
     pipeline: Option<String>,
     key: Option<String>,
@@ -151,15 +159,21 @@ struct Filter {
     history: Option<usize>,
     /// As the `Last-Event-ID` header (for clients that cannot set headers).
     last_event_id: Option<u64>,
+    /// The access token, checked before the handler.
+    #[allow(dead_code)] // read by the access check, from the raw query
+    token: Option<String>,
 }
 
 impl Filter {
     fn keeps(&self, e: &Entry) -> bool {
         let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.is_empty() || w == have);
-        is(&self.pipeline, &e.pipeline)
+        let like = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w.is_empty() || w.eq_ignore_ascii_case(have))
+        };
+        like(&self.pipeline, &e.pipeline)
             && is(&self.key, &e.key)
-            && is(&self.action, &e.action)
-            && is(&self.decided_by, &e.decided_by)
+            && like(&self.action, &e.action)
+            && like(&self.decided_by, &e.decided_by)
     }
 }
 

@@ -415,7 +415,7 @@ impl Hub {
             "decisions": decisions,
             "decisions_per_s": decisions_per_s,
             "frontier": frontier.map(|f| crate::time::Stamp(f).to_string()),
-            "lag_seconds": frontier.map(|f| crate::time::wall_millis().saturating_sub(f) as f64 / 1000.0),
+            "lag_seconds": frontier.and(self.ctx.lag_ms()).map(|lag| lag as f64 / 1000.0),
             "operators": [
                 {"name": "source", "in": source.records(), "out": source.events, "bytes": source.bytes},
                 {"name": "bars", "in": source.events, "out": bars},

@@ -44,9 +44,10 @@ impl Output {
         let writer: Option<Box<dyn Write + Send>> = match self {
             _ if process != 0 || path.is_some() => None,
             Output::File(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| SinkError::Open { path: path.clone(), error: e.to_string() })?;
+                // A missing directory is more likely a typo than a wish: it is not created.
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+                    let error = format!("directory {} does not exist", dir.display());
+                    return Err(SinkError::Open { path: path.clone(), error });
                 }
                 let f = std::fs::File::create(path)
                     .map_err(|e| SinkError::Open { path: path.clone(), error: e.to_string() })?;

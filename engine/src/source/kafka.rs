@@ -52,6 +52,9 @@ pub struct KafkaInput {
     pub bounded: bool,
     /// A partition with no record for this long no longer holds the watermark back.
     pub idle_timeout: Duration,
+    /// Create the topic when it does not exist (otherwise that is an error: a typo'd topic would
+    /// read nothing and succeed).
+    pub create: bool,
 }
 
 struct Partition {

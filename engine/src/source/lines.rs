@@ -11,6 +11,11 @@ use crate::watermark::Watermark;
 pub(crate) struct Batch<E> {
     pub events: Vec<Sourced<E>>,
     pub dead: Vec<DeadLetter>,
+    /// Per dead letter, the time it leaves at: its partition's watermark when it was read, which
+    /// (unlike the source's own time) does not depend on how partitions are spread over workers,
+    /// so dead letters are written in the same order at any parallelism (with checkpoints, up to
+    /// the checkpoint times, which bound it).
+    pub dead_at: Vec<Millis>,
     pub stats: SourceStats,
     /// The most events a batch has held.
     last: usize,
@@ -18,7 +23,7 @@ pub(crate) struct Batch<E> {
 
 impl<E> Batch<E> {
     pub fn new() -> Self {
-        Batch { events: Vec::new(), dead: Vec::new(), stats: SourceStats::default(), last: 0 }
+        Batch { events: Vec::new(), dead: Vec::new(), dead_at: Vec::new(), stats: SourceStats::default(), last: 0 }
     }
 
     /// Makes room for as many events as the last batch had: sending a batch hands its vector to
@@ -72,12 +77,14 @@ pub(crate) fn accept<E: Event>(
                     crate::time::format_rfc3339(wm.current().max(floor))
                 );
                 out.dead.push(DeadLetter::new(DeadReason::Late, msg, name, pos, record));
+                out.dead_at.push(wm.current().max(floor));
             }
             Some(time)
         }
         Err(e) => {
             out.stats.bad += 1;
             out.dead.push(DeadLetter::new(e.reason, e.message, name, pos, record));
+            out.dead_at.push(wm.current().max(floor));
             None
         }
     }

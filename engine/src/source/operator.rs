@@ -224,7 +224,13 @@ pub fn source<'scope, E: Event>(
                 events_out.activate().session(&held[0]).give_container(&mut batch.events);
             }
             if !batch.dead.is_empty() {
-                dead_out.activate().session(&held[1]).give_container(&mut batch.dead);
+                // Before the next checkpoint time: the checkpoint's split offsets count these
+                // lines as read, so their dead letters must be in the outputs it covers.
+                let before = ckpt.as_ref().map_or(Millis::MAX, |c| c.next_after(floor) - 1);
+                let mut out = dead_out.activate();
+                for (dead, at) in batch.dead.drain(..).zip(batch.dead_at.drain(..)) {
+                    out.session(&held[1].delayed(&at.min(before).max(floor))).give(dead);
+                }
             }
             ctx.progress.add(batch.stats.records());
             if batch.stats.events > 0 {

@@ -119,7 +119,7 @@ impl<'scope> LlmExt<'scope> for Stream<'scope, Decision> {
                     for decision in data.flat_map(|batch| batch.drain(..)) {
                         bump(&stats.cases);
                         if decision.confidence >= config.min_confidence {
-                            bump(&stats.passed);
+                            bump(&stats.confident);
                             ready.push((held.clone(), decision));
                             continue;
                         }

@@ -11,8 +11,8 @@ use std::time::Duration;
 pub struct LlmStats {
     /// Decisions that reached the stage.
     pub cases: AtomicU64,
-    /// Decisions the gate let through unchanged (rules confident enough).
-    pub passed: AtomicU64,
+    /// Decisions kept as the rules made them, not sent: the rules were confident enough.
+    pub confident: AtomicU64,
     /// HTTP attempts sent (first tries, retries and repairs).
     pub attempts: AtomicU64,
     /// Retries after a transient failure.
@@ -106,7 +106,7 @@ impl LlmStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let counters = [
             ("cases", &self.cases),
-            ("gate_passed", &self.passed),
+            ("rules_confident", &self.confident),
             ("attempts", &self.attempts),
             ("retries", &self.retries),
             ("repairs", &self.repairs),
@@ -162,9 +162,10 @@ impl LlmStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut lines = vec![
             format!(
-                "llm cases {} (gate passed {}), decided by llm {}, overruled {}, fallbacks {}, budget spent {}",
+                "llm cases {}: {} kept (the rules were confident enough), {} for the model; decided by llm {}, overruled {}, fallbacks {}, budget spent {}",
                 get(&self.cases),
-                get(&self.passed),
+                get(&self.confident),
+                get(&self.cases).saturating_sub(get(&self.confident)),
                 get(&self.decided),
                 get(&self.overruled),
                 get(&self.fallbacks),

@@ -41,9 +41,10 @@ pub struct FlightEvent {
     /// When the status was reported (event time).
     #[serde(with = "rfc3339")]
     pub timestamp: Millis,
-    /// How late it will leave and arrive, in minutes.
+    /// How late it will leave and arrive, in minutes; negative for an early departure, which
+    /// delays no connection (it counts as 0).
     #[serde(default)]
-    pub delay_minutes: Option<u32>,
+    pub delay_minutes: Option<i32>,
     /// Its new departure time.
     #[serde(default, with = "rfc3339::option")]
     pub new_departure: Option<Millis>,
@@ -251,6 +252,14 @@ mod tests {
         assert_eq!(e.delay_minutes, None);
     }
 
+    /// An early departure is news, not a malformed line.
+    #[test]
+    fn a_negative_delay_is_an_early_departure() {
+        let line = br#"{"flight_id":"A","status":"DELAYED","timestamp":"2024-01-07T10:00:00Z","delay_minutes":-30}"#;
+        let FlightInput::Status(e) = FlightInput::parse(line).unwrap() else { panic!("not a status") };
+        assert_eq!(e.delay_minutes, Some(-30));
+    }
+
     #[test]
     fn parses_changes() {
         let up = br#"{"op":"upsert","timestamp":"2024-01-07T10:00:00Z","flight":{"flight_id":"X1","origin":"YUL","destination":"YYZ","departure":"2024-01-07T12:00:00Z","arrival":"2024-01-07T13:30:00Z","seats_free":3}}"#;
@@ -270,7 +279,7 @@ mod tests {
             (br#"{"flight_id":"A","status":"LATE","timestamp":"2024-01-07T10:00:00Z"}"#, "status `LATE`"),
             (br#"{"flight_id":"A","timestamp":"2024-01-07T10:00:00Z"}"#, "missing field `status`"),
             (br#"{"flight_id":"A","status":"DELAYED","timestamp":"soon"}"#, "RFC 3339"),
-            (br#"{"flight_id":"A","status":"DELAYED","timestamp":"2024-01-07T10:00:00Z","delay_minutes":-5}"#, "invalid value"),
+            (br#"{"flight_id":"A","status":"DELAYED","timestamp":"2024-01-07T10:00:00Z","delay_minutes":"5"}"#, "invalid type"),
             (br#"{"op":"upsert","timestamp":"2024-01-07T10:00:00Z"}"#, "exactly one of `flight` or `booking`"),
             (br#"{"op":"upsert","timestamp":"2024-01-07T10:00:00Z","booking":{"booking_id":"B","passengers":0,"legs":["A"]}}"#, "no passengers"),
             (br#"{"op":"delete","flight_id":"A"}"#, "needs a `timestamp`"),

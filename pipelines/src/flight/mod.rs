@@ -115,7 +115,7 @@ pub struct Reference {
 /// A reference file that cannot be used (the run does not start: decisions against half the
 /// schedule would be wrong without saying so).
 #[derive(Debug, thiserror::Error)]
-#[error("{path}:{line}: {message}")]
+#[error("{path}{}: {message}", if *line == 0 { String::new() } else { format!(":{line}") })]
 pub struct ReferenceError {
     /// The file.
     pub path: String,
@@ -129,8 +129,8 @@ impl Reference {
     /// Loads JSONL files of [`ScheduledFlight`]s and [`Booking`]s (blank lines are skipped).
     pub fn load(schedule: &RefTable, bookings: &RefTable) -> Result<Reference, ReferenceError> {
         Ok(Reference {
-            flights: read_rows(schedule, ScheduledFlight::validate)?,
-            bookings: read_rows(bookings, Booking::validate)?,
+            flights: read_rows(schedule, ScheduledFlight::validate, ("flight_id", |f| &f.flight_id))?,
+            bookings: read_rows(bookings, Booking::validate, ("booking_id", |b| &b.booking_id))?,
         })
     }
 
@@ -158,9 +158,12 @@ pub enum RefTable {
     },
 }
 
+/// The rows of `table`, each checked; `id` names the field that identifies a row (a second row with
+/// the same id is refused: which one a run should use is the user's to say).
 fn read_rows<T: serde::de::DeserializeOwned>(
     table: &RefTable,
     check: fn(&T) -> Result<(), String>,
+    id: (&str, fn(&T) -> &Key),
 ) -> Result<Vec<T>, ReferenceError> {
     let name = match table {
         RefTable::Empty => return Ok(Vec::new()),
@@ -174,12 +177,17 @@ fn read_rows<T: serde::de::DeserializeOwned>(
         RefTable::Empty => String::new(),
     };
     let mut rows = Vec::new();
+    let mut first_line = std::collections::HashMap::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let row: T = serde_json::from_str(line).map_err(|e| error(n + 1, e.to_string()))?;
         check(&row).map_err(|e| error(n + 1, e))?;
+        if let Some(first) = first_line.insert(id.1(&row).clone(), n + 1) {
+            let (field, key) = (id.0, id.1(&row));
+            return Err(error(n + 1, format!("{field} {:?} again (first on line {first})", &**key)));
+        }
         rows.push(row);
     }
     Ok(rows)

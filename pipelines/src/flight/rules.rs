@@ -194,7 +194,8 @@ impl Case {
             return Some(0);
         }
         if let Some(m) = self.event.delay_minutes {
-            return Some(Millis::from(m) * MINUTE);
+            // Early (negative) is on time for every connection.
+            return Some(Millis::from(m.max(0).unsigned_abs()) * MINUTE);
         }
         let (new, flight) = (self.event.new_departure?, self.flight.as_ref()?);
         Some(new.saturating_sub(flight.departure))
@@ -218,7 +219,14 @@ fn concerns_bookings(status: FlightStatus) -> bool {
 ///
 /// SCHEDULED and BOARDING change nothing the allocator keeps and are not sent.
 pub fn with_flight(mut case: Box<Case>, flights: &[&ScheduledFlight], out: &mut Vec<Box<Case>>) {
-    let Some(flight) = flights.first() else { return };
+    let Some(flight) = flights.first() else {
+        // Not silently dropped: the next stage escalates it for each booking that has the flight
+        // as a leg, or for the flight itself.
+        if concerns_bookings(case.event.status) {
+            out.push(case);
+        }
+        return;
+    };
     case.flight = Some((*flight).clone());
     if concerns_bookings(case.event.status) {
         out.push(case.clone());
@@ -232,7 +240,20 @@ pub fn with_flight(mut case: Box<Case>, flights: &[&ScheduledFlight], out: &mut 
 /// bookings themselves, so this needs no lookup of its own); decides diversions and last legs and
 /// sends the rest on.
 pub fn per_booking(case: Box<Case>, bookings: &[&Booking], out: &mut Vec<Box<Case>>) {
-    let Some(flight) = case.flight.as_ref() else { return };
+    let Some(flight) = case.flight.as_ref() else {
+        let what = format!("flight {} is not in the schedule", case.event.flight_id);
+        if bookings.is_empty() {
+            out.push(case.end(Outcome::Missing(what)));
+            return;
+        }
+        for booking in bookings {
+            let mut case = case.clone();
+            case.leg = booking.legs.iter().position(|l| *l == case.event.flight_id).unwrap_or_default();
+            case.booking = Some((*booking).clone());
+            out.push(case.end(Outcome::Missing(what.clone())));
+        }
+        return;
+    };
     for booking in bookings {
         let Some(leg) = booking.legs.iter().position(|l| *l == case.event.flight_id) else { continue };
         let mut case = case.clone();
@@ -351,7 +372,7 @@ struct StatusView<'a> {
     flight_id: &'a str,
     status: FlightStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
-    delay_minutes: Option<u32>,
+    delay_minutes: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     new_departure: Option<Stamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -461,10 +482,11 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
     let id = &e.flight_id;
     let all = case.booking.as_ref().map_or(0, |b| b.passengers);
     let seats = case.seats.as_ref();
-    let pax = match seats {
-        Some(s) if s.part.is_some() => format!("{} of {all}", s.passengers),
-        _ => all.to_string(),
+    let (pax, held) = match seats {
+        Some(s) if s.part.is_some() => (format!("{} of {all}", s.passengers), s.passengers),
+        _ => (all.to_string(), all),
     };
+    let seat_word = if held == 1 { "seat" } else { "seats" };
     let alt = case.alternative.as_ref();
     let change = seats.map(|s| format!(" ({} → {} seats free)", s.free_before, s.free_after)).unwrap_or_default();
     let alt_text = |f: Option<&ScheduledFlight>| {
@@ -475,6 +497,9 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
     let status = match e.status {
         FlightStatus::Cancelled => "is cancelled".to_owned(),
         FlightStatus::OnTime => "is on time".to_owned(),
+        _ if e.delay_minutes.is_some_and(|m| m < 0) => {
+            format!("leaves {} min early", e.delay_minutes.unwrap_or_default().unsigned_abs())
+        }
         _ => match case.delay() {
             Some(d) => format!("is delayed {} min", d / MINUTE),
             None => "is delayed (length unknown)".to_owned(),
@@ -520,7 +545,7 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
         Outcome::Protect => {
             let until = seats.and_then(|s| s.held_until).map(|t| format!(" until {}", Stamp(t))).unwrap_or_default();
             let reason = format!(
-                "{id} {status}: hold {pax} seats on {}{until} in case {broken_id} is missed{change}",
+                "{id} {status}: hold {pax} {seat_word} on {}{until} in case {broken_id} is missed{change}",
                 alt_text(alt)
             );
             (Action::PROTECT, 0.75, reason)
@@ -533,7 +558,8 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
 /// The decision for a finished case.
 pub fn explain(case: &Case, mct: &Mct, source: &SourceName) -> Decision {
     let (action, confidence, reason) = verdict(case, mct);
-    let booking_id = case.booking.as_ref().map(|b| b.booking_id.clone()).unwrap_or_default();
+    // A status of a flight not in the schedule and on no booking is about the flight alone.
+    let booking_id = case.booking.as_ref().map_or_else(|| case.event.flight_id.clone(), |b| b.booking_id.clone());
     let ready_at = match (&case.broken, case.outcome.as_ref()) {
         (Some(b), Some(_)) if !b.protect => Some(Stamp(b.ready)),
         _ => None,
@@ -593,7 +619,7 @@ mod tests {
         Booking { booking_id: "B1".into(), passengers: 2, legs: legs.iter().map(|l| Key::from(*l)).collect() }
     }
 
-    fn delayed(id: &str, minutes: Option<u32>) -> FlightEvent {
+    fn delayed(id: &str, minutes: Option<i32>) -> FlightEvent {
         FlightEvent {
             flight_id: id.into(),
             status: FlightStatus::Delayed,

@@ -88,6 +88,25 @@ impl TradingConfig {
         self.llm_config().validate()
     }
 
+    /// Bars an asset needs before its first decision: RSI(n) needs n + 1 closes, MACD(f, s, g)
+    /// s + g − 1 (TA-Lib's first values).
+    pub fn warm_up_bars(&self) -> usize {
+        (self.rsi_period + 1).max(self.macd_slow.max(self.macd_fast) + self.macd_signal - 1)
+    }
+
+    /// Why a run that read good ticks decided nothing (with `emit` changes or all, every asset's
+    /// first indicator values give a decision, so no decision means no asset warmed up).
+    pub fn no_decisions_hint(&self) -> String {
+        let bars = self.warm_up_bars();
+        let window = inflight_engine::time::format_duration(self.window_ms);
+        format!(
+            "no asset reached the {bars} bars of {window} that RSI({}) and MACD({},{},{}) need before a first \
+             decision: the input covers less than {bars} x {window} of event time per asset (generate more events \
+             per asset, or a lower --rate)",
+            self.rsi_period, self.macd_fast, self.macd_slow, self.macd_signal
+        )
+    }
+
     /// The LLM settings with the trading prompts where the config gives none.
     pub fn llm_config(&self) -> LlmConfig {
         self.llm.clone().with_pipeline_defaults(SYSTEM_PROMPT, USER_PROMPT, ACTIONS)

@@ -28,6 +28,14 @@ pub struct GenConfig {
     pub malformed: f64,
 }
 
+impl GenConfig {
+    /// The event rate that gives each of `assets` assets 10 ticks per second of event time: ten
+    /// ticks to a default 1 s bar, so `events / assets / 10` bars per asset.
+    pub fn rate_for(assets: usize) -> f64 {
+        10.0 * assets.max(1) as f64
+    }
+}
+
 impl Default for GenConfig {
     fn default() -> Self {
         GenConfig {
