@@ -146,3 +146,40 @@ fn the_specification_examples_ship_in_data_and_run() {
         assert_eq!(cli::summary_value(&err, "dead-lettered"), 0.0, "{pipeline}: {err}");
     }
 }
+
+/// Every `--flag` a help page mentions in its text is an option of that command (help that names
+/// `--schedule` for `--schedule-out` sends users to a flag that does not exist).
+#[test]
+fn help_pages_mention_only_their_own_flags() {
+    let pages: [&[&str]; 9] = [
+        &["run", "trading"],
+        &["run", "flight"],
+        &["run", "code"],
+        &["bench"],
+        &["bench", "trading"],
+        &["gen"],
+        &["produce"],
+        &["consume"],
+        &[],
+    ];
+    for page in pages {
+        let out = inflight(&[page, &["--help"]].concat());
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Options: the lines that start (after spaces) with a flag.
+        let options: Vec<&str> = help
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with('-'))
+            .flat_map(|l| l.split([',', ' ']).filter(|w| w.starts_with("--")))
+            .collect();
+        let mut mentioned: Vec<&str> = help
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.len() > 2 && w.starts_with("--") && w.as_bytes()[2].is_ascii_lowercase())
+            .collect();
+        mentioned.sort_unstable();
+        mentioned.dedup();
+        for flag in mentioned {
+            assert!(options.contains(&flag), "`{page:?} --help` mentions {flag}, which it does not have:\n{help}");
+        }
+    }
+}

@@ -76,7 +76,7 @@ fn file_decisions(input: &Path, extra: &[&str]) -> Vec<Value> {
 fn events_in(out: &Output) -> u64 {
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err.lines().find(|l| l.trim_start().starts_with("events in")).expect("summary");
-    line.split_whitespace().last().unwrap().parse().unwrap()
+    line.trim_start()["events in".len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
 #[test]

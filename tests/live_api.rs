@@ -380,6 +380,17 @@ fn resume_filters_bars_and_stats_agree_with_the_output() {
     assert_eq!(bar["macd"]["histogram"], last["evidence"]["macd"]["histogram"]);
     assert!(bars.windows(2).all(|w| w[0]["time"].as_u64() < w[1]["time"].as_u64()), "bars in time order");
     assert_eq!(get(served.addr, "/api/keys/NOPE/bars", None).unwrap().0, 404);
+    // Ctrl-C on the finished run's view closes it, without claiming to close windows.
+    let mut served = served;
+    let pid = served.child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the view did not close on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = served.stderr();
+    assert!(err.contains("inflight: closing the live view") && !err.contains("closing windows"), "{err}");
 }
 
 /// A non-loopback address needs a token; with one, every request needs it; no response carries

@@ -13,7 +13,7 @@ mod broker;
 mod cli;
 
 use broker::{Broker, unique};
-use cli::{BIN, RunResult as Result, assert_refused, assert_same_result, free_port, ok, result};
+use cli::{BIN, RunResult as Result, assert_refused, assert_same_result, free_port, ok, result, summary_value};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -282,6 +282,13 @@ fn sigterm_stops_at_a_checkpoint_exits_0_and_a_restart_finishes_the_job() {
     let again = run(&args);
     assert!(restored_from(&again).is_some());
     assert_same_result("after SIGTERM", &want, &result(&out));
+    // The summary counts this run's decisions and, beside them, the whole output's.
+    let err = String::from_utf8_lossy(&again.stderr);
+    let (now, all) = (summary_value(&err, "decisions out"), summary_value(&err, "in the output"));
+    assert_eq!(all as usize, want.decisions.len(), "{err}");
+    assert!(now > 0.0 && now <= all, "{err}");
+    let before = format!("({} written before the restore)", all - now);
+    assert!(err.contains(&before) && err.contains("decisions out") && err.contains("(since the restore)"), "{err}");
 }
 
 /// A GET on the metrics server, body only.

@@ -142,6 +142,8 @@ pub struct JobReport {
     pub source: SourceStats,
     /// Results written.
     pub outputs: u64,
+    /// Results the output file already held when a restored run continued it.
+    pub outputs_before: u64,
     /// Dead letters written.
     pub dead_letters: u64,
     /// Wall time from start to the end of the last worker.
@@ -204,6 +206,7 @@ pub enum JobError {
 struct WorkerResult {
     source: Option<SourceStats>,
     outputs: u64,
+    outputs_before: u64,
     dead_letters: u64,
     timing: Histograms,
 }
@@ -232,6 +235,7 @@ where
     let mut report = JobReport {
         source: SourceStats::default(),
         outputs: 0,
+        outputs_before: 0,
         dead_letters: 0,
         elapsed: Duration::ZERO,
         latency: latency_histogram(),
@@ -249,6 +253,7 @@ where
             report.source = s;
         }
         report.outputs += r.outputs;
+        report.outputs_before += r.outputs_before;
         report.dead_letters += r.dead_letters;
         let _ = report.latency.add(&r.timing.read);
         let _ = report.lag.add(&r.timing.event);
@@ -397,6 +402,7 @@ where
     WorkerResult {
         source: (index == 0).then(|| *built.totals.borrow()),
         outputs: built.outputs.written(),
+        outputs_before: built.outputs.before(),
         dead_letters: built.dead.written(),
         timing: built.timing.take(),
     }

@@ -406,8 +406,13 @@ pub fn print_summary(pipeline: &str, r: &JobReport) {
         return;
     }
     eprintln!("inflight: {pipeline} finished");
-    eprintln!("  events in      {:>12}", s.records());
-    eprintln!("  decisions out  {:>12}", r.outputs);
+    let since = if r.restored_from.is_some() { "  (since the restore)" } else { "" };
+    eprintln!("  events in      {:>12}{since}", s.records());
+    eprintln!("  decisions out  {:>12}{since}", r.outputs);
+    if r.restored_from.is_some() {
+        let all = r.outputs_before + r.outputs;
+        eprintln!("  in the output  {all:>12}  ({} written before the restore)", r.outputs_before);
+    }
     eprintln!("  dead-lettered  {:>12}  (malformed or invalid {}, late {})", s.bad + s.late, s.bad, s.late);
     eprintln!("  late           {:>12}", s.late);
     eprintln!("  elapsed        {:>12.3} s", r.elapsed.as_secs_f64());

@@ -17,12 +17,19 @@ use timely::dataflow::operators::generic::Operator;
 #[derive(Clone, Debug, Default)]
 pub struct LineSink {
     pub(super) written: Rc<Cell<u64>>,
+    /// Lines the output held before this run continued it (a restore).
+    before: Rc<Cell<u64>>,
 }
 
 impl LineSink {
     /// Lines written so far.
     pub fn written(&self) -> u64 {
         self.written.get()
+    }
+
+    /// Lines the output already held when a restored run continued it.
+    pub fn before(&self) -> u64 {
+        self.before.get()
     }
 }
 
@@ -53,7 +60,10 @@ pub fn write_lines<'s>(
         None
     } else {
         match output.resume_at(bytes) {
-            Ok(w) => w,
+            Ok((w, kept)) => {
+                sink.before.set(kept);
+                w
+            }
             Err(e) => {
                 ctx.failures.report(e);
                 failed = true;

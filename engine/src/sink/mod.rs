@@ -92,8 +92,9 @@ impl OpenOutput {
 
     /// Opens the file to continue after a restore: cut back to `len` bytes, the length it had at
     /// the checkpoint, and appended to from there.
-    fn resume_at(&self, len: u64) -> Result<Option<Box<dyn Write + Send>>, String> {
-        let Some(path) = &self.resume else { return Ok(self.take()) };
+    /// The writer, continuing a restored output at `len` bytes, and the lines kept before that.
+    fn resume_at(&self, len: u64) -> Result<(Option<Box<dyn Write + Send>>, u64), String> {
+        let Some(path) = &self.resume else { return Ok((self.take(), 0)) };
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -103,7 +104,7 @@ impl OpenOutput {
         let meta = file.metadata().map_err(|e| format!("cannot read output {path:?}: {e}"))?;
         if !meta.is_file() {
             // A device or pipe (e.g. /dev/null): nothing to cut back.
-            return Ok(Some(Box::new(std::io::BufWriter::with_capacity(1 << 20, file))));
+            return Ok((Some(Box::new(std::io::BufWriter::with_capacity(1 << 20, file))), 0));
         }
         let now = meta.len();
         if now < len {
@@ -112,9 +113,23 @@ impl OpenOutput {
             ));
         }
         file.set_len(len).map_err(|e| format!("cannot cut output {path:?} back to {len} bytes: {e}"))?;
+        let kept = count_lines(path).map_err(|e| format!("cannot read output {path:?}: {e}"))?;
         let mut file = file;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(|e| format!("output {path:?}: {e}"))?;
-        Ok(Some(Box::new(std::io::BufWriter::with_capacity(1 << 20, file))))
+        Ok((Some(Box::new(std::io::BufWriter::with_capacity(1 << 20, file))), kept))
+    }
+}
+
+/// The lines of the file at `path` (for the summary of a restored run: its output already held
+/// them).
+fn count_lines(path: &std::path::Path) -> std::io::Result<u64> {
+    let mut file = std::fs::File::open(path)?;
+    let (mut buf, mut lines) = (vec![0u8; 1 << 20], 0u64);
+    loop {
+        match std::io::Read::read(&mut file, &mut buf)? {
+            0 => return Ok(lines),
+            n => lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64,
+        }
     }
 }
 
