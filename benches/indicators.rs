@@ -1,9 +1,10 @@
-//! Per-bar cost of the incremental indicators (RSI, MACD, EMA) over a long close series.
+//! Per-bar cost of the incremental indicators (RSI, MACD, EMA, Bollinger, ATR, stochastic) over a
+//! long bar series.
 
 #![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use inflight::operators::indicators::{Ema, Macd, Rsi};
+use inflight::operators::indicators::{Atr, Bollinger, Ema, Macd, Rsi, Stochastic};
 use std::hint::black_box;
 
 fn closes(n: usize) -> Vec<f64> {
@@ -36,6 +37,26 @@ fn indicators(c: &mut Criterion) {
         b.iter(|| {
             let mut ema = Ema::new(26);
             series.iter().map(|c| black_box(ema.update(*c))).count()
+        })
+    });
+    group.bench_function("bbands_20_2_update", |b| {
+        b.iter(|| {
+            let mut bands = Bollinger::new(20, 2.0);
+            series.iter().map(|c| black_box(bands.update(*c))).count()
+        })
+    });
+    // Bars around each close: high 0.5 % above, low 0.5 % below.
+    let bars: Vec<(f64, f64, f64)> = series.iter().map(|c| (c * 1.005, c * 0.995, *c)).collect();
+    group.bench_function("atr14_update", |b| {
+        b.iter(|| {
+            let mut atr = Atr::new(14);
+            bars.iter().map(|(h, l, c)| black_box(atr.update(*h, *l, *c))).count()
+        })
+    });
+    group.bench_function("stoch_14_3_3_update", |b| {
+        b.iter(|| {
+            let mut stoch = Stochastic::new(14, 3, 3);
+            bars.iter().map(|(h, l, c)| black_box(stoch.update(*h, *l, *c))).count()
         })
     });
     group.finish();

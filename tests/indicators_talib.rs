@@ -84,3 +84,69 @@ fn macd_matches_talib() {
         }
     }
 }
+
+fn bars_fixture() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/talib_bars.json"))
+        .expect("fixture present");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// (high, low, close) of a bar series of the fixture.
+fn hlc(series: &Value) -> Vec<(f64, f64, f64)> {
+    let col = |name: &str| -> Vec<f64> { expected(&series[name]).into_iter().map(|v| v.expect(name)).collect() };
+    let (h, l, c) = (col("high"), col("low"), col("close"));
+    (0..c.len()).map(|i| (h[i], l[i], c[i])).collect()
+}
+
+#[test]
+fn sma_and_bollinger_bands_match_talib() {
+    use inflight::operators::indicators::{Bollinger, Sma};
+    for series in bars_fixture()["series"].as_array().expect("series") {
+        let bars = hlc(series);
+        for (period, values) in series["sma"].as_object().expect("sma") {
+            let mut sma = Sma::new(period.parse().expect("period"));
+            let ours: Vec<_> = bars.iter().map(|b| sma.update(b.2)).collect();
+            assert_matches(&format!("{} SMA({period})", series["name"]), &ours, &expected(values));
+        }
+        let mut bands = Bollinger::new(20, 2.0);
+        let ours: Vec<_> = bars.iter().map(|b| bands.update(b.2)).collect();
+        for (field, pick) in [
+            ("upper", (|b: &inflight::operators::indicators::Bands| b.upper) as fn(&_) -> f64),
+            ("middle", |b| b.middle),
+            ("lower", |b| b.lower),
+        ] {
+            let ours: Vec<_> = ours.iter().map(|b| b.as_ref().map(pick)).collect();
+            let name = format!("{} BBANDS(20,2,2,SMA).{field}", series["name"]);
+            assert_matches(&name, &ours, &expected(&series["bbands"][field]));
+        }
+    }
+}
+
+#[test]
+fn atr_matches_talib() {
+    use inflight::operators::indicators::Atr;
+    for series in bars_fixture()["series"].as_array().expect("series") {
+        let bars = hlc(series);
+        for (period, values) in series["atr"].as_object().expect("atr") {
+            let mut atr = Atr::new(period.parse().expect("period"));
+            let ours: Vec<_> = bars.iter().map(|(h, l, c)| atr.update(*h, *l, *c)).collect();
+            assert_matches(&format!("{} ATR({period})", series["name"]), &ours, &expected(values));
+        }
+    }
+}
+
+#[test]
+fn stochastic_matches_talib() {
+    use inflight::operators::indicators::Stochastic;
+    for series in bars_fixture()["series"].as_array().expect("series") {
+        let mut stoch = Stochastic::new(14, 3, 3);
+        let ours: Vec<_> = hlc(series).iter().map(|(h, l, c)| stoch.update(*h, *l, *c)).collect();
+        for (field, pick) in
+            [("k", (|s: &inflight::operators::indicators::Stoch| s.k) as fn(&_) -> f64), ("d", |s| s.d)]
+        {
+            let ours: Vec<_> = ours.iter().map(|s| s.as_ref().map(pick)).collect();
+            let name = format!("{} STOCH(14,3,SMA,3,SMA).{field}", series["name"]);
+            assert_matches(&name, &ours, &expected(&series["stoch"][field]));
+        }
+    }
+}

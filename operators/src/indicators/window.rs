@@ -1,0 +1,207 @@
+//! Window indicators: TA-Lib's simple moving average (one running total to which each value is
+//! added when it arrives and from which it is subtracted when it leaves, in TA-Lib's order, so the
+//! sums agree to the last bit), Bollinger bands, Wilder's ATR and the slow stochastic. The
+//! fixture test `tests/indicators_talib.rs` checks each against TA-Lib 0.8.1 (the `ta-lib` 0.8.2
+//! wheel's) to 1e-9.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// TA-Lib's `TA_INT_SMA` as a stream: no value for the first n-1 inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sma {
+    period: usize,
+    window: VecDeque<f64>,
+    total: f64,
+}
+
+impl Sma {
+    /// An average over `period` values (at least 1).
+    pub fn new(period: usize) -> Self {
+        let period = period.max(1);
+        Sma { period, window: VecDeque::with_capacity(period), total: 0.0 }
+    }
+
+    /// Feeds one value; returns the average of the last `period` once there are that many.
+    pub fn update(&mut self, x: f64) -> Option<f64> {
+        self.total += x;
+        self.window.push_back(x);
+        if self.window.len() < self.period {
+            return None;
+        }
+        let mean = self.total / self.period as f64;
+        if let Some(oldest) = self.window.pop_front() {
+            self.total -= oldest;
+        }
+        Some(mean)
+    }
+}
+
+/// Bollinger bands: `TA_BBANDS(close, n, k, k, SMA)`. The deviation is the window's population
+/// standard deviation around the middle band, summed in two passes as current TA-Lib does (the
+/// running sum of squares of older TA-Lib loses digits at large prices: 1.6e-8 at 42,000).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bollinger {
+    sma: Sma,
+    k: f64,
+    closes: VecDeque<f64>,
+}
+
+/// One value of the bands.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bands {
+    /// Middle + k standard deviations.
+    pub upper: f64,
+    /// The simple moving average.
+    pub middle: f64,
+    /// Middle − k standard deviations.
+    pub lower: f64,
+}
+
+impl Bollinger {
+    /// Bands over `period` closes, `k` (population) standard deviations wide.
+    pub fn new(period: usize, k: f64) -> Self {
+        let period = period.max(1);
+        Bollinger { sma: Sma::new(period), k, closes: VecDeque::with_capacity(period + 1) }
+    }
+
+    /// Feeds one close; returns the bands once `period` closes are in.
+    pub fn update(&mut self, x: f64) -> Option<Bands> {
+        self.closes.push_back(x);
+        if self.closes.len() > self.sma.period {
+            self.closes.pop_front();
+        }
+        let middle = self.sma.update(x)?;
+        let mut squares = 0.0;
+        for c in &self.closes {
+            let d = c - middle;
+            squares += d * d;
+        }
+        let variance = squares / self.sma.period as f64;
+        let deviation = if variance > 0.0 { variance.sqrt() } else { 0.0 };
+        let width = deviation * self.k;
+        Some(Bands { upper: middle + width, middle, lower: middle - width })
+    }
+}
+
+/// Wilder's average true range: `TA_ATR(high, low, close, n)`. The first bar has no previous
+/// close and no true range; the n-th true range gives the first value, their simple average; each
+/// later one `(prev × (n−1) + tr) / n`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Atr {
+    period: usize,
+    prev_close: Option<f64>,
+    seed: Sma,
+    value: Option<f64>,
+}
+
+impl Atr {
+    /// An ATR over `period` bars (at least 1).
+    pub fn new(period: usize) -> Self {
+        let period = period.max(1);
+        Atr { period, prev_close: None, seed: Sma::new(period), value: None }
+    }
+
+    /// Feeds one bar; returns the ATR once warmed up.
+    pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
+        let prev = self.prev_close.replace(close)?;
+        // TA_TRANGE: the greatest of the bar's range and its distances to the previous close.
+        let mut range = high - low;
+        range = range.max((prev - high).abs()).max((prev - low).abs());
+        self.value = match self.value {
+            None => self.seed.update(range),
+            Some(atr) => Some((atr * (self.period - 1) as f64 + range) / self.period as f64),
+        };
+        self.value
+    }
+}
+
+/// The slow stochastic: `TA_STOCH(high, low, close, k, ks, SMA, d, SMA)`. Fast %K is where the
+/// close stands in the last `k` bars' range (0 when the range is empty), %K its `ks`-bar SMA, %D
+/// the `d`-bar SMA of %K; both are given from the bar on which %D first exists, as TA-Lib does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stochastic {
+    period: usize,
+    bars: VecDeque<(f64, f64)>,
+    slow_k: Sma,
+    slow_d: Sma,
+}
+
+/// One value of the stochastic.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stoch {
+    /// Slow %K.
+    pub k: f64,
+    /// %D.
+    pub d: f64,
+}
+
+impl Stochastic {
+    /// A stochastic over `period` bars, %K smoothed over `k_smooth`, %D over `d_smooth`.
+    pub fn new(period: usize, k_smooth: usize, d_smooth: usize) -> Self {
+        let period = period.max(1);
+        Stochastic {
+            period,
+            bars: VecDeque::with_capacity(period),
+            slow_k: Sma::new(k_smooth),
+            slow_d: Sma::new(d_smooth),
+        }
+    }
+
+    /// Feeds one bar; returns %K and %D once warmed up.
+    pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<Stoch> {
+        self.bars.push_back((high, low));
+        if self.bars.len() > self.period {
+            self.bars.pop_front();
+        }
+        if self.bars.len() < self.period {
+            return None;
+        }
+        let highest = self.bars.iter().map(|b| b.0).fold(f64::NEG_INFINITY, f64::max);
+        let lowest = self.bars.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
+        // TA-Lib divides by the range over 100 (not × 100 after): the same bits as TA-Lib.
+        let diff = (highest - lowest) / 100.0;
+        let fast = if diff != 0.0 { (close - lowest) / diff } else { 0.0 };
+        let k = self.slow_k.update(fast)?;
+        let d = self.slow_d.update(k)?;
+        Some(Stoch { k, d })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sma_waits_for_its_period_then_slides() {
+        let mut s = Sma::new(3);
+        assert_eq!((s.update(1.0), s.update(2.0)), (None, None));
+        assert_eq!(s.update(3.0), Some(2.0));
+        assert_eq!(s.update(6.0), Some(11.0 / 3.0));
+    }
+
+    #[test]
+    fn bands_of_a_flat_series_have_no_width() {
+        let mut b = Bollinger::new(3, 2.0);
+        b.update(5.0);
+        b.update(5.0);
+        assert_eq!(b.update(5.0), Some(Bands { upper: 5.0, middle: 5.0, lower: 5.0 }));
+    }
+
+    #[test]
+    fn atr_starts_on_the_nth_true_range() {
+        let mut a = Atr::new(2);
+        assert_eq!(a.update(10.0, 8.0, 9.0), None); // no previous close
+        assert_eq!(a.update(10.0, 9.0, 9.5), None); // tr 1
+        assert_eq!(a.update(12.0, 9.0, 11.0), Some(2.0)); // tr 3: (1 + 3) / 2
+        assert_eq!(a.update(11.0, 11.0, 11.0), Some(1.0)); // tr 0: (2 × 1 + 0) / 2
+    }
+
+    #[test]
+    fn stochastic_of_an_empty_range_is_zero() {
+        let mut s = Stochastic::new(2, 1, 1);
+        assert_eq!(s.update(5.0, 5.0, 5.0), None);
+        assert_eq!(s.update(5.0, 5.0, 5.0), Some(Stoch { k: 0.0, d: 0.0 }));
+        assert_eq!(s.update(10.0, 5.0, 10.0), Some(Stoch { k: 100.0, d: 100.0 }));
+    }
+}
