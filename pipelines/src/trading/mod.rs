@@ -16,7 +16,7 @@ pub use rules::{Scored, TradingRules};
 
 use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Graph, Millis, SourceName, Sourced, Stream};
-use inflight_operators::indicators::{Atr, Bollinger, Macd, MacdValue, Rsi, Stochastic};
+use inflight_operators::indicators::{Macd, MacdValue, Rsi};
 use inflight_operators::{
     Action, Bar, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, MapBatchesExt, Rules, WindowExt,
 };
@@ -118,10 +118,6 @@ impl TradingConfig {
 struct Asset {
     rsi: Rsi,
     macd: Macd,
-    /// TA-Lib's defaults: BBANDS(20, 2, 2, SMA), ATR(14), STOCH(14, 3, SMA, 3, SMA).
-    bollinger: Bollinger,
-    atr: Atr,
-    stoch: Stochastic,
     last: Option<Action>,
 }
 
@@ -187,28 +183,20 @@ pub fn trading<'s>(
         // there: the indicators and the rules are applied on arrival, in one keyed stage (as
         // `decide` would, which as a second stage cost about 5 % of a tick: every bar moved and
         // looked up once more).
-        // Version 2: the assets carry Bollinger, ATR and stochastic state.
-        .keyed_state(graph.state("assets", 2), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
+        .keyed_state(graph.state("assets", 1), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
             let asset = state.get_or_insert_with(|| Asset {
                 rsi: Rsi::new(c.rsi_period),
                 macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
-                bollinger: Bollinger::new(20, 2.0),
-                atr: Atr::new(14),
-                stoch: Stochastic::new(14, 3, 3),
                 last: None,
             });
-            // All are fed every bar, so each keeps TA-Lib's warm-up; decide once RSI and MACD
-            // have values (the others join the evidence when they have theirs).
+            // Both are fed every bar, so each keeps TA-Lib's warm-up; decide once both have values.
             let rsi = asset.rsi.update(bar.close);
             let macd = asset.macd.update(bar.close);
-            let bollinger = asset.bollinger.update(bar.close);
-            let atr = asset.atr.update(bar.high, bar.low, bar.close);
-            let stoch = asset.stoch.update(bar.high, bar.low, bar.close);
             // Every bar, warmed up or not, is charted by the live view.
             if serving {
                 out.push(Step::Chart(live_bar(&bar, rsi, macd)));
             }
-            let indicated = Indicated { bar, rsi, macd, bollinger, atr, stoch };
+            let indicated = Indicated { bar, rsi, macd };
             let Some(verdict) = rules.verdict(&indicated) else { return };
             if !asset.last.replace(verdict.action).is_some_and(|a| a.is(verdict.action)) || emit == Emit::All {
                 out.push(Step::Decided(rules.explain(indicated, verdict)));

@@ -4,7 +4,7 @@
 use super::event::Trend;
 use inflight_engine::time::{Stamp, format_rfc3339, wall_millis};
 use inflight_engine::{Key, SourceName, SourceRef};
-use inflight_operators::indicators::{Bands, MacdValue, Stoch};
+use inflight_operators::indicators::MacdValue;
 use inflight_operators::{Action, Bar, DecidedBy, Decision, Evidence, Fixed, Keyed, Rules, Slot, Verdict};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -18,12 +18,6 @@ pub struct Scored {
     pub rsi: f64,
     /// MACD on bar closes.
     pub macd: MacdValue,
-    /// Bollinger bands (20 closes, 2 deviations), once warmed up.
-    pub bollinger: Option<Bands>,
-    /// Wilder's ATR(14), once warmed up.
-    pub atr: Option<f64>,
-    /// The slow stochastic (14, 3, 3), once warmed up.
-    pub stoch: Option<Stoch>,
 }
 
 impl Keyed for Scored {
@@ -42,12 +36,6 @@ struct TradingEvidence<'a> {
     bar: BarEvidence,
     rsi: f64,
     macd: &'a MacdValue,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bollinger: Option<&'a Bands>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    atr: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stoch: Option<&'a Stoch>,
     trend: &'a str,
 }
 
@@ -136,9 +124,6 @@ pub(crate) struct Indicated {
     pub(crate) bar: Bar<Option<Trend>>,
     pub(crate) rsi: Option<f64>,
     pub(crate) macd: Option<MacdValue>,
-    pub(crate) bollinger: Option<Bands>,
-    pub(crate) atr: Option<f64>,
-    pub(crate) stoch: Option<Stoch>,
 }
 
 impl Keyed for Indicated {
@@ -166,7 +151,7 @@ impl Rules for WarmedUp {
         // Only decided bars are explained, so both values are there.
         let nan = MacdValue { value: f64::NAN, signal: f64::NAN, histogram: f64::NAN };
         let (rsi, macd) = (i.rsi.unwrap_or(f64::NAN), i.macd.unwrap_or(nan));
-        self.0.explain(Scored { bar: i.bar, rsi, macd, bollinger: i.bollinger, atr: i.atr, stoch: i.stoch }, v)
+        self.0.explain(Scored { bar: i.bar, rsi, macd }, v)
     }
 }
 
@@ -206,9 +191,6 @@ impl Rules for TradingRules {
             },
             rsi: s.rsi,
             macd: &s.macd,
-            bollinger: s.bollinger.as_ref(),
-            atr: s.atr,
-            stoch: s.stoch.as_ref(),
             trend,
         });
         let source = self.source.clone().unwrap_or_else(|| SourceName::File(Arc::from("unknown")));
@@ -257,9 +239,6 @@ mod tests {
             },
             rsi,
             macd: MacdValue { value: histogram, signal: 0.0, histogram },
-            bollinger: None,
-            atr: None,
-            stoch: None,
         }
     }
 
