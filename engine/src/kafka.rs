@@ -421,7 +421,7 @@ pub fn consume_to(
             Some(Ok(m)) => {
                 ends.read(m.partition(), m.offset());
                 let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
-                if meta {
+                let wrote = if meta {
                     let headers: serde_json::Map<String, serde_json::Value> = m
                         .headers()
                         .map(|h| {
@@ -439,15 +439,13 @@ pub fn consume_to(
                         "headers": headers,
                         "value": value,
                     });
-                    match writeln!(out, "{line}") {
-                        Err(e) if closed(&e) => return Ok(written),
-                        r => r.map_err(io)?,
-                    }
+                    writeln!(out, "{line}")
                 } else {
-                    match writeln!(out, "{value}") {
-                        Err(e) if closed(&e) => return Ok(written),
-                        r => r.map_err(io)?,
-                    }
+                    writeln!(out, "{value}")
+                };
+                match wrote {
+                    Err(e) if closed(&e) => return Ok(written),
+                    r => r.map_err(io)?,
                 }
                 written += 1;
             }
