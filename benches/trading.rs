@@ -12,10 +12,10 @@ use inflight::engine::sink::Output;
 use inflight::engine::source::{Input, SourceConfig};
 use inflight::engine::{Position, SourceName};
 use inflight::operators::exact_sum::ExactSum;
-use inflight::operators::indicators::MacdValue;
+use inflight::operators::indicators::{Bands, MacdValue, Stoch};
 use inflight::operators::{Bar, Rules};
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
-use inflight::pipelines::trading::{MarketEvent, MarketTick, Scored, TradingConfig, TradingRules, Trend};
+use inflight::pipelines::trading::{Context, MarketEvent, MarketTick, Scored, TradingConfig, TradingRules, Trend};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,11 +95,14 @@ fn sample_scored() -> Scored {
             first: at,
             last: at,
             ingest_ns: 0,
-            context: Some(Trend::Bullish),
+            context: Context::new(Some(Trend::Bullish), None, None, None),
             slot: None,
         },
         rsi: 55.123_456,
         macd: MacdValue { value: 1.234_5, signal: 0.987_6, histogram: 0.246_9 },
+        bollinger: Some(Bands { upper: 103.1, middle: 101.2, lower: 99.3 }),
+        atr: Some(1.25),
+        stoch: Some(Stoch { k: 61.5, d: 58.25 }),
     }
 }
 

@@ -82,6 +82,12 @@ fn bars_and_indicators_match_talib_end_to_end() {
                 (&e["macd"]["value"], &row["macd"]),
                 (&e["macd"]["signal"], &row["signal"]),
                 (&e["macd"]["histogram"], &row["histogram"]),
+                (&e["bollinger"]["upper"], &row["bb_upper"]),
+                (&e["bollinger"]["middle"], &row["bb_middle"]),
+                (&e["bollinger"]["lower"], &row["bb_lower"]),
+                (&e["atr"], &row["atr"]),
+                (&e["stoch"]["k"], &row["stoch_k"]),
+                (&e["stoch"]["d"], &row["stoch_d"]),
             ] {
                 let (o, t) = (ours.as_f64().unwrap(), theirs.as_f64().unwrap());
                 assert!((o - t).abs() <= 1e-9, "{asset} bar ending {end}: ours {o} vs TA-Lib {t}");
@@ -315,6 +321,72 @@ fn example_config_file_gives_the_default_decisions() {
     run_trading(&input, &c, &dead, &["--config", strict.to_str().unwrap(), "--emit", "all"]);
     let all = decisions(&c);
     assert!(!all.is_empty() && all.iter().all(|d| d["action"] == "SELL"));
+}
+
+/// The optional rules and filters, end to end: every decision's action follows from its own
+/// evidence by the documented order (the specification's SELL and BUY, then stochastic and band
+/// SELLs, then BUYs; then a BUY or SELL in high volatility is held).
+#[test]
+fn optional_rules_and_filters_follow_from_the_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("market-small.jsonl");
+    let config = dir.path().join("rules.toml");
+    let rules =
+        "[rules]\nstoch_sell_above = 80.0\nstoch_buy_below = 20.0\nbollinger = true\nhold_in_volatility = [\"high\"]\n";
+    std::fs::write(&config, rules).unwrap();
+    let (out, dead) = (dir.path().join("out"), dir.path().join("dead"));
+    run_trading(&input, &out, &dead, &["--config", config.to_str().unwrap(), "--emit", "all"]);
+    let all = decisions(&out);
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for d in &all {
+        let e = &d["evidence"];
+        let num = |v: &Value| v.as_f64();
+        let (rsi, histogram, close) =
+            (num(&e["rsi"]).unwrap(), num(&e["macd"]["histogram"]).unwrap(), num(&e["bar"]["close"]).unwrap());
+        let k = num(&e["stoch"]["k"]);
+        let (upper, lower) = (num(&e["bollinger"]["upper"]), num(&e["bollinger"]["lower"]));
+        let signal = if rsi > 70.0 {
+            "SELL"
+        } else if histogram > 10.0 && e["trend"] == "bullish" {
+            "BUY"
+        } else if k.is_some_and(|k| k > 80.0) || upper.is_some_and(|u| close > u) {
+            "SELL"
+        } else if k.is_some_and(|k| k < 20.0) || lower.is_some_and(|l| close < l) {
+            "BUY"
+        } else {
+            "HOLD"
+        };
+        let held = signal != "HOLD" && e["volatility"] == "high";
+        let want = if held { "HOLD" } else { signal };
+        assert_eq!(d["action"], want, "{d}");
+        let reason = d["reason"].as_str().unwrap();
+        if held {
+            assert!(reason.starts_with(&format!("{signal} held: volatility is high (")), "{reason}");
+        }
+        *seen.entry(format!("{want} {}", reason.split(' ').next().unwrap_or_default())).or_default() += 1;
+    }
+    // Each rule and the filter fired somewhere, or the test proves little.
+    for kind in ["BUY stochastic", "SELL stochastic", "BUY close", "SELL close", "HOLD BUY", "HOLD SELL"] {
+        assert!(seen.get(kind).is_some_and(|n| *n > 0), "{kind} never decided: {seen:?}");
+    }
+    // A filter word that means nothing is a config error.
+    std::fs::write(&config, "[rules]\nhold_in_volatility = [\"hihg\"]\n").unwrap();
+    let bad = inflight(&[
+        "run",
+        "trading",
+        "--input",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("hold_in_volatility: \"hihg\" is not one of low, medium, high") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]

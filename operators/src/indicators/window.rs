@@ -40,11 +40,15 @@ impl Sma {
 /// Bollinger bands: `TA_BBANDS(close, n, k, k, SMA)`. The deviation is the window's population
 /// standard deviation around the middle band, summed in two passes as current TA-Lib does (the
 /// running sum of squares of older TA-Lib loses digits at large prices: 1.6e-8 at 42,000).
+/// A close is taken in O(1) ([`Bollinger::push`]); the deviation's pass over the window is made
+/// only when the bands are asked for ([`Bollinger::value`]): a pipeline asks for the bars it
+/// explains, and taking every bar's bands cost about 90 instructions a tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bollinger {
     sma: Sma,
     k: f64,
     closes: VecDeque<f64>,
+    middle: Option<f64>,
 }
 
 /// One value of the bands.
@@ -62,16 +66,22 @@ impl Bollinger {
     /// Bands over `period` closes, `k` (population) standard deviations wide.
     pub fn new(period: usize, k: f64) -> Self {
         let period = period.max(1);
-        Bollinger { sma: Sma::new(period), k, closes: VecDeque::with_capacity(period + 1) }
+        Bollinger { sma: Sma::new(period), k, closes: VecDeque::with_capacity(period + 1), middle: None }
     }
 
-    /// Feeds one close; returns the bands once `period` closes are in.
-    pub fn update(&mut self, x: f64) -> Option<Bands> {
+    /// Takes one close.
+    pub fn push(&mut self, x: f64) {
         self.closes.push_back(x);
         if self.closes.len() > self.sma.period {
             self.closes.pop_front();
         }
-        let middle = self.sma.update(x)?;
+        // The middle band is the running SMA (TA-Lib's sums, to the bit), kept on every close.
+        self.middle = self.sma.update(x);
+    }
+
+    /// The bands of the closes taken so far, once `period` closes are in.
+    pub fn value(&self) -> Option<Bands> {
+        let middle = self.middle?;
         let mut squares = 0.0;
         for c in &self.closes {
             let d = c - middle;
@@ -81,6 +91,12 @@ impl Bollinger {
         let deviation = if variance > 0.0 { variance.sqrt() } else { 0.0 };
         let width = deviation * self.k;
         Some(Bands { upper: middle + width, middle, lower: middle - width })
+    }
+
+    /// Takes one close and returns the bands ([`Bollinger::push`], then [`Bollinger::value`]).
+    pub fn update(&mut self, x: f64) -> Option<Bands> {
+        self.push(x);
+        self.value()
     }
 }
 
@@ -119,12 +135,17 @@ impl Atr {
 /// The slow stochastic: `TA_STOCH(high, low, close, k, ks, SMA, d, SMA)`. Fast %K is where the
 /// close stands in the last `k` bars' range (0 when the range is empty), %K its `ks`-bar SMA, %D
 /// the `d`-bar SMA of %K; both are given from the bar on which %D first exists, as TA-Lib does.
+/// A bar is taken in O(1) ([`Stochastic::push`]: the last `k + ks + d − 2` bars are kept); %K and
+/// %D are worked out from them when asked for ([`Stochastic::value`]), as a pipeline does for the
+/// bars it explains: every bar's cost about 300 instructions a tick. Summed afresh rather than with
+/// TA-Lib's running totals, they agree with TA-Lib to about 1e-13 rather than to the bit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stochastic {
     period: usize,
-    bars: VecDeque<(f64, f64)>,
-    slow_k: Sma,
-    slow_d: Sma,
+    k_smooth: usize,
+    d_smooth: usize,
+    /// (high, low, close) of the last `k + ks + d − 2` bars, oldest first: fewer while warming up.
+    bars: VecDeque<(f64, f64, f64)>,
 }
 
 /// One value of the stochastic.
@@ -139,32 +160,52 @@ pub struct Stoch {
 impl Stochastic {
     /// A stochastic over `period` bars, %K smoothed over `k_smooth`, %D over `d_smooth`.
     pub fn new(period: usize, k_smooth: usize, d_smooth: usize) -> Self {
-        let period = period.max(1);
-        Stochastic {
-            period,
-            bars: VecDeque::with_capacity(period),
-            slow_k: Sma::new(k_smooth),
-            slow_d: Sma::new(d_smooth),
+        let (period, k_smooth, d_smooth) = (period.max(1), k_smooth.max(1), d_smooth.max(1));
+        let keep = period + k_smooth + d_smooth - 2;
+        Stochastic { period, k_smooth, d_smooth, bars: VecDeque::with_capacity(keep + 1) }
+    }
+
+    fn keep(&self) -> usize {
+        self.period + self.k_smooth + self.d_smooth - 2
+    }
+
+    /// Takes one bar.
+    pub fn push(&mut self, high: f64, low: f64, close: f64) {
+        self.bars.push_back((high, low, close));
+        if self.bars.len() > self.keep() {
+            self.bars.pop_front();
         }
     }
 
-    /// Feeds one bar; returns %K and %D once warmed up.
-    pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<Stoch> {
-        self.bars.push_back((high, low));
-        if self.bars.len() > self.period {
-            self.bars.pop_front();
-        }
-        if self.bars.len() < self.period {
+    /// %K and %D of the bars taken so far, once warmed up.
+    pub fn value(&self) -> Option<Stoch> {
+        let keep = self.keep();
+        if self.bars.len() < keep {
             return None;
         }
-        let highest = self.bars.iter().map(|b| b.0).fold(f64::NEG_INFINITY, f64::max);
-        let lowest = self.bars.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
-        // TA-Lib divides by the range over 100 (not × 100 after): the same bits as TA-Lib.
-        let diff = (highest - lowest) / 100.0;
-        let fast = if diff != 0.0 { (close - lowest) / diff } else { 0.0 };
-        let k = self.slow_k.update(fast)?;
-        let d = self.slow_d.update(k)?;
-        Some(Stoch { k, d })
+        // Fast %K of bar i (an index into `bars`): its close in the range of the `period` bars
+        // ending at it.
+        let fast = |i: usize| {
+            let window = self.bars.range(i + 1 - self.period..=i);
+            let (highest, lowest) =
+                window.fold((f64::NEG_INFINITY, f64::INFINITY), |(h, l), b| (h.max(b.0), l.min(b.1)));
+            // TA-Lib divides by the range over 100 (not × 100 after): the same bits as TA-Lib.
+            let diff = (highest - lowest) / 100.0;
+            if diff != 0.0 { (self.bars[i].2 - lowest) / diff } else { 0.0 }
+        };
+        // The fast %K of the last `ks + d − 1` bars, each once; slow %K j is the mean of the
+        // `ks` of them ending at j, %D the mean of the last `d` slow %K.
+        let fasts: Vec<f64> = (self.period - 1..keep).map(fast).collect();
+        let slow = |j: usize| fasts[j + 1 - self.k_smooth..=j].iter().sum::<f64>() / self.k_smooth as f64;
+        let last = fasts.len() - 1;
+        let d = (last + 1 - self.d_smooth..=last).map(slow).sum::<f64>() / self.d_smooth as f64;
+        Some(Stoch { k: slow(last), d })
+    }
+
+    /// Takes one bar and returns %K and %D ([`Stochastic::push`], then [`Stochastic::value`]).
+    pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<Stoch> {
+        self.push(high, low, close);
+        self.value()
     }
 }
 

@@ -84,16 +84,9 @@ pub enum Trend {
 impl Trend {
     /// The trend a producer's word names (as serde reads it: lowercase, anything else `Other`).
     fn from_word(word: &[u8]) -> Trend {
-        // The three words are seven letters; one compare of the letters as a word each.
-        let Some(w) = word.first_chunk::<7>().filter(|_| word.len() == 7) else { return Trend::Other };
-        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], 0]);
-        let as_word = |t: &[u8; 7]| u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], 0]);
-        match w {
-            _ if w == as_word(b"bullish") => Trend::Bullish,
-            _ if w == as_word(b"bearish") => Trend::Bearish,
-            _ if w == as_word(b"neutral") => Trend::Neutral,
-            _ => Trend::Other,
-        }
+        const KNOWN: [(&[u8], Trend); 3] =
+            [(b"bullish", Trend::Bullish), (b"bearish", Trend::Bearish), (b"neutral", Trend::Neutral)];
+        classify(word, &KNOWN, Trend::Other)
     }
 
     /// The trend as written.
@@ -104,6 +97,121 @@ impl Trend {
             Trend::Neutral => "neutral",
             Trend::Other => "other",
         }
+    }
+}
+
+/// The known word `word` is, or `other`: the length and first byte rule out all but one known
+/// word before any full compare (a tick has three words; this is most of what reading them costs).
+fn classify<T: Copy>(word: &[u8], known: &[(&[u8], T)], other: T) -> T {
+    let first = word.first().copied();
+    known
+        .iter()
+        .find(|(k, _)| k.len() == word.len() && k.first().copied() == first && *k == word)
+        .map_or(other, |(_, t)| *t)
+}
+
+/// How volatile the producer says the market is (`market_context.volatility`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Volatility {
+    /// Calm.
+    Low,
+    /// Normal.
+    Medium,
+    /// Wild.
+    High,
+    /// Any other word the producer used.
+    #[serde(other)]
+    Other,
+}
+
+impl Volatility {
+    fn from_word(word: &[u8]) -> Volatility {
+        const KNOWN: [(&[u8], Volatility); 3] =
+            [(b"low", Volatility::Low), (b"medium", Volatility::Medium), (b"high", Volatility::High)];
+        classify(word, &KNOWN, Volatility::Other)
+    }
+
+    /// The word as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Volatility::Low => "low",
+            Volatility::Medium => "medium",
+            Volatility::High => "high",
+            Volatility::Other => "other",
+        }
+    }
+}
+
+/// The news sentiment the producer reports (`market_context.news_sentiment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum News {
+    /// Good news.
+    Positive,
+    /// Nothing either way.
+    Neutral,
+    /// Bad news.
+    Negative,
+    /// Any other word the producer used.
+    #[serde(other)]
+    Other,
+}
+
+impl News {
+    fn from_word(word: &[u8]) -> News {
+        const KNOWN: [(&[u8], News); 3] =
+            [(b"positive", News::Positive), (b"neutral", News::Neutral), (b"negative", News::Negative)];
+        classify(word, &KNOWN, News::Other)
+    }
+
+    /// The word as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            News::Positive => "positive",
+            News::Neutral => "neutral",
+            News::Negative => "negative",
+            News::Other => "other",
+        }
+    }
+}
+
+/// What the rules read of a tick besides price and volume: the producer's market context and its
+/// `indicators.sentiment_score`. Eight bytes (the score as an f32, NaN for none), so a tick is
+/// no larger than with the trend alone: ticks cross workers, and their bytes are the cost.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Context {
+    /// `market_context.trend`.
+    pub trend: Option<Trend>,
+    /// `market_context.volatility`.
+    pub volatility: Option<Volatility>,
+    /// `market_context.news_sentiment`.
+    pub news: Option<News>,
+    score: f32,
+}
+
+impl Context {
+    /// A context; the score is kept to f32 precision (about 7 digits).
+    pub fn new(trend: Option<Trend>, volatility: Option<Volatility>, news: Option<News>, score: Option<f64>) -> Self {
+        Context { trend, volatility, news, score: score.map_or(f32::NAN, |s| s as f32) }
+    }
+
+    /// `indicators.sentiment_score`, if the tick had one.
+    pub fn sentiment_score(&self) -> Option<f32> {
+        (!self.score.is_nan()).then_some(self.score)
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new(None, None, None, None)
+    }
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        (self.trend, self.volatility, self.news, self.sentiment_score())
+            == (other.trend, other.volatility, other.news, other.sentiment_score())
     }
 }
 
@@ -135,24 +243,69 @@ impl Event for MarketEvent {
     }
 }
 
-/// What the trading pipeline reads of a market event: the required fields and the trend, nothing
-/// else. The optional `indicators`, `volatility` and `news_sentiment` are skipped unread (and so
-/// not checked), which halves the parse: building them was most of a tick's cost. A line the
-/// pipeline accepts as a `MarketTick` is a valid [`MarketEvent`] in every field it uses.
+/// What the trading pipeline reads of a market event: the required fields, the market context's
+/// words and the sentiment score, nothing else. The producer's own `rsi` and `macd` are skipped
+/// unread (and so not checked), and nothing is built that the rules do not read: building every
+/// optional field was most of a tick's cost. A line the pipeline accepts as a `MarketTick` is a
+/// valid [`MarketEvent`] in every field it uses.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "TickFields")]
 pub struct MarketTick {
     /// Instrument.
     pub asset: Key,
     /// Last traded price (> 0).
     pub price: f64,
     /// Event time (as [`MarketEvent::timestamp`]).
-    #[serde(with = "rfc3339", default = "no_time")]
     pub timestamp: Millis,
     /// Traded volume (>= 0).
     pub volume: f64,
-    /// `market_context.trend`.
-    #[serde(default, rename = "market_context", deserialize_with = "trend_of_context")]
-    pub trend: Option<Trend>,
+    /// `market_context` and `indicators.sentiment_score`.
+    pub context: Context,
+}
+
+/// A market tick as serde reads it (the slow path, and the one that words the errors).
+#[derive(Deserialize)]
+struct TickFields {
+    asset: Key,
+    price: f64,
+    #[serde(with = "rfc3339", default = "no_time")]
+    timestamp: Millis,
+    volume: f64,
+    #[serde(default)]
+    market_context: Option<ContextFields>,
+    #[serde(default)]
+    indicators: Option<IndicatorFields>,
+}
+
+#[derive(Deserialize)]
+struct ContextFields {
+    #[serde(default)]
+    trend: Option<Trend>,
+    #[serde(default)]
+    volatility: Option<Volatility>,
+    #[serde(default)]
+    news_sentiment: Option<News>,
+}
+
+#[derive(Deserialize)]
+struct IndicatorFields {
+    #[serde(default)]
+    sentiment_score: Option<f64>,
+}
+
+impl From<TickFields> for MarketTick {
+    fn from(t: TickFields) -> Self {
+        let (trend, volatility, news) =
+            t.market_context.map_or((None, None, None), |c| (c.trend, c.volatility, c.news_sentiment));
+        let score = t.indicators.and_then(|i| i.sentiment_score);
+        MarketTick {
+            asset: t.asset,
+            price: t.price,
+            timestamp: t.timestamp,
+            volume: t.volume,
+            context: Context::new(trend, volatility, news, score),
+        }
+    }
 }
 
 impl MarketTick {
@@ -198,74 +351,109 @@ impl MarketTick {
         let timestamp = parse_utc_fast(c.bytes()?)?;
         c.expect(br#","volume":"#)?;
         let volume = c.number()?;
-        if c.expect(br#","indicators":"#).is_some() {
-            c.skip()?;
-        }
+        let score = if c.expect(br#","indicators":"#).is_some() { score_of_indicators_fast(c)? } else { None };
+        // The usual words are tried as literals first (a fixed-size compare each, where reading
+        // the string and then classifying it cost about 100 instructions a word).
         c.expect(br#","market_context":{"volatility":"#)?;
-        c.skip()?;
+        let volatility = if c.expect(br#""low""#).is_some() {
+            Some(Volatility::Low)
+        } else if c.expect(br#""medium""#).is_some() {
+            Some(Volatility::Medium)
+        } else if c.expect(br#""high""#).is_some() {
+            Some(Volatility::High)
+        } else {
+            word_fast(c, Volatility::from_word)?
+        };
         c.expect(br#","trend":"#)?;
-        let trend = if c.null() { None } else { Some(Trend::from_word(c.bytes()?)) };
+        let trend = if c.expect(br#""bullish""#).is_some() {
+            Some(Trend::Bullish)
+        } else if c.expect(br#""bearish""#).is_some() {
+            Some(Trend::Bearish)
+        } else if c.expect(br#""neutral""#).is_some() {
+            Some(Trend::Neutral)
+        } else {
+            word_fast(c, Trend::from_word)?
+        };
         c.expect(br#","news_sentiment":"#)?;
-        c.skip()?;
+        let news = if c.expect(br#""positive""#).is_some() {
+            Some(News::Positive)
+        } else if c.expect(br#""neutral""#).is_some() {
+            Some(News::Neutral)
+        } else if c.expect(br#""negative""#).is_some() {
+            Some(News::Negative)
+        } else {
+            word_fast(c, News::from_word)?
+        };
         c.expect(b"}}")?;
-        Some(MarketTick { asset: Key::from(asset), price, timestamp, volume, trend })
+        let context = Context::new(trend, volatility, news, score);
+        Some(MarketTick { asset: Key::from(asset), price, timestamp, volume, context })
     }
 
     /// Any layout, member by member.
     fn read_scan(record: &[u8]) -> Option<MarketTick> {
         let (mut asset, mut price, mut timestamp, mut volume) = (None, None, None, None);
-        let mut trend: Option<Option<Trend>> = None;
-        // A second value for a field is serde's "duplicate field" error.
-        fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
-            slot.is_none().then(|| *slot = Some(value))
-        }
+        let (mut words, mut score) = (None, None);
         json::scan_object(record, |key, value| match key {
             b"asset" => once(&mut asset, value.string()?),
             b"price" => once(&mut price, value.number()?),
             b"volume" => once(&mut volume, value.number()?),
             b"timestamp" => once(&mut timestamp, parse_utc_fast(value.bytes()?)?),
-            b"market_context" => once(&mut trend, trend_of_context_fast(value)?),
+            b"market_context" => once(&mut words, context_fast(value)?),
+            b"indicators" => once(&mut score, score_of_indicators_fast(value)?),
             _ => Some(()),
         })?;
+        let (trend, volatility, news) = words.unwrap_or_default();
         Some(MarketTick {
             asset: Key::from(asset?),
             price: price?,
             timestamp: timestamp.unwrap_or_else(no_time),
             volume: volume?,
-            trend: trend.flatten(),
+            context: Context::new(trend, volatility, news, score.flatten()),
         })
     }
 }
 
-/// `market_context.trend` on the fast path: the context may be null, and its trend missing or null.
-fn trend_of_context_fast(value: &mut json::Cursor<'_>) -> Option<Option<Trend>> {
+/// Once per member; a second is serde's "duplicate field" error, left to serde.
+fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    slot.is_none().then(|| *slot = Some(value))
+}
+
+/// A word of the market context on the fast path: null, or a string without escapes.
+fn word_fast<T>(c: &mut json::Cursor<'_>, of: fn(&[u8]) -> T) -> Option<Option<T>> {
+    if c.null() { Some(None) } else { Some(Some(of(c.bytes()?))) }
+}
+
+/// `indicators.sentiment_score` on the fast path: the indicators may be null, and the score
+/// missing or null; the other indicators are skipped unread.
+fn score_of_indicators_fast(value: &mut json::Cursor<'_>) -> Option<Option<f64>> {
     if value.null() {
         return Some(None);
     }
-    let mut trend: Option<Option<Trend>> = None;
+    let mut score: Option<Option<f64>> = None;
     value.object(|key, value| match key {
-        b"trend" if trend.is_some() => None,
-        b"trend" if value.null() => {
-            trend = Some(None);
-            Some(())
-        }
-        b"trend" => {
-            trend = Some(Some(Trend::from_word(value.bytes()?)));
-            Some(())
-        }
-        _ => Some(()),
+        b"sentiment_score" if value.null() => once(&mut score, None),
+        b"sentiment_score" => once(&mut score, Some(value.number()?)),
+        _ => value.skip(),
     })?;
-    Some(trend.flatten())
+    Some(score.flatten())
 }
 
-/// Reads only `trend` of a `market_context` object (or null).
-fn trend_of_context<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Trend>, D::Error> {
-    #[derive(Deserialize)]
-    struct Context {
-        #[serde(default)]
-        trend: Option<Trend>,
+/// The words of `market_context` on the fast path: the context may be null, and each word missing
+/// or null.
+type Words = (Option<Trend>, Option<Volatility>, Option<News>);
+
+fn context_fast(value: &mut json::Cursor<'_>) -> Option<Words> {
+    if value.null() {
+        return Some(Words::default());
     }
-    Ok(Option::<Context>::deserialize(d)?.and_then(|c| c.trend))
+    let (mut trend, mut volatility, mut news) = (None, None, None);
+    value.object(|key, value| match key {
+        b"trend" => once(&mut trend, word_fast(value, Trend::from_word)?),
+        b"volatility" => once(&mut volatility, word_fast(value, Volatility::from_word)?),
+        b"news_sentiment" => once(&mut news, word_fast(value, News::from_word)?),
+        _ => value.skip(),
+    })?;
+    Some((trend.flatten(), volatility.flatten(), news.flatten()))
 }
 
 impl Event for MarketTick {
@@ -376,7 +564,12 @@ mod tests {
     fn a_tick_reads_what_the_event_reads() {
         let spec = MarketTick::parse(SPEC.as_bytes()).unwrap();
         assert_eq!((spec.asset.as_str(), spec.price, spec.volume), ("BTC/USD", 42150.75, 2.5));
-        assert_eq!((spec.timestamp, spec.trend), (1_704_621_600_000, Some(Trend::Bullish)));
+        assert_eq!((spec.timestamp, spec.context.trend), (1_704_621_600_000, Some(Trend::Bullish)));
+        let c = spec.context;
+        assert_eq!(
+            (c.volatility, c.news, c.sentiment_score()),
+            (Some(Volatility::Medium), Some(News::Positive), Some(0.82))
+        );
         let lines: [&[u8]; 4] = [
             br#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"market_context":null}"#,
             br#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"market_context":{}}"#,
@@ -389,7 +582,12 @@ mod tests {
                 (&tick.asset, tick.price, tick.timestamp, tick.volume),
                 (&event.asset, event.price, event.timestamp, event.volume)
             );
-            assert_eq!(tick.trend, event.trend());
+            assert_eq!(tick.context.trend, event.trend());
+            let words = event.market_context.as_ref();
+            let word = |w: Option<&Key>| w.map(|w| w.to_string());
+            let (volatility, news) = (tick.context.volatility, tick.context.news);
+            assert_eq!(volatility.map(|v| v.as_str().to_owned()), word(words.and_then(|c| c.volatility.as_ref())));
+            assert_eq!(news.map(|n| n.as_str().to_owned()), word(words.and_then(|c| c.news_sentiment.as_ref())));
         }
     }
 
@@ -431,7 +629,7 @@ mod tests {
         let mut buf = Vec::new();
         super::super::synthetic::generate(&config, &mut buf).unwrap();
         let mut lines: Vec<Vec<u8>> = buf.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
-        let crafted: [&str; 22] = [
+        let crafted: [&str; 30] = [
             SPEC,
             r#"{"asset":"X","price":1e2,"timestamp":"2024-01-07T10:00:00Z","volume":0E0}"#,
             r#"{"asset":"X","price":12345678901234567890123,"timestamp":"2024-01-07T10:00:00Z","volume":0}"#,
@@ -454,6 +652,14 @@ mod tests {
             r#"{"asset":"X","price":true,"timestamp":"2024-01-07T10:00:00Z","volume":0}"#,
             r#"{"asset":null,"price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0}"#,
             r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0} trailing"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"indicators":{"sentiment_score":0.82},"market_context":{"volatility":"low","trend":"bullish","news_sentiment":"positive"}}"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"indicators":{"sentiment_score":null}}"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"indicators":{"sentiment_score":0.5,"sentiment_score":0.6}}"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"indicators":{"rsi":"x","sentiment_score":-0.25}}"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"indicators":null}"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"indicators":{"sentiment_score":"high"}}"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"market_context":{"volatility":3}}"#,
+            r#"{"asset":"X","price":1,"timestamp":"2024-01-07T10:00:00Z","volume":0,"market_context":{"news_sentiment":null,"volatility":"extreme"}}"#,
         ];
         lines.extend(crafted.iter().map(|l| l.as_bytes().to_vec()));
         // Random edits of valid lines: a byte replaced, removed or inserted.

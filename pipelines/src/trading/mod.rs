@@ -10,15 +10,16 @@ mod event;
 mod rules;
 pub mod synthetic;
 
-pub use event::{EventIndicators, EventMacd, MarketContext, MarketEvent, MarketTick, Trend};
+pub use event::{Context, EventIndicators, EventMacd, MarketContext, MarketEvent, MarketTick, News, Trend, Volatility};
 use rules::{Indicated, WarmedUp};
 pub use rules::{Scored, TradingRules};
 
 use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Graph, Millis, SourceName, Sourced, Stream};
-use inflight_operators::indicators::{Macd, MacdValue, Rsi};
+use inflight_operators::indicators::{Atr, Bollinger, Macd, MacdValue, Rsi, Stochastic};
 use inflight_operators::{
-    Action, Bar, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, MapBatchesExt, Rules, WindowExt,
+    Action, Bar, BarContext, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, MapBatchesExt, Rules,
+    WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -50,8 +51,10 @@ pub struct TradingConfig {
 
 /// The trading prompts: what the model sees of a bar the rules were unsure about.
 const SYSTEM_PROMPT: &str = "You are a cautious trading assistant inside an automated pipeline. \
-You get one asset's last 1-second OHLCV bar with RSI(14) and MACD(12,26,9) computed on bar closes, \
-and the decision a rule set made with low confidence. Decide {{ actions }}. \
+You get one asset's last 1-second OHLCV bar with RSI(14) and MACD(12,26,9) computed on bar closes \
+(and, once they have values, Bollinger bands(20, 2), ATR(14) and the slow stochastic(14, 3, 3)), \
+the market context of its closing tick (trend, volatility, news sentiment, sentiment score, where \
+the producer sent them) and the decision a rule set made with low confidence. Decide {{ actions }}. \
 Answer only with a JSON object {\"action\", \"reason\", \"confidence\"}: confidence in [0, 1], \
 reason one short sentence naming the indicator values you used.";
 
@@ -118,7 +121,20 @@ impl TradingConfig {
 struct Asset {
     rsi: Rsi,
     macd: Macd,
+    /// TA-Lib's defaults: BBANDS(20, 2, 2, SMA), ATR(14), STOCH(14, 3, SMA, 3, SMA).
+    bollinger: Bollinger,
+    atr: Atr,
+    stoch: Stochastic,
     last: Option<Action>,
+}
+
+/// A bar's context is its latest tick's.
+impl BarContext for Context {
+    fn fold(&mut self, tick: Self, latest: bool) {
+        if latest {
+            *self = tick;
+        }
+    }
 }
 
 /// What the keyed stage sends on for a bar: its decision, if one leaves, and (with the live view
@@ -145,7 +161,7 @@ struct BarView {
     macd: Option<MacdValue>,
 }
 
-fn live_bar(bar: &Bar<Option<Trend>>, rsi: Option<f64>, macd: Option<MacdValue>) -> LiveBar {
+fn live_bar(bar: &Bar<Context>, rsi: Option<f64>, macd: Option<MacdValue>) -> LiveBar {
     let view = BarView {
         time: bar.end,
         start: bar.start,
@@ -172,33 +188,49 @@ pub fn trading<'s>(
 ) -> Stream<'s, Decision> {
     let c = config.clone();
     let (rules, emit) = (WarmedUp(config.rules.clone().with_source(source)), config.emit);
+    let (bands_read, stoch_read) = (config.rules.reads_bands(), config.rules.reads_stoch());
     let serving = graph.taps().serving();
     let steps = events
         .map_batches(|s: Sourced<MarketTick>| {
-            let trend = s.event.trend;
-            MarketTick::into_tick(s, trend)
+            let context = s.event.context;
+            MarketTick::into_tick(s, context)
         })
-        .bars(config.window_ms, graph.state("bars", 1))
+        // Version 2: a bar's context is its closing tick's trend, volatility, news and score.
+        .bars(config.window_ms, graph.state("bars", 2))
         // A key's bars come out of `bars` in time order on the worker that owns it, and stay
         // there: the indicators and the rules are applied on arrival, in one keyed stage (as
         // `decide` would, which as a second stage cost about 5 % of a tick: every bar moved and
         // looked up once more).
-        .keyed_state(graph.state("assets", 1), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
+        // Version 2: the assets carry Bollinger, ATR and stochastic state.
+        .keyed_state(graph.state("assets", 2), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
             let asset = state.get_or_insert_with(|| Asset {
                 rsi: Rsi::new(c.rsi_period),
                 macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
+                bollinger: Bollinger::new(20, 2.0),
+                atr: Atr::new(14),
+                stoch: Stochastic::new(14, 3, 3),
                 last: None,
             });
-            // Both are fed every bar, so each keeps TA-Lib's warm-up; decide once both have values.
+            // All are fed every bar, so each keeps TA-Lib's warm-up; decide once RSI and MACD
+            // have values (the others join the evidence when they have theirs).
             let rsi = asset.rsi.update(bar.close);
             let macd = asset.macd.update(bar.close);
+            let atr = asset.atr.update(bar.high, bar.low, bar.close);
+            asset.bollinger.push(bar.close);
+            asset.stoch.push(bar.high, bar.low, bar.close);
             // Every bar, warmed up or not, is charted by the live view.
             if serving {
                 out.push(Step::Chart(live_bar(&bar, rsi, macd)));
             }
-            let indicated = Indicated { bar, rsi, macd };
+            // The bands and the stochastic are worked out for the rules that read them, and for
+            // the bars that are explained (most bars are not: decisions leave on changes).
+            let bollinger = bands_read.then(|| asset.bollinger.value()).flatten();
+            let stoch = stoch_read.then(|| asset.stoch.value()).flatten();
+            let mut indicated = Indicated { bar, rsi, macd, bollinger, atr, stoch };
             let Some(verdict) = rules.verdict(&indicated) else { return };
             if !asset.last.replace(verdict.action).is_some_and(|a| a.is(verdict.action)) || emit == Emit::All {
+                indicated.bollinger = indicated.bollinger.or_else(|| asset.bollinger.value());
+                indicated.stoch = indicated.stoch.or_else(|| asset.stoch.value());
                 out.push(Step::Decided(rules.explain(indicated, verdict)));
             }
         });

@@ -1,10 +1,12 @@
 //! The specification's trading rules, with its numbers as defaults: RSI above 70 → SELL (0.85);
-//! MACD histogram above 10 with a bullish trend → BUY (0.92); otherwise HOLD (0.65).
+//! MACD histogram above 10 with a bullish trend → BUY (0.92); otherwise HOLD (0.65). Optional rules
+//! on the stochastic and the Bollinger bands, and filters on sentiment, news and volatility, are off
+//! unless configured, so the defaults decide as the specification says.
 
-use super::event::Trend;
+use super::event::{Context, News, Trend, Volatility};
 use inflight_engine::time::{Stamp, format_rfc3339, wall_millis};
 use inflight_engine::{Key, SourceName, SourceRef};
-use inflight_operators::indicators::MacdValue;
+use inflight_operators::indicators::{Bands, MacdValue, Stoch};
 use inflight_operators::{Action, Bar, DecidedBy, Decision, Evidence, Fixed, Keyed, Rules, Slot, Verdict};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -12,12 +14,31 @@ use std::sync::Arc;
 /// A bar with its indicator values, what the rules look at.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
-    /// The closed bar; its context is the trend of its closing tick.
-    pub bar: Bar<Option<Trend>>,
+    /// The closed bar; its context is its closing tick's.
+    pub bar: Bar<Context>,
     /// RSI on bar closes.
     pub rsi: f64,
     /// MACD on bar closes.
     pub macd: MacdValue,
+    /// Bollinger bands (20 closes, 2 deviations), once warmed up.
+    pub bollinger: Option<Bands>,
+    /// Wilder's ATR(14), once warmed up.
+    pub atr: Option<f64>,
+    /// The slow stochastic (14, 3, 3), once warmed up.
+    pub stoch: Option<Stoch>,
+}
+
+impl Scored {
+    fn facts(s: &Scored) -> Facts {
+        Facts {
+            rsi: s.rsi,
+            histogram: s.macd.histogram,
+            close: s.bar.close,
+            context: s.bar.context,
+            bollinger: s.bollinger,
+            stoch: s.stoch,
+        }
+    }
 }
 
 impl Keyed for Scored {
@@ -36,7 +57,19 @@ struct TradingEvidence<'a> {
     bar: BarEvidence,
     rsi: f64,
     macd: &'a MacdValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bollinger: Option<&'a Bands>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    atr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stoch: Option<&'a Stoch>,
     trend: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volatility: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    news_sentiment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentiment_score: Option<f32>,
 }
 
 /// The closed bar in the evidence.
@@ -66,6 +99,22 @@ pub struct TradingRules {
     pub buy_confidence: f64,
     /// Confidence of HOLD.
     pub hold_confidence: f64,
+    /// Optional: SELL when the stochastic %K is above this (overbought).
+    pub stoch_sell_above: Option<f64>,
+    /// Optional: BUY when the stochastic %K is below this (oversold).
+    pub stoch_buy_below: Option<f64>,
+    /// Optional: SELL when the close is above the upper Bollinger band, BUY when below the lower.
+    pub bollinger: bool,
+    /// Optional filter: a BUY needs `indicators.sentiment_score` at or above this.
+    pub buy_min_sentiment: Option<f64>,
+    /// Optional filter: a SELL needs `indicators.sentiment_score` at or below this.
+    pub sell_max_sentiment: Option<f64>,
+    /// Optional filter: `market_context.news_sentiment` words that hold a BUY back.
+    pub buy_blocked_by_news: Vec<String>,
+    /// Optional filter: `market_context.news_sentiment` words that hold a SELL back.
+    pub sell_blocked_by_news: Vec<String>,
+    /// Optional filter: `market_context.volatility` words that hold BUY and SELL back.
+    pub hold_in_volatility: Vec<String>,
     /// Source name written into decisions (set by the run, not the config file).
     #[serde(skip)]
     source: Option<SourceName>,
@@ -79,6 +128,14 @@ impl Default for TradingRules {
             macd_buy_above: 10.0,
             buy_confidence: 0.92,
             hold_confidence: 0.65,
+            stoch_sell_above: None,
+            stoch_buy_below: None,
+            bollinger: false,
+            buy_min_sentiment: None,
+            sell_max_sentiment: None,
+            buy_blocked_by_news: Vec::new(),
+            sell_blocked_by_news: Vec::new(),
+            hold_in_volatility: Vec::new(),
             source: None,
         }
     }
@@ -99,21 +156,171 @@ impl TradingRules {
                 return Err(format!("{name}_confidence {c} is outside [0, 1]"));
             }
         }
+        let news = [News::Positive, News::Neutral, News::Negative].map(News::as_str);
+        let levels = [Volatility::Low, Volatility::Medium, Volatility::High].map(Volatility::as_str);
+        for (name, words, known) in [
+            ("buy_blocked_by_news", &self.buy_blocked_by_news, &news),
+            ("sell_blocked_by_news", &self.sell_blocked_by_news, &news),
+            ("hold_in_volatility", &self.hold_in_volatility, &levels),
+        ] {
+            if let Some(w) = words.iter().find(|w| !known.contains(&w.as_str())) {
+                return Err(format!("{name}: {w:?} is not one of {}", known.join(", ")));
+            }
+        }
         Ok(())
     }
 }
 
 impl TradingRules {
-    /// The specification's rules on the values they read.
-    fn verdict_of(&self, rsi: f64, histogram: f64, trend: Option<Trend>) -> Verdict {
-        let (action, confidence) = if rsi > self.rsi_sell_above {
-            (Action::SELL, self.sell_confidence)
-        } else if histogram > self.macd_buy_above && trend == Some(Trend::Bullish) {
-            (Action::BUY, self.buy_confidence)
+    /// Whether the rules read the Bollinger bands.
+    pub(crate) fn reads_bands(&self) -> bool {
+        self.bollinger
+    }
+
+    /// Whether the rules read the stochastic.
+    pub(crate) fn reads_stoch(&self) -> bool {
+        self.stoch_buy_below.is_some() || self.stoch_sell_above.is_some()
+    }
+}
+
+/// What the rules read of a bar.
+struct Facts {
+    rsi: f64,
+    histogram: f64,
+    close: f64,
+    context: Context,
+    bollinger: Option<Bands>,
+    stoch: Option<Stoch>,
+}
+
+/// Which rule fired, or which filter held a BUY or SELL back (then the action is HOLD).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Why {
+    Rsi,
+    Macd,
+    StochHigh(f64),
+    StochLow(f64),
+    AboveBand(f64),
+    BelowBand(f64),
+    Held(Action, Hold),
+    Nothing,
+}
+
+/// A filter that held a BUY or SELL back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hold {
+    NoScore,
+    Score(f32),
+    News(News),
+    Volatility(Volatility),
+}
+
+impl TradingRules {
+    /// The rules on the values they read, then the filters.
+    fn judge(&self, f: &Facts) -> (Action, f64, Why) {
+        let (action, why) = self.signal(f);
+        match self.held(action, &f.context) {
+            Some(hold) => (Action::HOLD, self.hold_confidence, Why::Held(action, hold)),
+            None if action.is(Action::SELL) => (action, self.sell_confidence, why),
+            None if action.is(Action::BUY) => (action, self.buy_confidence, why),
+            None => (action, self.hold_confidence, why),
+        }
+    }
+
+    /// The rule that fires: the specification's SELL and BUY first, then the optional SELL and
+    /// BUY rules.
+    fn signal(&self, f: &Facts) -> (Action, Why) {
+        let k = f.stoch.map(|s| s.k);
+        let band = f.bollinger.filter(|_| self.bollinger);
+        if f.rsi > self.rsi_sell_above {
+            (Action::SELL, Why::Rsi)
+        } else if f.histogram > self.macd_buy_above && f.context.trend == Some(Trend::Bullish) {
+            (Action::BUY, Why::Macd)
+        } else if let Some(k) = k.filter(|k| self.stoch_sell_above.is_some_and(|x| *k > x)) {
+            (Action::SELL, Why::StochHigh(k))
+        } else if let Some(b) = band.filter(|b| f.close > b.upper) {
+            (Action::SELL, Why::AboveBand(b.upper))
+        } else if let Some(k) = k.filter(|k| self.stoch_buy_below.is_some_and(|x| *k < x)) {
+            (Action::BUY, Why::StochLow(k))
+        } else if let Some(b) = band.filter(|b| f.close < b.lower) {
+            (Action::BUY, Why::BelowBand(b.lower))
         } else {
-            (Action::HOLD, self.hold_confidence)
+            (Action::HOLD, Why::Nothing)
+        }
+    }
+
+    /// The filter that holds `action` back in `context`, if one does.
+    fn held(&self, action: Action, context: &Context) -> Option<Hold> {
+        let buy = action.is(Action::BUY);
+        if !buy && !action.is(Action::SELL) {
+            return None;
+        }
+        let listed = |words: &[String], word: &str| words.iter().any(|w| w == word);
+        if let Some(v) = context.volatility.filter(|v| listed(&self.hold_in_volatility, v.as_str())) {
+            return Some(Hold::Volatility(v));
+        }
+        let (bound, blocked) = if buy {
+            (self.buy_min_sentiment, &self.buy_blocked_by_news)
+        } else {
+            (self.sell_max_sentiment, &self.sell_blocked_by_news)
         };
-        Verdict { action, confidence }
+        if let Some(n) = context.news.filter(|n| listed(blocked, n.as_str())) {
+            return Some(Hold::News(n));
+        }
+        // Compared at the score's f32 precision, so a bound of 0.82 admits a score of 0.82.
+        let bound = bound? as f32;
+        let Some(score) = context.sentiment_score() else { return Some(Hold::NoScore) };
+        let fine = if buy { score >= bound } else { score <= bound };
+        (!fine).then_some(Hold::Score(score))
+    }
+
+    /// Why, in a sentence.
+    fn reason(&self, f: &Facts, why: Why) -> String {
+        let trend = f.context.trend.map_or("unknown", Trend::as_str);
+        match why {
+            Why::Rsi => format!("RSI {} is above {} (overbought)", Fixed(f.rsi, 2), self.rsi_sell_above),
+            Why::Macd => format!(
+                "MACD histogram {} is above {} and the trend is bullish",
+                Fixed(f.histogram, 4),
+                self.macd_buy_above
+            ),
+            Why::StochHigh(k) => format!(
+                "stochastic %K {} is above {} (overbought)",
+                Fixed(k, 2),
+                self.stoch_sell_above.unwrap_or(f64::NAN)
+            ),
+            Why::StochLow(k) => format!(
+                "stochastic %K {} is below {} (oversold)",
+                Fixed(k, 2),
+                self.stoch_buy_below.unwrap_or(f64::NAN)
+            ),
+            Why::AboveBand(upper) => {
+                format!("close {} is above the upper Bollinger band {}", f.close, Fixed(upper, 4))
+            }
+            Why::BelowBand(lower) => {
+                format!("close {} is below the lower Bollinger band {}", f.close, Fixed(lower, 4))
+            }
+            Why::Held(action, hold) => {
+                let because = match hold {
+                    Hold::NoScore => "the tick has no sentiment score".to_owned(),
+                    Hold::Score(score) if action.is(Action::BUY) => {
+                        format!("sentiment score {score} is below {}", self.buy_min_sentiment.unwrap_or(f64::NAN))
+                    }
+                    Hold::Score(score) => {
+                        format!("sentiment score {score} is above {}", self.sell_max_sentiment.unwrap_or(f64::NAN))
+                    }
+                    Hold::News(n) => format!("news sentiment is {}", n.as_str()),
+                    Hold::Volatility(v) => format!("volatility is {}", v.as_str()),
+                };
+                let rule = self.reason(f, self.signal(f).1);
+                format!("{action} held: {because} ({rule})")
+            }
+            Why::Nothing => format!(
+                "no rule fired: RSI {}, MACD histogram {}, trend {trend}",
+                Fixed(f.rsi, 2),
+                Fixed(f.histogram, 4)
+            ),
+        }
     }
 }
 
@@ -121,9 +328,12 @@ impl TradingRules {
 /// and the live view's charts).
 #[derive(Clone, Debug)]
 pub(crate) struct Indicated {
-    pub(crate) bar: Bar<Option<Trend>>,
+    pub(crate) bar: Bar<Context>,
     pub(crate) rsi: Option<f64>,
     pub(crate) macd: Option<MacdValue>,
+    pub(crate) bollinger: Option<Bands>,
+    pub(crate) atr: Option<f64>,
+    pub(crate) stoch: Option<Stoch>,
 }
 
 impl Keyed for Indicated {
@@ -144,14 +354,23 @@ impl Rules for WarmedUp {
     type Input = Indicated;
 
     fn verdict(&self, i: &Indicated) -> Option<Verdict> {
-        Some(self.0.verdict_of(i.rsi?, i.macd?.histogram, i.bar.context))
+        let facts = Facts {
+            rsi: i.rsi?,
+            histogram: i.macd?.histogram,
+            close: i.bar.close,
+            context: i.bar.context,
+            bollinger: i.bollinger,
+            stoch: i.stoch,
+        };
+        let (action, confidence, _) = self.0.judge(&facts);
+        Some(Verdict { action, confidence })
     }
 
     fn explain(&self, i: Indicated, v: Verdict) -> Decision {
         // Only decided bars are explained, so both values are there.
         let nan = MacdValue { value: f64::NAN, signal: f64::NAN, histogram: f64::NAN };
         let (rsi, macd) = (i.rsi.unwrap_or(f64::NAN), i.macd.unwrap_or(nan));
-        self.0.explain(Scored { bar: i.bar, rsi, macd }, v)
+        self.0.explain(Scored { bar: i.bar, rsi, macd, bollinger: i.bollinger, atr: i.atr, stoch: i.stoch }, v)
     }
 }
 
@@ -159,24 +378,16 @@ impl Rules for TradingRules {
     type Input = Scored;
 
     fn verdict(&self, s: &Scored) -> Option<Verdict> {
-        Some(self.verdict_of(s.rsi, s.macd.histogram, s.bar.context))
+        let (action, confidence, _) = self.judge(&Scored::facts(s));
+        Some(Verdict { action, confidence })
     }
 
     fn explain(&self, s: Scored, v: Verdict) -> Decision {
-        let trend = s.bar.context.map_or("unknown", Trend::as_str);
-        let reason = match v.action {
-            Action::SELL => format!("RSI {} is above {} (overbought)", Fixed(s.rsi, 2), self.rsi_sell_above),
-            Action::BUY => format!(
-                "MACD histogram {} is above {} and the trend is bullish",
-                Fixed(s.macd.histogram, 4),
-                self.macd_buy_above
-            ),
-            _ => format!(
-                "no rule fired: RSI {}, MACD histogram {}, trend {trend}",
-                Fixed(s.rsi, 2),
-                Fixed(s.macd.histogram, 4)
-            ),
-        };
+        let facts = Scored::facts(&s);
+        let (_, _, why) = self.judge(&facts);
+        let reason = self.reason(&facts, why);
+        let context = s.bar.context;
+        let trend = context.trend.map_or("unknown", Trend::as_str);
         let bar = &s.bar;
         let evidence = Evidence::of(&TradingEvidence {
             bar: BarEvidence {
@@ -191,7 +402,13 @@ impl Rules for TradingRules {
             },
             rsi: s.rsi,
             macd: &s.macd,
+            bollinger: s.bollinger.as_ref(),
+            atr: s.atr,
+            stoch: s.stoch.as_ref(),
             trend,
+            volatility: context.volatility.map(Volatility::as_str),
+            news_sentiment: context.news.map(News::as_str),
+            sentiment_score: context.sentiment_score(),
         });
         let source = self.source.clone().unwrap_or_else(|| SourceName::File(Arc::from("unknown")));
         Decision {
@@ -234,11 +451,14 @@ mod tests {
                 first: at,
                 last: at,
                 ingest_ns: 0,
-                context: trend,
+                context: Context::new(trend, None, None, None),
                 slot: None,
             },
             rsi,
             macd: MacdValue { value: histogram, signal: 0.0, histogram },
+            bollinger: None,
+            atr: None,
+            stoch: None,
         }
     }
 
@@ -265,6 +485,100 @@ mod tests {
         assert_eq!(evidence["rsi"], 75.0);
         assert_eq!(evidence["trend"], "neutral");
         assert_eq!(d.source.file.as_deref(), Some("ticks.jsonl"));
+    }
+
+    /// A bar at `close` after a MACD BUY signal (histogram 12, bullish) unless `rsi` sells first.
+    fn with(rsi: f64, close: f64, context: Context, bands: Option<Bands>, k: Option<f64>) -> Scored {
+        let mut s = scored(rsi, 12.0, context.trend);
+        s.bar.context = context;
+        s.bar.close = close;
+        s.bollinger = bands;
+        s.stoch = k.map(|k| Stoch { k, d: k });
+        s
+    }
+
+    fn decide(r: &TradingRules, s: Scored) -> (Action, f64, String) {
+        let v = r.verdict(&s).unwrap();
+        let d = r.explain(s, v);
+        assert_eq!((d.action, d.confidence), (v.action, v.confidence), "verdict and decision agree");
+        (d.action, d.confidence, d.reason)
+    }
+
+    #[test]
+    fn optional_rules_are_off_by_default_and_fire_when_set() {
+        let neutral = Context::new(Some(Trend::Neutral), None, None, None);
+        let bands = Some(Bands { upper: 110.0, middle: 100.0, lower: 90.0 });
+        let oversold = with(50.0, 80.0, neutral, bands, Some(12.0));
+        assert_eq!(decide(&TradingRules::default(), oversold.clone()).0, Action::HOLD);
+
+        let stoch = TradingRules { stoch_buy_below: Some(20.0), stoch_sell_above: Some(80.0), ..Default::default() };
+        let (action, confidence, reason) = decide(&stoch, oversold.clone());
+        assert_eq!((action, confidence), (Action::BUY, 0.92));
+        assert_eq!(reason, "stochastic %K 12.00 is below 20 (oversold)");
+        let (action, _, reason) = decide(&stoch, with(50.0, 100.0, neutral, bands, Some(85.5)));
+        assert_eq!((action, reason.as_str()), (Action::SELL, "stochastic %K 85.50 is above 80 (overbought)"));
+        // The specification's rules come first.
+        assert!(decide(&stoch, with(71.0, 100.0, neutral, bands, Some(12.0))).2.starts_with("RSI 71.00"));
+
+        let band = TradingRules { bollinger: true, ..Default::default() };
+        let (action, confidence, reason) = decide(&band, oversold);
+        assert_eq!((action, confidence), (Action::BUY, 0.92));
+        assert_eq!(reason, "close 80 is below the lower Bollinger band 90.0000");
+        let (action, _, reason) = decide(&band, with(50.0, 111.5, neutral, bands, None));
+        assert_eq!((action, reason.as_str()), (Action::SELL, "close 111.5 is above the upper Bollinger band 110.0000"));
+        // Before the bands have values, the rule cannot fire.
+        assert_eq!(decide(&band, with(50.0, 1.0, neutral, None, None)).0, Action::HOLD);
+    }
+
+    #[test]
+    fn filters_hold_buys_and_sells_back_and_say_why() {
+        let bullish =
+            |score: Option<f64>, news, volatility| Context::new(Some(Trend::Bullish), volatility, news, score);
+        let buy = |c| with(50.0, 100.0, c, None, None);
+        let sentiment =
+            TradingRules { buy_min_sentiment: Some(0.5), sell_max_sentiment: Some(-0.2), ..Default::default() };
+        let (action, confidence, reason) = decide(&sentiment, buy(bullish(Some(0.3), None, None)));
+        assert_eq!((action, confidence), (Action::HOLD, 0.65));
+        assert_eq!(
+            reason,
+            "BUY held: sentiment score 0.3 is below 0.5 (MACD histogram 12.0000 is above 10 and the trend is bullish)"
+        );
+        assert!(
+            decide(&sentiment, buy(bullish(None, None, None)))
+                .2
+                .starts_with("BUY held: the tick has no sentiment score")
+        );
+        // At the bound (compared at the score's precision) the BUY stands.
+        assert_eq!(decide(&sentiment, buy(bullish(Some(0.5), None, None))).0, Action::BUY);
+        let sell = |score| with(75.0, 100.0, bullish(score, None, None), None, None);
+        assert_eq!(decide(&sentiment, sell(Some(-0.2))).0, Action::SELL);
+        assert!(
+            decide(&sentiment, sell(Some(0.1)))
+                .2
+                .starts_with("SELL held: sentiment score 0.1 is above -0.2 (RSI 75.00")
+        );
+
+        let words = TradingRules {
+            buy_blocked_by_news: vec!["negative".into()],
+            hold_in_volatility: vec!["high".into()],
+            ..Default::default()
+        };
+        let bad_news = decide(&words, buy(bullish(None, Some(News::Negative), Some(Volatility::Low))));
+        assert!(bad_news.2.starts_with("BUY held: news sentiment is negative"), "{}", bad_news.2);
+        assert_eq!(decide(&words, buy(bullish(None, Some(News::Positive), Some(Volatility::Medium)))).0, Action::BUY);
+        let wild = decide(&words, with(75.0, 100.0, bullish(None, None, Some(Volatility::High)), None, None));
+        assert!(wild.2.starts_with("SELL held: volatility is high"), "{}", wild.2);
+        // A HOLD is never held.
+        let calm = with(50.0, 100.0, Context::new(None, Some(Volatility::High), None, None), None, None);
+        assert!(decide(&words, calm).2.starts_with("no rule fired"));
+    }
+
+    #[test]
+    fn filter_words_must_be_known() {
+        let r = TradingRules { hold_in_volatility: vec!["hihg".into()], ..Default::default() };
+        assert_eq!(r.validate().unwrap_err(), "hold_in_volatility: \"hihg\" is not one of low, medium, high");
+        let r = TradingRules { sell_blocked_by_news: vec!["Positive".into()], ..Default::default() };
+        assert!(r.validate().unwrap_err().starts_with("sell_blocked_by_news"));
     }
 
     #[test]
