@@ -6,6 +6,7 @@
 //!        stage) ─▶ llm_decide (only with an LLM service; decisions below llm.min_confidence)
 //! ```
 
+pub mod backtest;
 mod event;
 mod rules;
 pub mod synthetic;
