@@ -6,7 +6,7 @@
 //!   (keys in a known order, written without spaces, as serializers write them): literal bytes
 //!   between values are compared, not parsed ([`Cursor::expect`]).
 //!
-//! And for writing, [`write_str`] and [`write_f64`]: the bytes serde_json writes for a string or
+//! And for writing, [`write_str`], [`write_f64`] and [`write_f32`]: the bytes serde_json writes for a string or
 //! a number, for output types that write their JSON by hand (a decision: [`crate::job::Emitted`]).
 //!
 //! The JSON grammar is checked all along, skipped values included, and the UTF-8 of every string
@@ -114,14 +114,21 @@ pub fn write_str(out: &mut String, s: &str) {
 /// Writes `x` as serde_json writes an f64 (the shortest text that reads back as `x`; NaN and the
 /// infinities as `null`).
 pub fn write_f64(out: &mut String, x: f64) {
-    // At most 24 bytes of ASCII: written into a buffer on the stack, then appended.
-    let mut buf = [0u8; 32];
-    let mut at = std::io::Cursor::new(&mut buf[..]);
-    if serde_json::to_writer(&mut at, &x).is_ok() {
-        let len = usize::try_from(at.position()).unwrap_or(0);
-        if let Ok(text) = std::str::from_utf8(&buf[..len]) {
-            out.push_str(text);
-        }
+    // serde_json formats floats with zmij and writes the non-finite ones as null: the same calls
+    // without serde's writer around them (which cost as much again as the formatting).
+    if x.is_finite() {
+        out.push_str(zmij::Buffer::new().format_finite(x));
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Writes `x` as serde_json writes an f32 (the shortest text that reads back as the f32).
+pub fn write_f32(out: &mut String, x: f32) {
+    if x.is_finite() {
+        out.push_str(zmij::Buffer::new().format_finite(x));
+    } else {
+        out.push_str("null");
     }
 }
 

@@ -41,6 +41,20 @@ impl fmt::Display for Fixed {
     }
 }
 
+impl Fixed {
+    /// Appends the text to `out`, without the formatting machinery.
+    pub fn push_to(self, out: &mut String) {
+        match fast(self.0, self.1) {
+            // Only ASCII digits, '-' and '.' are written into the buffer.
+            Some((buf, len)) => out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default()),
+            None => {
+                use fmt::Write;
+                let _ = write!(out, "{self}");
+            }
+        }
+    }
+}
+
 /// The digits of `x` with `decimals` decimals, when floating point gets them right for sure.
 fn fast(x: f64, decimals: usize) -> Option<([u8; 40], usize)> {
     let scale = *POW10.get(decimals)?;
@@ -98,6 +112,9 @@ mod tests {
     fn check(x: f64) {
         for d in 0..=9 {
             assert_eq!(Fixed(x, d).to_string(), format!("{x:.d$}"), "{x:e} with {d} decimals");
+            let mut pushed = String::from("<");
+            Fixed(x, d).push_to(&mut pushed);
+            assert_eq!(pushed, format!("<{x:.d$}"), "{x:e} with {d} decimals, pushed");
         }
     }
 

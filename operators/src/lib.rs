@@ -15,7 +15,7 @@ pub mod rules;
 pub mod window;
 
 pub use batch::MapBatchesExt;
-pub use decision::{Action, DecidedBy, Decision, Evidence};
+pub use decision::{Action, DecidedBy, Decision, Evidence, EvidenceWriter};
 pub use enrich::{LookupExt, Table, change_log, multi_table, saved_upsert_table, upsert_table};
 pub use exact_sum::ExactSum;
 pub use fixed::Fixed;

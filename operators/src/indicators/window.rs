@@ -5,13 +5,62 @@
 //! wheel's) to 1e-9.
 
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+
+/// The last `capacity` values taken, oldest first. Hand-written: a `VecDeque` kept at a fixed
+/// length pays for a `push_back` and a `pop_front` (each with its own bounds and growth checks)
+/// on every bar, about 30 instructions a bar per window; here the newest value overwrites the
+/// oldest in place.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Ring<T> {
+    values: Vec<T>,
+    capacity: usize,
+    /// Where the oldest value is once full (and the next one goes).
+    head: usize,
+}
+
+impl<T: Copy> Ring<T> {
+    fn new(capacity: usize) -> Ring<T> {
+        let capacity = capacity.max(1);
+        Ring { values: Vec::with_capacity(capacity), capacity, head: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.values.len() >= self.capacity
+    }
+
+    /// Takes `x` (pushing the oldest value out, once full).
+    fn push(&mut self, x: T) {
+        if !self.is_full() {
+            self.values.push(x);
+            return;
+        }
+        if let Some(slot) = self.values.get_mut(self.head) {
+            *slot = x;
+        }
+        self.head += 1;
+        if self.head >= self.values.len() {
+            self.head = 0;
+        }
+    }
+
+    /// The `i`-th oldest value (`i` below [`Ring::len`]).
+    fn get(&self, i: usize) -> T {
+        let at = self.head + i;
+        let n = self.values.len();
+        self.values[if at >= n { at - n } else { at }]
+    }
+}
 
 /// TA-Lib's `TA_INT_SMA` as a stream: no value for the first n-1 inputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sma {
     period: usize,
-    window: VecDeque<f64>,
+    /// The last `period` values (the total has the oldest of them taken out already, once full).
+    window: Ring<f64>,
     total: f64,
 }
 
@@ -19,21 +68,26 @@ impl Sma {
     /// An average over `period` values (at least 1).
     pub fn new(period: usize) -> Self {
         let period = period.max(1);
-        Sma { period, window: VecDeque::with_capacity(period), total: 0.0 }
+        Sma { period, window: Ring::new(period), total: 0.0 }
     }
 
     /// Feeds one value; returns the average of the last `period` once there are that many.
     pub fn update(&mut self, x: f64) -> Option<f64> {
+        // TA-Lib's order: add the new value, take the mean, then subtract the oldest one of the
+        // window (which leaves it on the next value).
         self.total += x;
-        self.window.push_back(x);
-        if self.window.len() < self.period {
+        self.window.push(x);
+        if !self.window.is_full() {
             return None;
         }
         let mean = self.total / self.period as f64;
-        if let Some(oldest) = self.window.pop_front() {
-            self.total -= oldest;
-        }
+        self.total -= self.window.get(0);
         Some(mean)
+    }
+
+    /// The last `period` values, oldest first (fewer while warming up).
+    fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        (0..self.window.len()).map(|i| self.window.get(i))
     }
 }
 
@@ -45,9 +99,9 @@ impl Sma {
 /// explains, and taking every bar's bands cost about 90 instructions a tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bollinger {
+    /// The middle band, and the closes it is over.
     sma: Sma,
     k: f64,
-    closes: VecDeque<f64>,
     middle: Option<f64>,
 }
 
@@ -66,15 +120,11 @@ impl Bollinger {
     /// Bands over `period` closes, `k` (population) standard deviations wide.
     pub fn new(period: usize, k: f64) -> Self {
         let period = period.max(1);
-        Bollinger { sma: Sma::new(period), k, closes: VecDeque::with_capacity(period + 1), middle: None }
+        Bollinger { sma: Sma::new(period), k, middle: None }
     }
 
     /// Takes one close.
     pub fn push(&mut self, x: f64) {
-        self.closes.push_back(x);
-        if self.closes.len() > self.sma.period {
-            self.closes.pop_front();
-        }
         // The middle band is the running SMA (TA-Lib's sums, to the bit), kept on every close.
         self.middle = self.sma.update(x);
     }
@@ -83,7 +133,7 @@ impl Bollinger {
     pub fn value(&self) -> Option<Bands> {
         let middle = self.middle?;
         let mut squares = 0.0;
-        for c in &self.closes {
+        for c in self.sma.values() {
             let d = c - middle;
             squares += d * d;
         }
@@ -145,7 +195,7 @@ pub struct Stochastic {
     k_smooth: usize,
     d_smooth: usize,
     /// (high, low, close) of the last `k + ks + d − 2` bars, oldest first: fewer while warming up.
-    bars: VecDeque<(f64, f64, f64)>,
+    bars: Ring<(f64, f64, f64)>,
 }
 
 /// One value of the stochastic.
@@ -162,7 +212,7 @@ impl Stochastic {
     pub fn new(period: usize, k_smooth: usize, d_smooth: usize) -> Self {
         let (period, k_smooth, d_smooth) = (period.max(1), k_smooth.max(1), d_smooth.max(1));
         let keep = period + k_smooth + d_smooth - 2;
-        Stochastic { period, k_smooth, d_smooth, bars: VecDeque::with_capacity(keep + 1) }
+        Stochastic { period, k_smooth, d_smooth, bars: Ring::new(keep) }
     }
 
     fn keep(&self) -> usize {
@@ -171,10 +221,7 @@ impl Stochastic {
 
     /// Takes one bar.
     pub fn push(&mut self, high: f64, low: f64, close: f64) {
-        self.bars.push_back((high, low, close));
-        if self.bars.len() > self.keep() {
-            self.bars.pop_front();
-        }
+        self.bars.push((high, low, close));
     }
 
     /// %K and %D of the bars taken so far, once warmed up.
@@ -186,12 +233,12 @@ impl Stochastic {
         // Fast %K of bar i (an index into `bars`): its close in the range of the `period` bars
         // ending at it.
         let fast = |i: usize| {
-            let window = self.bars.range(i + 1 - self.period..=i);
+            let window = (i + 1 - self.period..=i).map(|j| self.bars.get(j));
             let (highest, lowest) =
                 window.fold((f64::NEG_INFINITY, f64::INFINITY), |(h, l), b| (h.max(b.0), l.min(b.1)));
             // TA-Lib divides by the range over 100 (not × 100 after): the same bits as TA-Lib.
             let diff = (highest - lowest) / 100.0;
-            if diff != 0.0 { (self.bars[i].2 - lowest) / diff } else { 0.0 }
+            if diff != 0.0 { (self.bars.get(i).2 - lowest) / diff } else { 0.0 }
         };
         // The fast %K of the last `ks + d − 1` bars, each once; slow %K j is the mean of the
         // `ks` of them ending at j, %D the mean of the last `d` slow %K.
@@ -211,7 +258,25 @@ impl Stochastic {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_ring_keeps_the_last_values_in_order_across_a_checkpoint() {
+        let mut r = Ring::new(3);
+        for x in 1..=2 {
+            r.push(x);
+        }
+        // Read back while warming up: the capacity is the ring's own, not the Vec's.
+        let mut r: Ring<i32> = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!((r.len(), r.is_full()), (2, false));
+        for x in 3..=7 {
+            r.push(x);
+            let kept: Vec<i32> = (0..r.len()).map(|i| r.get(i)).collect();
+            let from = (x - 2).max(1);
+            assert_eq!(kept, (from..=x).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn sma_waits_for_its_period_then_slides() {

@@ -202,8 +202,8 @@ pub fn trading<'s>(
         // there: the indicators and the rules are applied on arrival, in one keyed stage (as
         // `decide` would, which as a second stage cost about 5 % of a tick: every bar moved and
         // looked up once more).
-        // Version 2: the assets carry Bollinger, ATR and stochastic state.
-        .keyed_state(graph.state("assets", 2), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
+        // Version 3: the assets carry Bollinger, ATR and stochastic state, their windows as rings.
+        .keyed_state(graph.state("assets", 3), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
             let asset = state.get_or_insert_with(|| Asset {
                 rsi: Rsi::new(c.rsi_period),
                 macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
