@@ -149,6 +149,39 @@ fn kill_9_at_five_points_then_a_restart_gives_the_uninterrupted_output() {
     assert!(restored >= 4, "{restored} of 5 restarts restored from a checkpoint");
 }
 
+/// Positions are keyed state: sized decisions after a `kill -9` and a restore (at another
+/// parallelism too) carry the same sizes and positions as an uninterrupted run.
+#[test]
+fn sized_positions_survive_kill_9_and_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), 400_000);
+    let config = dir.path().join("sizing.toml");
+    std::fs::write(&config, "[sizing]\nrisk_per_trade = 1.0\nlot = 0.001\nmax_position = 0.5\n").unwrap();
+    let sized = |out: &Path| {
+        let mut args = trading_args(&input, out);
+        args.extend(["--config".to_owned(), s(&config).to_owned()]);
+        args
+    };
+    let reference = dir.path().join("reference.jsonl");
+    run(&sized(&reference));
+    let want = result(&reference);
+    let position = |d: &String| serde_json::from_str::<Value>(d).ok()?["position_after"].as_f64();
+    let positions: Vec<f64> = want.decisions.iter().filter_map(position).collect();
+    assert_eq!(positions.len(), want.decisions.len(), "every sized decision has a position");
+    assert!(positions.iter().filter(|p| **p > 0.0).count() > 100, "positions are held");
+
+    for (name, restart) in [("two workers", &["-w", "2"][..]), ("one worker", &["-w", "1"][..])] {
+        let (ckpt, out) = (dir.path().join(format!("ckpt-{name}")), dir.path().join(format!("{name}.jsonl")));
+        let mut child = spawn(&with_checkpoints(sized(&out), &ckpt, &["-w", "2"]), &[]);
+        assert!(
+            wait_for_checkpoint(&mut child, &ckpt, 0) && wait_for_checkpoint(&mut child, &ckpt, committed(&ckpt)[0])
+        );
+        kill9(child);
+        assert!(restored_from(&run(&with_checkpoints(sized(&out), &ckpt, restart))).is_some(), "{name}: restored");
+        assert_same_result(name, &want, &result(&out));
+    }
+}
+
 /// A small pseudo-random number (no rand dependency for one pause).
 fn rand_below(n: u64) -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;

@@ -152,6 +152,13 @@ pub struct Decision {
     pub reason: String,
     /// How sure, in [0, 1].
     pub confidence: f64,
+    /// How much to trade, for pipelines that size their decisions (trading's `[sizing]`): units
+    /// of the key's asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_size: Option<f64>,
+    /// The key's position once this decision is acted on (with `suggested_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_after: Option<f64>,
     /// Rules, LLM, fallback or budget.
     pub decided_by: DecidedBy,
     /// The model that decided, for decisions by the LLM.
@@ -212,6 +219,14 @@ impl inflight_engine::job::Emitted for Decision {
         write_str(out, &self.reason);
         out.push_str(r#","confidence":"#);
         write_f64(out, self.confidence);
+        if let Some(size) = self.suggested_size {
+            out.push_str(r#","suggested_size":"#);
+            write_f64(out, size);
+        }
+        if let Some(position) = self.position_after {
+            out.push_str(r#","position_after":"#);
+            write_f64(out, position);
+        }
         out.push_str(r#","decided_by":"#);
         write_str(out, self.decided_by.as_str());
         if let Some(model) = &self.model {
@@ -243,6 +258,8 @@ impl Decision {
             action,
             reason: String::new(),
             confidence,
+            suggested_size: None,
+            position_after: None,
             decided_by: DecidedBy::Rules,
             model: None,
             evidence: Evidence::default(),
@@ -290,6 +307,8 @@ impl Decision {
             action: Action::HOLD,
             reason: "no rule fired".into(),
             confidence: 0.65,
+            suggested_size: None,
+            position_after: None,
             decided_by: DecidedBy::Rules,
             model: None,
             evidence: Evidence::of(&serde_json::json!({ "rsi": 55.0 })),
@@ -475,6 +494,8 @@ mod tests {
                         action: Action::new("ALERT_ABOVE"),
                         reason: text.repeat(j + 1),
                         confidence,
+                        suggested_size: (k % 2 == 0).then_some(0.1 * k as f64),
+                        position_after: (k % 3 != 1).then_some(confidence * 3.0),
                         decided_by: by,
                         model: (by == DecidedBy::Llm).then(|| format!("m-{text}")),
                         evidence: Evidence::of(&serde_json::json!({ "text": text, "n": [1.5, null] })),

@@ -127,6 +127,8 @@ pub fn decide(event: CodeEvent, pos: Position, ingest_ns: u64, source: &SourceNa
         action,
         reason,
         confidence,
+        suggested_size: None,
+        position_after: None,
         decided_by: DecidedBy::Rules,
         model: None,
         evidence: Evidence::of(&evidence),

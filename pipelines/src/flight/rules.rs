@@ -585,6 +585,8 @@ pub fn explain(case: &Case, mct: &Mct, source: &SourceName) -> Decision {
         action,
         reason,
         confidence,
+        suggested_size: None,
+        position_after: None,
         decided_by: DecidedBy::Rules,
         model: None,
         evidence: Evidence::of(&evidence),

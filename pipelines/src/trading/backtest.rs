@@ -173,7 +173,8 @@ fn fill(asset: &mut AssetResult, order: &Order, price: f64, costs: Costs) -> (f6
     asset.trades += 1;
     asset.fees += fee;
     if order.buy {
-        asset.position += quantity;
+        // To 1e-9 units, as the pipeline's sizing keeps positions: sums of lots read as written.
+        asset.position = ((asset.position + quantity) * 1e9).round() / 1e9;
         asset.cost += value;
         (-value - fee, value)
     } else {
@@ -183,7 +184,7 @@ fn fill(asset: &mut AssetResult, order: &Order, price: f64, costs: Costs) -> (f6
         asset.closes += 1;
         asset.wins += u64::from(gain > 0.0);
         asset.cost -= quantity * average;
-        asset.position -= quantity;
+        asset.position = ((asset.position - quantity) * 1e9).round() / 1e9;
         if asset.position <= 1e-12 {
             (asset.position, asset.cost) = (0.0, 0.0);
         }

@@ -9,18 +9,21 @@
 pub mod backtest;
 mod event;
 mod rules;
+mod sizing;
 pub mod synthetic;
 
 pub use event::{Context, EventIndicators, EventMacd, MarketContext, MarketEvent, MarketTick, News, Trend, Volatility};
 use rules::{Indicated, WarmedUp};
 pub use rules::{Scored, TradingRules};
+use sizing::Sized;
+pub use sizing::{Sizing, SizingOverride};
 
 use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Graph, Millis, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Atr, Bollinger, Macd, MacdValue, Rsi, Stochastic};
 use inflight_operators::{
     Action, Bar, BarContext, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, MapBatchesExt, Rules,
-    WindowExt,
+    Verdict, WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub struct TradingConfig {
     pub emit: Emit,
     /// The decision rules.
     pub rules: TradingRules,
+    /// Position sizing of BUY and SELL (off unless the `[sizing]` table is there).
+    pub sizing: Option<Sizing>,
     /// The LLM stage (off unless enabled).
     pub llm: LlmConfig,
 }
@@ -73,6 +78,7 @@ impl Default for TradingConfig {
             macd_signal: 9,
             emit: Emit::Changes,
             rules: TradingRules::default(),
+            sizing: None,
             // A HOLD from the rules is sent to the model at 0.65: a BUY or SELL must come at more than 0.85.
             llm: LlmConfig { override_margin: 0.2, ..LlmConfig::default() },
         }
@@ -89,6 +95,14 @@ impl TradingConfig {
             return Err("indicator periods must be at least 1".into());
         }
         self.rules.validate()?;
+        if let Some(sizing) = &self.sizing {
+            sizing.validate()?;
+            if self.llm.enabled {
+                return Err("[sizing] does not work with the LLM stage yet: positions follow the rules' \
+                            decisions, which the model may change (run sizing without --llm)"
+                    .into());
+            }
+        }
         self.llm_config().validate()
     }
 
@@ -127,6 +141,8 @@ struct Asset {
     atr: Atr,
     stoch: Stochastic,
     last: Option<Action>,
+    /// Units held, following the emitted sized decisions (0 without `[sizing]`).
+    position: f64,
 }
 
 /// A bar's context is its latest tick's.
@@ -190,6 +206,7 @@ pub fn trading<'s>(
     let c = config.clone();
     let (rules, emit) = (WarmedUp(config.rules.clone().with_source(source)), config.emit);
     let (bands_read, stoch_read) = (config.rules.reads_bands(), config.rules.reads_stoch());
+    let (sizing, hold_confidence) = (config.sizing.clone(), config.rules.hold_confidence);
     let serving = graph.taps().serving();
     let steps = events
         .map_batches(|s: Sourced<MarketTick>| {
@@ -202,8 +219,9 @@ pub fn trading<'s>(
         // there: the indicators and the rules are applied on arrival, in one keyed stage (as
         // `decide` would, which as a second stage cost about 5 % of a tick: every bar moved and
         // looked up once more).
-        // Version 3: the assets carry Bollinger, ATR and stochastic state, their windows as rings.
-        .keyed_state(graph.state("assets", 3), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
+        // Version 4: the assets carry Bollinger, ATR and stochastic state, their windows as rings,
+        // and the position.
+        .keyed_state(graph.state("assets", 4), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
             let asset = state.get_or_insert_with(|| Asset {
                 rsi: Rsi::new(c.rsi_period),
                 macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
@@ -211,6 +229,7 @@ pub fn trading<'s>(
                 atr: Atr::new(14),
                 stoch: Stochastic::new(14, 3, 3),
                 last: None,
+                position: 0.0,
             });
             // All are fed every bar, so each keeps TA-Lib's warm-up; decide once RSI and MACD
             // have values (the others join the evidence when they have theirs).
@@ -228,11 +247,37 @@ pub fn trading<'s>(
             let bollinger = bands_read.then(|| asset.bollinger.value()).flatten();
             let stoch = stoch_read.then(|| asset.stoch.value()).flatten();
             let mut indicated = Indicated { bar, rsi, macd, bollinger, atr, stoch };
-            let Some(verdict) = rules.verdict(&indicated) else { return };
+            let Some(mut verdict) = rules.verdict(&indicated) else { return };
+            // A BUY or SELL is sized before it is compared with the last action: one that cannot
+            // be sized is a HOLD.
+            let traded = verdict.action;
+            let sized = match &sizing {
+                Some(s) if !traded.is(Action::HOLD) => Some(s.size(&indicated.bar.key, traded, atr, asset.position)),
+                _ => None,
+            };
+            if let Some(Sized::Held(_)) = sized {
+                verdict = Verdict { action: Action::HOLD, confidence: hold_confidence };
+            }
             if !asset.last.replace(verdict.action).is_some_and(|a| a.is(verdict.action)) || emit == Emit::All {
                 indicated.bollinger = indicated.bollinger.or_else(|| asset.bollinger.value());
                 indicated.stoch = indicated.stoch.or_else(|| asset.stoch.value());
-                out.push(Step::Decided(rules.explain(indicated, verdict)));
+                let mut decision = rules.explain(indicated, verdict);
+                if sizing.is_some() {
+                    // Only emitted decisions move the position: they are the ones acted on.
+                    match sized {
+                        Some(Sized::Trade { size, after, how }) => {
+                            decision.reason = format!("{}; {how}", decision.reason);
+                            decision.suggested_size = Some(size);
+                            asset.position = after;
+                        }
+                        Some(Sized::Held(why)) => {
+                            decision.reason = format!("{traded} held: {why} ({})", decision.reason)
+                        }
+                        None => {}
+                    }
+                    decision.position_after = Some(asset.position);
+                }
+                out.push(Step::Decided(decision));
             }
         });
     if serving {

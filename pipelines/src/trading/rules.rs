@@ -457,6 +457,8 @@ impl Rules for TradingRules {
             action: v.action,
             reason,
             confidence: v.confidence,
+            suggested_size: None,
+            position_after: None,
             decided_by: DecidedBy::Rules,
             model: None,
             evidence,
