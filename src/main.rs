@@ -1,6 +1,7 @@
 //! The `inflight` command line: the bundled pipelines registered with the runner library exactly as
 //! a user registers their own, plus the bundled binary's `gen` and `bench` commands.
 
+mod backtest;
 mod bench;
 mod tools;
 

@@ -11,7 +11,7 @@ use inflight::pipelines::code::synthetic::{self as code_gen, CodeGenConfig};
 use inflight::pipelines::flight::synthetic::{self as flight_gen, FlightGenConfig, StatusMix};
 use inflight::pipelines::trading::synthetic::{GenConfig, generate};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `gen` and `bench`.
 #[derive(Subcommand)]
@@ -26,25 +26,7 @@ pub enum Tools {
         #[arg(short, long, default_value = "-")]
         output: String,
     },
-    /// Backtest trading decisions against the ticks they were made on: each BUY or SELL is filled at
-    /// its asset's first tick at or after the decision's event_time; P&L, fees and drawdown.
-    Backtest {
-        /// The ticks: market-event JSON lines.
-        #[arg(short, long)]
-        input: PathBuf,
-        /// The decisions: JSON lines as `run trading` writes them.
-        #[arg(long)]
-        decisions: PathBuf,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Fee on each trade's value, in basis points.
-        #[arg(long, default_value_t = 10.0)]
-        fee_bps: f64,
-        /// Units per BUY or SELL that carries no suggested_size (a SELL sells at most what is held).
-        #[arg(long, default_value_t = 1.0)]
-        size: f64,
-    },
+    Backtest(crate::backtest::BacktestArgs),
     /// Measure a pipeline's throughput and latency on synthetic data (release builds only mean something).
     Bench {
         /// What to measure: the trading job from a file, or through Kafka topics.
@@ -182,9 +164,7 @@ pub fn run(command: Tools) -> Result<()> {
         Tools::Gen { kind: GenKind::Market, args, output } => gen_market(&args, &output),
         Tools::Gen { kind: GenKind::Flight, args, output } => gen_flight(&args, &output),
         Tools::Gen { kind: GenKind::Code, args, output } => gen_code(&args, &output),
-        Tools::Backtest { input, decisions, report, fee_bps, size } => {
-            backtest(&input, &decisions, report.as_deref(), fee_bps, size)
-        }
+        Tools::Backtest(args) => crate::backtest::run(args),
         Tools::Bench {
             target: BenchTarget::Flight,
             events,
@@ -227,45 +207,6 @@ pub fn run(command: Tools) -> Result<()> {
             })
         }
     }
-}
-
-fn backtest(input: &Path, decisions: &Path, report: Option<&Path>, fee_bps: f64, size: f64) -> Result<()> {
-    use inflight::pipelines::trading::backtest::{Costs, backtest, read_orders, read_prices};
-    if !(fee_bps.is_finite() && fee_bps >= 0.0) {
-        bail!("--fee-bps {fee_bps} must be a number of basis points, 0 or more");
-    }
-    if !(size.is_finite() && size > 0.0) {
-        bail!("--size {size} must be a positive number of units");
-    }
-    if let Some(dir) = report.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-        bail!("--report: directory {} does not exist", dir.display());
-    }
-    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()));
-    let (prices, skipped) = read_prices(&read(input)?);
-    let orders = read_orders(&read(decisions)?, size).map_err(|e| anyhow::anyhow!("{}: {e}", decisions.display()))?;
-    let r = backtest(&prices, &orders, Costs { fee_bps });
-    let t = &r.total;
-    eprintln!("inflight: backtest of {} orders on {} ticks ({} lines skipped)", orders.len(), prices.len(), skipped);
-    eprintln!(
-        "  trades         {:>14}  ({} not filled: no later tick, or a SELL with nothing held)",
-        t.trades, t.unfilled
-    );
-    eprintln!(
-        "  P&L            {:>14.2}  (realized {:.2}, unrealized {:.2}, fees {:.2})",
-        t.pnl, t.realized, t.unrealized, t.fees
-    );
-    eprintln!("  max drawdown   {:>14.2}", t.max_drawdown);
-    eprintln!("  hit rate       {:>13.1} %  (SELLs with a gain)", t.hit_rate * 100.0);
-    let mut best: Vec<_> = r.assets.iter().filter(|(_, a)| a.trades > 0).collect();
-    best.sort_by(|a, b| b.1.pnl.total_cmp(&a.1.pnl).then(a.0.cmp(b.0)));
-    for (name, a) in best.iter().take(10) {
-        eprintln!("  {name:<14} {:>14.2}  ({} trades, position {})", a.pnl, a.trades, a.position);
-    }
-    if let Some(path) = report {
-        let json = serde_json::to_string_pretty(&r).context("writing the report")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("{}: cannot write", path.display()))?;
-    }
-    Ok(())
 }
 
 fn fraction(name: &str, v: f64) -> Result<f64> {

@@ -206,6 +206,52 @@ fn log_then_replay_gives_identical_decisions_without_calls() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("replayed"), "summary counts replays");
 }
 
+/// `inflight backtest --llm-replay`: the pipeline's LLM decisions come from the call log alone
+/// (no request reaches the server), and the backtest is that of the logged run's decisions.
+#[test]
+fn a_backtest_with_llm_replay_makes_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "3000", "5", "50");
+    let config = quick_config(dir.path(), "");
+    let server = LlmServer::start(answering(Duration::from_millis(1)));
+    let (log, first) = (dir.path().join("calls.jsonl"), dir.path().join("first.jsonl"));
+    let base = server.base_url();
+    let live = ["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1", "--llm-log", log.to_str().unwrap()];
+    ok(run_to(&input, &config, &first, &[&live[..], &["--emit", "all"]].concat(), &[]));
+    let calls = server.requests();
+    assert!(calls > 50, "the logged run called: {calls}");
+    let orders = lines(&first).iter().filter(|d| d["action"] == "BUY" || d["action"] == "SELL").count();
+    assert!(orders > 0, "the model's answers include trades");
+    let (replayed, direct) = (dir.path().join("replayed.json"), dir.path().join("direct.json"));
+    let backtest = |extra: &[&str], report: &Path| {
+        let mut args = vec!["backtest", "--input", input.to_str().unwrap(), "--report", report.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        ok(Command::new(BIN).args(&args).env_remove("OPENAI_API_KEY").env_remove("OPENAI_BASE_URL").output().unwrap())
+    };
+    let out = backtest(
+        &[
+            "--llm-replay",
+            log.to_str().unwrap(),
+            "--",
+            "--config",
+            config.to_str().unwrap(),
+            "--llm-min-confidence",
+            "1",
+            "--emit",
+            "all",
+        ],
+        &replayed,
+    );
+    assert_eq!(server.requests(), calls, "the backtest made no request");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("replayed") && stderr.contains("pipeline (LLM replayed)"), "{stderr}");
+    backtest(&["--decisions", first.to_str().unwrap()], &direct);
+    let read = |p: &Path| serde_json::from_str::<Value>(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let (a, b) = (read(&replayed), read(&direct));
+    assert!(a["total"]["trades"].as_u64().unwrap() + a["total"]["unfilled"].as_u64().unwrap() == orders as u64);
+    assert_eq!(a, b, "the replayed run's backtest is the logged run's");
+}
+
 #[test]
 fn streamed_and_plain_replies_give_the_same_decisions() {
     let dir = tempfile::tempdir().unwrap();

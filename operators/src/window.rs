@@ -258,9 +258,15 @@ where
                                 Some((e, bars)) if e == end => bars,
                                 _ => {
                                     let (_, bars) = open.entry(end).or_insert_with(|| {
-                                        // A spare's vector may have gone out with its bars.
                                         let mut map = spare.pop().unwrap_or_else(|| WindowBars::with_capacity(keys));
-                                        map.bars.reserve(keys + keys / 4);
+                                        // A spare's vector may have gone out with its bars, and the
+                                        // one given back may be small. It is empty: a fresh one,
+                                        // not `reserve`, as reallocating copies all its capacity
+                                        // (5% of a two-worker run).
+                                        let want = keys + keys / 4;
+                                        if map.bars.capacity() < want {
+                                            map.bars = Vec::with_capacity(want);
+                                        }
                                         (cap.delayed(&(end - 1), 0), map)
                                     });
                                     bars
