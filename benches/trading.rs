@@ -103,6 +103,7 @@ fn sample_scored() -> Scored {
         bollinger: Some(Bands { upper: 103.1, middle: 101.2, lower: 99.3 }),
         atr: Some(1.25),
         stoch: Some(Stoch { k: 61.5, d: 58.25 }),
+        slow: None,
     }
 }
 

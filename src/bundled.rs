@@ -19,9 +19,10 @@ pub struct Trading;
 /// The trading pipeline's flags.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TradingFlags {
-    /// Bar width, e.g. 1s or 500ms [default: 1s].
-    #[arg(long, env = "INFLIGHT_WINDOW", value_parser = parse_duration)]
-    pub window: Option<u64>,
+    /// Bar width, e.g. 1s or 500ms [default: 1s]. Given twice (`--window 1s --window 1m`), the
+    /// longer is a slow timeframe whose RSI and MACD reach the evidence (`rsi_1m`) and the rules.
+    #[arg(long, env = "INFLIGHT_WINDOW", value_parser = parse_duration, value_delimiter = ',')]
+    pub window: Vec<u64>,
     /// A decision only when the action changes, or for every bar [default: changes].
     #[arg(long, env = "INFLIGHT_EMIT")]
     pub emit: Option<EmitFlag>,
@@ -49,8 +50,11 @@ impl Pipeline for Trading {
     }
 
     fn configure(config: &mut TradingConfig, flags: &TradingFlags) -> Result<()> {
-        if let Some(w) = flags.window {
-            config.window_ms = w;
+        match flags.window[..] {
+            [] => {}
+            [w] => config.window_ms = w,
+            [a, b] => (config.window_ms, config.slow_window_ms) = (a.min(b), Some(a.max(b))),
+            _ => bail!("--window is given at most twice: a bar width and a slow timeframe"),
         }
         if let Some(e) = flags.emit {
             config.emit = e.into();

@@ -539,3 +539,128 @@ fn sized_decisions_follow_risk_lots_and_the_position_cap() {
         assert!(!bad.status.success() && err.contains(want) && err.trim().lines().count() == 1, "{want}: {err}");
     }
 }
+
+/// `--window 1s --window 1m`: every decision's slow values are those of the latest 1 m bar closed
+/// at or before its bar's end, as a run at 1 m alone computes them (its TA-Lib-checked RSI and
+/// MACD); the same at -w 1, -w 4 and two processes.
+#[test]
+fn a_slow_timeframe_gives_the_values_of_a_run_at_the_slow_width() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 assets, 50 minutes of event time in order, ticks in every minute of every asset.
+    let input = generate(dir.path(), "in.jsonl", &["--events", "30000", "--assets", "3", "--rate", "10"]);
+    let run = |tag: &str, extra: &[&str]| -> Vec<Value> {
+        let out = dir.path().join(format!("{tag}.jsonl"));
+        run_trading(&input, &out, &dir.path().join(format!("{tag}.dead")), extra);
+        decisions(&out)
+    };
+    let both = run("both", &["--window", "1s", "--window", "1m", "--emit", "all", "-w", "1"]);
+    let slow = run("slow", &["--window", "1m", "--emit", "all"]);
+    let at = |d: &Value| (d["key"].as_str().unwrap().to_owned(), d["event_time"].as_str().unwrap().to_owned());
+    let slow_by_end: std::collections::BTreeMap<_, _> = slow.iter().map(|d| (at(d), d)).collect();
+    let (mut checked, mut before_warm_up) = (0, 0);
+    for d in &both {
+        let e = &d["evidence"];
+        let (key, end) = at(d);
+        let Some(bar) = e.get("bar_1m") else {
+            // Only before the first minute of the asset has closed.
+            assert!(end.as_str() <= "2024-01-07T10:01:00.000Z", "no slow bar at {end}: {d}");
+            continue;
+        };
+        let slow_end = bar["end"].as_str().unwrap().to_owned();
+        assert!(slow_end <= end, "the slow bar {slow_end} closed after the decision's bar {end}");
+        // The latest 1 m bar: less than a minute before the fast bar's end.
+        let gap = |t: &str| inflight_time(t);
+        assert!(gap(&end) - gap(&slow_end) < 60_000, "{slow_end} is not the latest slow bar at {end}");
+        match slow_by_end.get(&(key.clone(), slow_end.clone())) {
+            Some(s) => {
+                let se = &s["evidence"];
+                assert_eq!(bar["close"], se["bar"]["close"], "{key} {slow_end}");
+                assert_eq!((&e["rsi_1m"], &e["macd_1m"]), (&se["rsi"], &se["macd"]), "{key} {slow_end}");
+                checked += 1;
+            }
+            None => {
+                // The 1 m run decides from its 35th bar on (MACD's warm-up): no MACD yet here.
+                assert!(e.get("macd_1m").is_none(), "{key} {slow_end}: the 1 m run has no decision there");
+                before_warm_up += 1;
+            }
+        }
+    }
+    assert!(checked > 2_000 && before_warm_up > 1_000, "{checked} checked, {before_warm_up} before the warm-up");
+    let four = run("w4", &["--window", "1s", "--window", "1m", "--emit", "all", "-w", "4", "--chunk-size", "65536"]);
+    assert_same("-w 1 vs -w 4", &both, &four);
+    let out = dir.path().join("n2.jsonl");
+    let mut args = vec!["run", "trading", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    args.extend_from_slice(&["--window", "1s", "--window", "1m", "--emit", "all", "--dead-letter", "/dev/null"]);
+    two_processes(dir.path(), &args);
+    assert_same("-w 1 vs -n 2", &both, &decisions(&out));
+}
+
+/// Milliseconds of an RFC 3339 time the tests write (`2024-01-07T10:MM:SS.mmmZ`).
+fn inflight_time(t: &str) -> i64 {
+    let (h, m, s) = (&t[11..13], &t[14..16], &t[17..23]);
+    let n = |x: &str| x.parse::<f64>().unwrap();
+    ((n(h) * 3600.0 + n(m) * 60.0 + n(s)) * 1000.0).round() as i64
+}
+
+/// The slow filters hold back exactly the BUYs and SELLs they must, saying why; and their bad
+/// settings are one-line errors.
+#[test]
+fn slow_timeframe_filters_hold_back_trades_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.jsonl", &["--events", "30000", "--assets", "3", "--rate", "10"]);
+    let config = dir.path().join("slow.toml");
+    std::fs::write(&config, "[rules]\nbuy_min_slow_histogram = 0.0\nsell_min_slow_rsi = 50.0\n").unwrap();
+    let run = |tag: &str, extra: &[&str]| -> Vec<Value> {
+        let out = dir.path().join(format!("{tag}.jsonl"));
+        let mut args = vec!["--window", "1s", "--window", "1m", "--emit", "all"];
+        args.extend_from_slice(extra);
+        run_trading(&input, &out, &dir.path().join("dead"), &args);
+        decisions(&out)
+    };
+    let (free, held) = (run("free", &[]), run("held", &["--config", config.to_str().unwrap()]));
+    assert_eq!(free.len(), held.len());
+    let (mut kept, mut stopped) = (0, 0);
+    for (f, h) in free.iter().zip(&held) {
+        assert_eq!(f["id"], h["id"]);
+        let e = &f["evidence"];
+        let action = f["action"].as_str().unwrap();
+        let (rsi, histogram) = (e["rsi_1m"].as_f64(), e["macd_1m"]["histogram"].as_f64());
+        let pass = match action {
+            "BUY" => histogram.map(|x| x >= 0.0),
+            "SELL" => rsi.map(|x| x >= 50.0),
+            _ => {
+                assert_eq!(f, h, "a HOLD is not touched");
+                continue;
+            }
+        };
+        let reason = h["reason"].as_str().unwrap();
+        match pass {
+            Some(true) => {
+                assert_eq!(f, h, "a trade the slow timeframe agrees with is kept");
+                kept += 1;
+            }
+            Some(false) => {
+                let why = if action == "BUY" { "MACD(1m) histogram" } else { "RSI(1m)" };
+                assert_eq!(h["action"], "HOLD");
+                assert!(reason.starts_with(&format!("{action} held: {why} ")), "{reason}");
+                stopped += 1;
+            }
+            None => {
+                assert_eq!(h["action"], "HOLD");
+                assert!(reason.contains("the 1m timeframe has no RSI and MACD yet"), "{reason}");
+            }
+        }
+    }
+    assert!(kept > 0 && stopped > 0, "{kept} kept, {stopped} held back");
+    // Bad settings.
+    let (i, c) = (input.to_str().unwrap(), config.to_str().unwrap());
+    for (args, want) in [
+        (vec!["--config", c], "need a slow timeframe"),
+        (vec!["--window", "1s,1m,5m"], "--window is given at most twice"),
+        (vec!["--window", "2s", "--window", "3s"], "must be a multiple of the window 2s"),
+    ] {
+        let out = inflight(&[&["run", "trading", "--input", i, "-o", "/dev/null"][..], &args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+}

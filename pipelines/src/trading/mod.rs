@@ -11,12 +11,15 @@ mod event;
 mod rules;
 mod sizing;
 pub mod synthetic;
+mod timeframe;
 
 pub use event::{Context, EventIndicators, EventMacd, MarketContext, MarketEvent, MarketTick, News, Trend, Volatility};
 use rules::{Indicated, WarmedUp};
 pub use rules::{Scored, TradingRules};
 use sizing::Sized;
 pub use sizing::{Sizing, SizingOverride};
+pub use timeframe::SlowBar;
+use timeframe::SlowFrame;
 
 use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Graph, Millis, SourceName, Sourced, Stream};
@@ -37,6 +40,9 @@ pub const ACTIONS: &[Action] = &[Action::BUY, Action::SELL, Action::HOLD];
 pub struct TradingConfig {
     /// Bar width in milliseconds.
     pub window_ms: Millis,
+    /// A slower timeframe (a multiple of `window_ms`): RSI and MACD on its bars reach the evidence
+    /// and the `*_slow_*` filters of the rules.
+    pub slow_window_ms: Option<Millis>,
     /// RSI period.
     pub rsi_period: usize,
     /// MACD fast period.
@@ -72,6 +78,7 @@ impl Default for TradingConfig {
     fn default() -> Self {
         TradingConfig {
             window_ms: 1_000,
+            slow_window_ms: None,
             rsi_period: 14,
             macd_fast: 12,
             macd_slow: 26,
@@ -95,6 +102,22 @@ impl TradingConfig {
             return Err("indicator periods must be at least 1".into());
         }
         self.rules.validate()?;
+        match self.slow_window_ms {
+            Some(slow) if slow <= self.window_ms || slow % self.window_ms != 0 => {
+                let f = inflight_engine::time::format_duration;
+                return Err(format!(
+                    "the slow window {} must be a multiple of the window {} and longer",
+                    f(slow),
+                    f(self.window_ms)
+                ));
+            }
+            None if self.rules.reads_slow() => {
+                return Err("the rules' *_slow_* filters need a slow timeframe (a second --window, or \
+                            slow_window_ms)"
+                    .into());
+            }
+            _ => {}
+        }
         if let Some(sizing) = &self.sizing {
             sizing.validate()?;
             if self.llm.enabled {
@@ -143,6 +166,8 @@ struct Asset {
     last: Option<Action>,
     /// Units held, following the emitted sized decisions (0 without `[sizing]`).
     position: f64,
+    /// The slow timeframe's bars and indicators (with `slow_window_ms`).
+    slow: Option<SlowFrame>,
 }
 
 /// A bar's context is its latest tick's.
@@ -204,7 +229,11 @@ pub fn trading<'s>(
     llm: Option<&Arc<LlmService>>,
 ) -> Stream<'s, Decision> {
     let c = config.clone();
-    let (rules, emit) = (WarmedUp(config.rules.clone().with_source(source)), config.emit);
+    let mut rules = config.rules.clone().with_source(source);
+    if let Some(width) = config.slow_window_ms {
+        rules = rules.with_slow(width);
+    }
+    let (rules, emit) = (WarmedUp(rules), config.emit);
     let (bands_read, stoch_read) = (config.rules.reads_bands(), config.rules.reads_stoch());
     let (sizing, hold_confidence) = (config.sizing.clone(), config.rules.hold_confidence);
     let serving = graph.taps().serving();
@@ -219,9 +248,9 @@ pub fn trading<'s>(
         // there: the indicators and the rules are applied on arrival, in one keyed stage (as
         // `decide` would, which as a second stage cost about 5 % of a tick: every bar moved and
         // looked up once more).
-        // Version 4: the assets carry Bollinger, ATR and stochastic state, their windows as rings,
-        // and the position.
-        .keyed_state(graph.state("assets", 4), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
+        // Version 5: the assets carry Bollinger, ATR and stochastic state, their windows as rings,
+        // the position, and the slow timeframe.
+        .keyed_state(graph.state("assets", 5), move |state: &mut Option<Asset>, bar, out: &mut Vec<Step>| {
             let asset = state.get_or_insert_with(|| Asset {
                 rsi: Rsi::new(c.rsi_period),
                 macd: Macd::new(c.macd_fast, c.macd_slow, c.macd_signal),
@@ -230,6 +259,9 @@ pub fn trading<'s>(
                 stoch: Stochastic::new(14, 3, 3),
                 last: None,
                 position: 0.0,
+                slow: c.slow_window_ms.map(|_| {
+                    SlowFrame::new(Rsi::new(c.rsi_period), Macd::new(c.macd_fast, c.macd_slow, c.macd_signal))
+                }),
             });
             // All are fed every bar, so each keeps TA-Lib's warm-up; decide once RSI and MACD
             // have values (the others join the evidence when they have theirs).
@@ -238,6 +270,10 @@ pub fn trading<'s>(
             let atr = asset.atr.update(bar.high, bar.low, bar.close);
             asset.bollinger.push(bar.close);
             asset.stoch.push(bar.high, bar.low, bar.close);
+            let slow = match (&mut asset.slow, c.slow_window_ms) {
+                (Some(frame), Some(width)) => frame.push(bar.start, bar.end, bar.close, width),
+                _ => None,
+            };
             // Every bar, warmed up or not, is charted by the live view.
             if serving {
                 out.push(Step::Chart(live_bar(&bar, rsi, macd)));
@@ -246,7 +282,7 @@ pub fn trading<'s>(
             // the bars that are explained (most bars are not: decisions leave on changes).
             let bollinger = bands_read.then(|| asset.bollinger.value()).flatten();
             let stoch = stoch_read.then(|| asset.stoch.value()).flatten();
-            let mut indicated = Indicated { bar, rsi, macd, bollinger, atr, stoch };
+            let mut indicated = Indicated { bar, rsi, macd, bollinger, atr, stoch, slow };
             let Some(mut verdict) = rules.verdict(&indicated) else { return };
             // A BUY or SELL is sized before it is compared with the last action: one that cannot
             // be sized is a HOLD.

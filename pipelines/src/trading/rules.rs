@@ -4,6 +4,7 @@
 //! unless configured, so the defaults decide as the specification says.
 
 use super::event::{Context, News, Trend, Volatility};
+use super::timeframe::SlowBar;
 use inflight_engine::time::{format_rfc3339, wall_millis};
 use inflight_engine::{Key, Millis, SourceName, SourceRef};
 use inflight_operators::indicators::{Bands, MacdValue, Stoch};
@@ -28,6 +29,9 @@ pub struct Scored {
     pub atr: Option<f64>,
     /// The slow stochastic (14, 3, 3), once warmed up.
     pub stoch: Option<Stoch>,
+    /// With a slow timeframe: its latest bar closed at or before this bar's end.
+    #[serde(default)]
+    pub slow: Option<SlowBar>,
 }
 
 impl Scored {
@@ -39,6 +43,7 @@ impl Scored {
             context: s.bar.context,
             bollinger: s.bollinger,
             stoch: s.stoch,
+            slow: s.slow,
         }
     }
 }
@@ -83,6 +88,17 @@ pub struct TradingRules {
     pub sell_blocked_by_news: Vec<String>,
     /// Optional filter: `market_context.volatility` words that hold BUY and SELL back.
     pub hold_in_volatility: Vec<String>,
+    /// Optional filter (with a slow timeframe): a BUY needs the slow RSI at or below this.
+    pub buy_max_slow_rsi: Option<f64>,
+    /// Optional filter (with a slow timeframe): a SELL needs the slow RSI at or above this.
+    pub sell_min_slow_rsi: Option<f64>,
+    /// Optional filter (with a slow timeframe): a BUY needs the slow MACD histogram at or above this.
+    pub buy_min_slow_histogram: Option<f64>,
+    /// Optional filter (with a slow timeframe): a SELL needs the slow MACD histogram at or below this.
+    pub sell_max_slow_histogram: Option<f64>,
+    /// The slow timeframe's names (set by the pipeline, not the config file).
+    #[serde(skip)]
+    slow: Option<SlowNames>,
     /// Source name written into decisions (set by the run, not the config file).
     #[serde(skip)]
     source: Option<SourceName>,
@@ -104,6 +120,11 @@ impl Default for TradingRules {
             buy_blocked_by_news: Vec::new(),
             sell_blocked_by_news: Vec::new(),
             hold_in_volatility: Vec::new(),
+            buy_max_slow_rsi: None,
+            sell_min_slow_rsi: None,
+            buy_min_slow_histogram: None,
+            sell_max_slow_histogram: None,
+            slow: None,
             source: None,
         }
     }
@@ -114,6 +135,20 @@ impl TradingRules {
     pub fn with_source(mut self, source: SourceName) -> Self {
         self.source = Some(source);
         self
+    }
+
+    /// The rules with a slow timeframe of `width` ms: its values in the evidence as `rsi_1m`,
+    /// `macd_1m` and `bar_1m` (for a 1 minute width), and its filters on.
+    pub fn with_slow(mut self, width: Millis) -> Self {
+        self.slow = Some(SlowNames::of(width));
+        self
+    }
+
+    /// Whether a slow-timeframe filter is set.
+    pub fn reads_slow(&self) -> bool {
+        [self.buy_max_slow_rsi, self.sell_min_slow_rsi, self.buy_min_slow_histogram, self.sell_max_slow_histogram]
+            .iter()
+            .any(Option::is_some)
     }
 
     /// Checks that confidences lie in [0, 1].
@@ -151,6 +186,30 @@ impl TradingRules {
     }
 }
 
+/// The names of a slow timeframe's values: `1m`, `rsi_1m`, `macd_1m`, `bar_1m`. Made once per
+/// pipeline and leaked, as the evidence writer takes its keys as `&'static str` (a few bytes for
+/// each width a process runs with).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SlowNames {
+    label: &'static str,
+    rsi: &'static str,
+    macd: &'static str,
+    bar: &'static str,
+}
+
+impl SlowNames {
+    fn of(width: Millis) -> Self {
+        let label = inflight_engine::time::format_duration(width);
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        SlowNames {
+            rsi: leak(format!("rsi_{label}")),
+            macd: leak(format!("macd_{label}")),
+            bar: leak(format!("bar_{label}")),
+            label: leak(label),
+        }
+    }
+}
+
 /// What the rules read of a bar.
 struct Facts {
     rsi: f64,
@@ -159,6 +218,7 @@ struct Facts {
     context: Context,
     bollinger: Option<Bands>,
     stoch: Option<Stoch>,
+    slow: Option<SlowBar>,
 }
 
 /// Which rule fired, or which filter held a BUY or SELL back (then the action is HOLD).
@@ -181,13 +241,17 @@ enum Hold {
     Score(f32),
     News(News),
     Volatility(Volatility),
+    /// The slow timeframe has no value yet for a filter that reads it.
+    NoSlow,
+    SlowRsi(f64),
+    SlowHistogram(f64),
 }
 
 impl TradingRules {
     /// The rules on the values they read, then the filters.
     fn judge(&self, f: &Facts) -> (Action, f64, Why) {
         let (action, why) = self.signal(f);
-        match self.held(action, &f.context) {
+        match self.held(action, &f.context).or_else(|| self.slow_held(action, f.slow)) {
             Some(hold) => (Action::HOLD, self.hold_confidence, Why::Held(action, hold)),
             None if action.is(Action::SELL) => (action, self.sell_confidence, why),
             None if action.is(Action::BUY) => (action, self.buy_confidence, why),
@@ -242,6 +306,32 @@ impl TradingRules {
         (!fine).then_some(Hold::Score(score))
     }
 
+    /// The slow-timeframe filter that holds `action` back, if one does.
+    fn slow_held(&self, action: Action, slow: Option<SlowBar>) -> Option<Hold> {
+        let buy = action.is(Action::BUY);
+        if !buy && !action.is(Action::SELL) {
+            return None;
+        }
+        let (rsi_bound, histogram_bound) = if buy {
+            (self.buy_max_slow_rsi, self.buy_min_slow_histogram)
+        } else {
+            (self.sell_min_slow_rsi, self.sell_max_slow_histogram)
+        };
+        if let Some(bound) = rsi_bound {
+            let Some(rsi) = slow.and_then(|s| s.rsi) else { return Some(Hold::NoSlow) };
+            if (buy && rsi > bound) || (!buy && rsi < bound) {
+                return Some(Hold::SlowRsi(rsi));
+            }
+        }
+        if let Some(bound) = histogram_bound {
+            let Some(h) = slow.and_then(|s| s.macd).map(|m| m.histogram) else { return Some(Hold::NoSlow) };
+            if (buy && h < bound) || (!buy && h > bound) {
+                return Some(Hold::SlowHistogram(h));
+            }
+        }
+        None
+    }
+
     /// Why, in a sentence.
     fn reason(&self, f: &Facts, why: Why) -> String {
         let trend = f.context.trend.map_or("unknown", Trend::as_str);
@@ -287,6 +377,31 @@ impl TradingRules {
                     }
                     Hold::News(n) => format!("news sentiment is {}", n.as_str()),
                     Hold::Volatility(v) => format!("volatility is {}", v.as_str()),
+                    Hold::NoSlow => format!("the {} timeframe has no RSI and MACD yet", self.slow_label()),
+                    Hold::SlowRsi(rsi) if action.is(Action::BUY) => format!(
+                        "RSI({}) {} is above {}",
+                        self.slow_label(),
+                        Fixed(rsi, 2),
+                        self.buy_max_slow_rsi.unwrap_or(f64::NAN)
+                    ),
+                    Hold::SlowRsi(rsi) => format!(
+                        "RSI({}) {} is below {}",
+                        self.slow_label(),
+                        Fixed(rsi, 2),
+                        self.sell_min_slow_rsi.unwrap_or(f64::NAN)
+                    ),
+                    Hold::SlowHistogram(h) if action.is(Action::BUY) => format!(
+                        "MACD({}) histogram {} is below {}",
+                        self.slow_label(),
+                        Fixed(h, 4),
+                        self.buy_min_slow_histogram.unwrap_or(f64::NAN)
+                    ),
+                    Hold::SlowHistogram(h) => format!(
+                        "MACD({}) histogram {} is above {}",
+                        self.slow_label(),
+                        Fixed(h, 4),
+                        self.sell_max_slow_histogram.unwrap_or(f64::NAN)
+                    ),
                 };
                 let rule = self.reason(f, self.signal(f).1);
                 format!("{action} held: {because} ({rule})")
@@ -300,6 +415,12 @@ impl TradingRules {
                 Text(trend),
             ]),
         }
+    }
+}
+
+impl TradingRules {
+    fn slow_label(&self) -> &'static str {
+        self.slow.map_or("slow", |n| n.label)
     }
 }
 
@@ -355,6 +476,7 @@ pub(crate) struct Indicated {
     pub(crate) bollinger: Option<Bands>,
     pub(crate) atr: Option<f64>,
     pub(crate) stoch: Option<Stoch>,
+    pub(crate) slow: Option<SlowBar>,
 }
 
 impl Keyed for Indicated {
@@ -382,6 +504,7 @@ impl Rules for WarmedUp {
             context: i.bar.context,
             bollinger: i.bollinger,
             stoch: i.stoch,
+            slow: i.slow,
         };
         let (action, confidence, _) = self.0.judge(&facts);
         Some(Verdict { action, confidence })
@@ -391,13 +514,14 @@ impl Rules for WarmedUp {
         // Only decided bars are explained, so both values are there.
         let nan = MacdValue { value: f64::NAN, signal: f64::NAN, histogram: f64::NAN };
         let (rsi, macd) = (i.rsi.unwrap_or(f64::NAN), i.macd.unwrap_or(nan));
-        self.0.explain(Scored { bar: i.bar, rsi, macd, bollinger: i.bollinger, atr: i.atr, stoch: i.stoch }, v)
+        let (bollinger, atr, stoch, slow) = (i.bollinger, i.atr, i.stoch, i.slow);
+        self.0.explain(Scored { bar: i.bar, rsi, macd, bollinger, atr, stoch, slow }, v)
     }
 }
 
 /// What a trading decision was based on, as written into its `evidence`: the closed bar, RSI,
 /// MACD, the bands, ATR and stochastic once they have values, and the bar's market context.
-fn evidence(s: &Scored) -> Evidence {
+fn evidence(s: &Scored, slow: Option<SlowNames>) -> Evidence {
     let (bar, context) = (&s.bar, s.bar.context);
     let mut w = EvidenceWriter::new();
     w.object("bar", |w| {
@@ -421,6 +545,19 @@ fn evidence(s: &Scored) -> Evidence {
         w.object("stoch", |w| {
             w.f64("k", k.k).f64("d", k.d);
         });
+    }
+    if let (Some(bar), Some(names)) = (&s.slow, slow) {
+        w.object(names.bar, |w| {
+            w.stamp("end", bar.end).f64("close", bar.close);
+        });
+        if let Some(rsi) = bar.rsi {
+            w.f64(names.rsi, rsi);
+        }
+        if let Some(m) = &bar.macd {
+            w.object(names.macd, |w| {
+                w.f64("value", m.value).f64("signal", m.signal).f64("histogram", m.histogram);
+            });
+        }
     }
     w.str("trend", context.trend.map_or("unknown", Trend::as_str));
     if let Some(v) = context.volatility {
@@ -448,7 +585,7 @@ impl Rules for TradingRules {
         let (_, _, why) = self.judge(&facts);
         let reason = self.reason(&facts, why);
         let bar = &s.bar;
-        let evidence = evidence(&s);
+        let evidence = evidence(&s, self.slow);
         let source = self.source.clone().unwrap_or_else(|| SourceName::File(Arc::from("unknown")));
         Decision {
             id: decision_id(&bar.key, bar.end),
@@ -500,6 +637,7 @@ mod tests {
             bollinger: None,
             atr: None,
             stoch: None,
+            slow: None,
         }
     }
 
