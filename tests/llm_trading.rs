@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests and benches may panic on setup failures
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/llm_server.rs"]
 mod llm_server;
 
@@ -250,6 +252,42 @@ fn a_backtest_with_llm_replay_makes_no_request() {
     let (a, b) = (read(&replayed), read(&direct));
     assert!(a["total"]["trades"].as_u64().unwrap() + a["total"]["unfilled"].as_u64().unwrap() == orders as u64);
     assert_eq!(a, b, "the replayed run's backtest is the logged run's");
+}
+
+/// `[sizing]` with the LLM stage: the model's actions are sized (the position follows what leaves
+/// the stage, in event-time order per asset), the same at -w 1 and -w 2.
+#[test]
+fn sized_llm_decisions_follow_the_models_actions_at_any_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = market(dir.path(), "12000", "4", "100");
+    let sizes = cli::Sizes { risk: 1.0, multiple: 2.0, lot: 0.001, cap: 0.05 };
+    let sizing = format!(
+        "[sizing]\nrisk_per_trade = {}\natr_multiple = {}\nlot = {}\nmax_position = {}\n",
+        sizes.risk, sizes.multiple, sizes.lot, sizes.cap
+    );
+    let config = quick_config(dir.path(), &sizing);
+    let server = LlmServer::start(answering(Duration::ZERO));
+    let base = server.base_url();
+    let run = |tag: &str, workers: &str| {
+        let out = dir.path().join(format!("{tag}.jsonl"));
+        let llm = ["--llm", "--llm-base-url", &base, "--llm-min-confidence", "1", "-w", workers];
+        ok(run_to(&input, &config, &out, &llm, &[]));
+        out
+    };
+    let one = run("w1", "1");
+    let decisions = lines(&one);
+    let seen = cli::check_sized(&decisions, sizes);
+    for case in ["traded", "is at max_position", "there is no position to sell"] {
+        assert!(seen.get(case).is_some_and(|n| *n > 0), "{case} never happened: {seen:?}");
+    }
+    // The model's trades are what is sized: BUYs where the rules said HOLD, among them.
+    let model_buys = decisions
+        .iter()
+        .filter(|d| d["decided_by"] == "llm" && d["action"] == "BUY" && !d["reason"].as_str().unwrap().contains("MACD"))
+        .count();
+    assert!(model_buys > 0, "no sized BUY of the model's own");
+    assert!(decisions.iter().all(|d| d["position_after"].is_number()), "every decision carries the position");
+    assert_eq!(by_id(&one), by_id(&run("w2", "2")), "-w 1 and -w 2 size alike");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 #[path = "support/cli.rs"]
 mod cli;
 
-use cli::{BIN, assert_same, inflight, json_lines, ok, summary_value, two_processes};
+use cli::{BIN, Sizes, assert_same, check_sized, inflight, json_lines, ok, summary_value, two_processes};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -472,50 +472,12 @@ fn sized_decisions_follow_risk_lots_and_the_position_cap() {
     std::fs::write(&config, text).unwrap();
     let (out, dead) = (dir.path().join("out"), dir.path().join("dead"));
     run_trading(&input, &out, &dead, &["--config", config.to_str().unwrap()]);
-    let round9 = |x: f64| (x * 1e9).round() / 1e9;
-    let mut positions = std::collections::BTreeMap::<String, f64>::new();
-    let mut seen = std::collections::BTreeMap::<&str, usize>::new();
-    for d in decisions(&out) {
-        let position = positions.entry(d["key"].as_str().unwrap().to_owned()).or_insert(0.0);
-        let (action, reason) = (d["action"].as_str().unwrap(), d["reason"].as_str().unwrap());
-        let atr = d["evidence"]["atr"].as_f64();
-        let signal = ["BUY", "SELL"].into_iter().find(|a| reason.starts_with(&format!("{a} held: ")));
-        match (action, signal) {
-            ("BUY" | "SELL", _) => {
-                let buy = action == "BUY";
-                let raw = risk / (multiple * atr.expect("a sized trade has an ATR"));
-                let room = if buy { cap - *position } else { *position };
-                let lots = (raw.min(room) / lot + 1e-9).floor();
-                let size = d["suggested_size"].as_f64().unwrap();
-                assert_eq!(size, round9(lots * lot), "{d}");
-                assert!(lots >= 1.0, "{d}");
-                *position = round9(if buy { *position + size } else { *position - size });
-                *seen.entry(if raw > room { "capped" } else { "traded" }).or_default() += 1;
-            }
-            ("HOLD", Some(signal)) => {
-                assert!(d.get("suggested_size").is_none(), "{d}");
-                let why = if atr.is_none() {
-                    "ATR(14) has no value yet"
-                } else if signal == "BUY" && *position >= cap {
-                    "is at max_position"
-                } else if signal == "SELL" && *position <= 0.0 {
-                    "there is no position to sell"
-                } else {
-                    "below one lot"
-                };
-                assert!(reason.contains(why), "{why}: {d}");
-                *seen.entry(why).or_default() += 1;
-            }
-            _ => assert!(d.get("suggested_size").is_none(), "{d}"),
-        }
-        assert_eq!(d["position_after"].as_f64(), Some(*position), "{d}");
-        assert!((0.0..=cap).contains(position), "{d}");
-    }
+    let seen = check_sized(&decisions(&out), Sizes { risk, multiple, lot, cap });
     for case in ["traded", "capped", "ATR(14) has no value yet", "is at max_position", "there is no position to sell"] {
         assert!(seen.get(case).is_some_and(|n| *n > 0), "{case} never happened: {seen:?}");
     }
 
-    // Bad sizing values and sizing with the LLM stage are one-line config errors.
+    // Bad sizing values are one-line config errors.
     for (text, want) in [
         (
             "[sizing]\nrisk_per_trade = 100.0\nmax_position = 1.0\nlot = 0.0\n",
@@ -526,10 +488,6 @@ fn sized_decisions_follow_risk_lots_and_the_position_cap() {
         (
             "[sizing]\nrisk_per_trade = 1.0\nmax_position = 1.0\n[sizing.assets.\"BTC/USD\"]\nmax_position = -1.0\n",
             "sizing: max_position for \"BTC/USD\" must be a positive number, got -1",
-        ),
-        (
-            "[sizing]\nrisk_per_trade = 1.0\nmax_position = 1.0\n[llm]\nenabled = true\n",
-            "[sizing] does not work with the LLM stage yet",
         ),
     ] {
         std::fs::write(&config, text).unwrap();

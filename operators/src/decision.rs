@@ -137,6 +137,13 @@ impl DecidedBy {
     }
 }
 
+/// Decisions belong to their key: a stage after an unordered one (the LLM's) can key them again.
+impl crate::Keyed for Decision {
+    fn key(&self) -> &inflight_engine::Key {
+        &self.key
+    }
+}
+
 /// A decision with its evidence and provenance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {

@@ -199,3 +199,58 @@ pub fn assert_same_result(what: &str, want: &RunResult, got: &RunResult) {
     assert_eq!(want.decisions.len(), got.decisions.len(), "{what}: decision counts differ");
     assert!(want.dead == got.dead, "{what}: dead letters differ ({} vs {})", want.dead.len(), got.dead.len());
 }
+
+/// The `[sizing]` numbers of a test's config.
+#[derive(Clone, Copy)]
+pub struct Sizes {
+    pub risk: f64,
+    pub multiple: f64,
+    pub lot: f64,
+    pub cap: f64,
+}
+
+/// Recomputes every decision's size and running position (per key, in file order) from its own
+/// evidence and asserts what the run wrote; returns how often each case happened.
+pub fn check_sized(decisions: &[Value], sizes: Sizes) -> std::collections::BTreeMap<&'static str, usize> {
+    let Sizes { risk, multiple, lot, cap } = sizes;
+    let round9 = |x: f64| (x * 1e9).round() / 1e9;
+    let mut positions = std::collections::BTreeMap::<String, f64>::new();
+    let mut seen = std::collections::BTreeMap::<&'static str, usize>::new();
+    for d in decisions {
+        let position = positions.entry(d["key"].as_str().unwrap().to_owned()).or_insert(0.0);
+        let (action, reason) = (d["action"].as_str().unwrap(), d["reason"].as_str().unwrap());
+        let atr = d["evidence"]["atr"].as_f64();
+        let signal = ["BUY", "SELL"].into_iter().find(|a| reason.starts_with(&format!("{a} held: ")));
+        match (action, signal) {
+            ("BUY" | "SELL", _) => {
+                let buy = action == "BUY";
+                let raw = risk / (multiple * atr.expect("a sized trade has an ATR"));
+                let room = if buy { cap - *position } else { *position };
+                let lots = (raw.min(room) / lot + 1e-9).floor();
+                let size = d["suggested_size"].as_f64().unwrap();
+                assert_eq!(size, round9(lots * lot), "{d}");
+                assert!(lots >= 1.0, "{d}");
+                *position = round9(if buy { *position + size } else { *position - size });
+                *seen.entry(if raw > room { "capped" } else { "traded" }).or_default() += 1;
+            }
+            ("HOLD", Some(signal)) => {
+                assert!(d.get("suggested_size").is_none(), "{d}");
+                let why = if atr.is_none() {
+                    "ATR(14) has no value yet"
+                } else if signal == "BUY" && *position >= cap {
+                    "is at max_position"
+                } else if signal == "SELL" && *position <= 0.0 {
+                    "there is no position to sell"
+                } else {
+                    "below one lot"
+                };
+                assert!(reason.contains(why), "{why}: {d}");
+                *seen.entry(why).or_default() += 1;
+            }
+            _ => assert!(d.get("suggested_size").is_none(), "{d}"),
+        }
+        assert_eq!(d["position_after"].as_f64(), Some(*position), "{d}");
+        assert!((0.0..=cap).contains(position), "{d}");
+    }
+    seen
+}

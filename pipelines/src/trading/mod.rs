@@ -25,8 +25,8 @@ use inflight_engine::serve::tap::LiveBar;
 use inflight_engine::{Graph, Millis, SourceName, Sourced, Stream};
 use inflight_operators::indicators::{Atr, Bollinger, Macd, MacdValue, Rsi, Stochastic};
 use inflight_operators::{
-    Action, Bar, BarContext, Decision, Emit, KeyedStateExt, LlmConfig, LlmExt, LlmService, MapBatchesExt, Rules,
-    Verdict, WindowExt,
+    Action, Bar, BarContext, Decision, Emit, KeyByExt, KeyedStateExt, LlmConfig, LlmExt, LlmService, MapBatchesExt,
+    Rules, Verdict, WindowExt,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -120,11 +120,6 @@ impl TradingConfig {
         }
         if let Some(sizing) = &self.sizing {
             sizing.validate()?;
-            if self.llm.enabled {
-                return Err("[sizing] does not work with the LLM stage yet: positions follow the rules' \
-                            decisions, which the model may change (run sizing without --llm)"
-                    .into());
-            }
         }
         self.llm_config().validate()
     }
@@ -235,7 +230,9 @@ pub fn trading<'s>(
     }
     let (rules, emit) = (WarmedUp(rules), config.emit);
     let (bands_read, stoch_read) = (config.rules.reads_bands(), config.rules.reads_stoch());
-    let (sizing, hold_confidence) = (config.sizing.clone(), config.rules.hold_confidence);
+    // With the LLM stage the model may change the rules' action, so sizing waits for its decisions.
+    let sizing = config.sizing.clone().filter(|_| llm.is_none());
+    let hold_confidence = config.rules.hold_confidence;
     let serving = graph.taps().serving();
     let steps = events
         .map_batches(|s: Sourced<MarketTick>| {
@@ -300,18 +297,7 @@ pub fn trading<'s>(
                 let mut decision = rules.explain(indicated, verdict);
                 if sizing.is_some() {
                     // Only emitted decisions move the position: they are the ones acted on.
-                    match sized {
-                        Some(Sized::Trade { size, after, how }) => {
-                            decision.reason = format!("{}; {how}", decision.reason);
-                            decision.suggested_size = Some(size);
-                            asset.position = after;
-                        }
-                        Some(Sized::Held(why)) => {
-                            decision.reason = format!("{traded} held: {why} ({})", decision.reason)
-                        }
-                        None => {}
-                    }
-                    decision.position_after = Some(asset.position);
+                    record_sizing(&mut decision, sized, traded, &mut asset.position);
                 }
                 out.push(Step::Decided(decision));
             }
@@ -329,8 +315,53 @@ pub fn trading<'s>(
             Step::Chart(_) => None,
         })
         .into_stream();
-    match llm {
-        Some(service) => decisions.llm_decide(service),
-        None => decisions,
+    match (llm, config.sizing.clone()) {
+        (Some(service), Some(sizing)) => size_decided(graph, decisions.llm_decide(service), sizing, hold_confidence),
+        (Some(service), None) => decisions.llm_decide(service),
+        (None, _) => decisions,
     }
+}
+
+/// Writes what sizing made of an emitted decision into it, and moves the position.
+fn record_sizing(decision: &mut Decision, sized: Option<Sized>, traded: Action, position: &mut f64) {
+    match sized {
+        Some(Sized::Trade { size, after, how }) => {
+            decision.reason = format!("{}; {how}", decision.reason);
+            decision.suggested_size = Some(size);
+            *position = after;
+        }
+        Some(Sized::Held(why)) => decision.reason = format!("{traded} held: {why} ({})", decision.reason),
+        None => {}
+    }
+    decision.position_after = Some(*position);
+}
+
+/// Sizes the decisions that leave the LLM stage (the model's action, or the rules' where they
+/// stood): back on the asset's worker and in event-time order, as they leave the stage in reply
+/// order, with the position per asset as checkpointed keyed state. The same at any parallelism
+/// as the replies are (a replayed log gives the same positions).
+fn size_decided<'s>(
+    graph: &Graph<'s>,
+    decisions: Stream<'s, Decision>,
+    sizing: Sizing,
+    hold_confidence: f64,
+) -> Stream<'s, Decision> {
+    decisions
+        .key_by()
+        .keyed_state(
+            graph.state("positions", 1),
+            move |position: &mut f64, mut d: Decision, out: &mut Vec<Decision>| {
+                let traded = d.action;
+                let sized = (!traded.is(Action::HOLD)).then(|| {
+                    let atr = d.evidence.to_value().get("atr").and_then(serde_json::Value::as_f64);
+                    sizing.size(&d.key, traded, atr, *position)
+                });
+                if let Some(Sized::Held(_)) = sized {
+                    (d.action, d.confidence) = (Action::HOLD, hold_confidence);
+                }
+                record_sizing(&mut d, sized, traded, position);
+                out.push(d);
+            },
+        )
+        .into_stream()
 }
