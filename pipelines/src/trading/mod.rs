@@ -256,9 +256,7 @@ pub fn trading<'s>(
                 stoch: Stochastic::new(14, 3, 3),
                 last: None,
                 position: 0.0,
-                slow: c.slow_window_ms.map(|_| {
-                    SlowFrame::new(Rsi::new(c.rsi_period), Macd::new(c.macd_fast, c.macd_slow, c.macd_signal))
-                }),
+                slow: None,
             });
             // All are fed every bar, so each keeps TA-Lib's warm-up; decide once RSI and MACD
             // have values (the others join the evidence when they have theirs).
@@ -267,10 +265,11 @@ pub fn trading<'s>(
             let atr = asset.atr.update(bar.high, bar.low, bar.close);
             asset.bollinger.push(bar.close);
             asset.stoch.push(bar.high, bar.low, bar.close);
-            let slow = match (&mut asset.slow, c.slow_window_ms) {
-                (Some(frame), Some(width)) => frame.push(bar.start, bar.end, bar.close, width),
-                _ => None,
-            };
+            // Made on first use, also for an asset restored from a run without a slow timeframe.
+            let slow = c.slow_window_ms.and_then(|width| {
+                let new = || SlowFrame::new(Rsi::new(c.rsi_period), Macd::new(c.macd_fast, c.macd_slow, c.macd_signal));
+                asset.slow.get_or_insert_with(new).push(bar.start, bar.end, bar.close, width)
+            });
             // Every bar, warmed up or not, is charted by the live view.
             if serving {
                 out.push(Step::Chart(live_bar(&bar, rsi, macd)));
