@@ -141,7 +141,7 @@ pub(crate) struct GenArgs {
     /// flight: number of bookings.
     #[arg(long, default_value_t = 1_000)]
     bookings: usize,
-    /// flight: fraction of lines that are live schedule changes.
+    /// flight: fraction of lines that are live changes (new and deleted flights, deleted bookings).
     #[arg(long, default_value_t = 0.0)]
     changes: f64,
     /// flight: how often each status occurs.

@@ -384,6 +384,55 @@ fn a_repeated_on_time_counts_again_after_a_schedule_change_and_leaves_other_flig
     assert_eq!(got, want);
 }
 
+#[test]
+fn a_booking_seated_on_a_flight_that_is_cancelled_is_seated_again_at_any_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let [schedule, booked] = seat_network(dir.path(), &[("A2", 2), ("A3", 2)], &[("X", 2, "F1"), ("Y", 2, "F2")]);
+    let reference = ["--schedule", schedule.as_str(), "--bookings", booked.as_str()];
+    let late = r#","delay_minutes":120"#;
+    let at = |flight: &str, status: &str, at: &str| {
+        format!(r#"{{"flight_id":"{flight}","status":"{status}","timestamp":"2024-01-07T{at}:00Z"}}"#)
+    };
+    // X is rebooked onto A2; A2 is cancelled: X is seated again on A3, which leaves Y nothing; F1
+    // back on time gives A3's seats back (their cause is still F1's delay), and Y gets them.
+    let lines = [
+        status("F1", "10:00", late),
+        at("A2", "CANCELLED", "10:10"),
+        status("F2", "10:15", late),
+        at("F1", "ON_TIME", "10:20"),
+        status("F2", "10:25", late),
+    ];
+    let input = dir.path().join("reseat.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let run = |tag: &str, workers: &str| {
+        run_flight(dir.path(), tag, input.to_str().unwrap(), &[&reference[..], &["-w", workers]].concat()).0
+    };
+    let one = run("w1", "1");
+    let row = seat_row;
+    let want = vec![
+        row("X", "10:00", "REBOOK", "A2", 2),
+        row("X", "10:10", "REBOOK", "A3", 2),
+        row("X", "10:20", "NONE", "-", 0),
+        row("Y", "10:15", "ESCALATE", "-", 2),
+        row("Y", "10:25", "REBOOK", "A3", 2),
+    ];
+    assert_eq!(seated(&one), want);
+    let moved = one.iter().find(|d| d["event_time"] == "2024-01-07T10:10:00.000Z").unwrap();
+    let reason = moved["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("A2 is cancelled") && reason.contains("in place of C1") && reason.contains("A3"),
+        "{reason}"
+    );
+    assert_eq!(moved["evidence"]["broken_leg"], "C1");
+    assert_eq!(moved["evidence"]["seats"]["skipped"][0], serde_json::json!({"flight_id": "A2", "why": "cancelled"}));
+    assert_same("-w 1 vs -w 4", &one, &run("w4", "4"));
+    let out = dir.path().join("n2.jsonl");
+    let mut args = vec!["run", "flight", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    args.extend_from_slice(&reference);
+    two_processes(dir.path(), &args);
+    assert_same("-w 1 vs -n 2", &one, &decisions_by_id(&out));
+}
+
 /// Every seat handed out was free: a decision takes no more than the seats its flight had free,
 /// which never exceed the schedule's, and on one flight within one event time each decision starts
 /// from the seats the one before it left (nothing is handed out twice).
@@ -418,8 +467,13 @@ type Held = Vec<(String, u64, String, Option<String>)>;
 /// are the capacity (schedule and upserts) minus what the decisions before it still hold, and a
 /// flight never holds more than its capacity. What a decision holds is given back when the same
 /// booking's leg is decided again, when a NONE of the flight whose status led to it arrives, or
-/// when a hold reaches its expiry. Returns the number of seats handed out.
-fn replay_seats(decisions: &[Value], capacity: &std::collections::HashMap<String, u64>) -> u64 {
+/// when a hold reaches its expiry, and when the booking is deleted (`deletes`: time and booking,
+/// applied before the decisions of their time). Returns the number of seats handed out.
+fn replay_seats(
+    decisions: &[Value],
+    capacity: &std::collections::HashMap<String, u64>,
+    deletes: &[(String, String)],
+) -> u64 {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let rank = |d: &Value| {
         let seats = &d["evidence"]["seats"];
@@ -434,8 +488,12 @@ fn replay_seats(decisions: &[Value], capacity: &std::collections::HashMap<String
     };
     let mut held: std::collections::HashMap<(String, usize), Held> = Default::default();
     let (mut handed, mut checked) = (0, 0);
+    let mut deletes = deletes.iter().peekable();
     for d in ordered {
         let (now, booking, cause) = (s(&d["event_time"]), s(&d["key"]), s(&d["evidence"]["status"]["flight_id"]));
+        while let Some((_, gone)) = deletes.next_if(|(at, _)| *at <= now) {
+            held.retain(|(b, _), _| b != gone);
+        }
         held.values_mut().for_each(|h| h.retain(|(.., until)| until.as_ref().is_none_or(|u| *u > now)));
         if d["action"] == "NONE" {
             if d["evidence"]["booking"].is_object() {
@@ -449,6 +507,11 @@ fn replay_seats(decisions: &[Value], capacity: &std::collections::HashMap<String
         let seats = &d["evidence"]["seats"];
         let Some(broken) = d["evidence"]["broken_leg"].as_str().filter(|_| seats.is_object()) else { continue };
         let key = (booking, leg_of(d, broken));
+        // A re-seating (its status cancels the flight it was seated on, not one of its legs) keeps
+        // the cause of the seats it replaces.
+        let reseat = d["evidence"]["status"]["status"] == "CANCELLED" && cause != broken;
+        let kept = held.get(&key).and_then(|h| h.first()).map(|(_, _, c, _)| c.clone()).filter(|_| reseat);
+        let cause = kept.unwrap_or(cause);
         if seats["part"][0].as_u64().unwrap_or(1) == 1 {
             held.remove(&key);
         }
@@ -468,6 +531,18 @@ fn replay_seats(decisions: &[Value], capacity: &std::collections::HashMap<String
     }
     assert!(checked > 0);
     handed
+}
+
+/// The booking deletes among the events: (time, booking), in time order.
+fn booking_deletes(events: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(events).unwrap();
+    let changes = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok());
+    let deletes = changes.filter(|c| c["op"] == "delete" && c["booking_id"].is_string());
+    let mut all: Vec<_> = deletes
+        .map(|c| (c["timestamp"].as_str().unwrap().to_owned(), c["booking_id"].as_str().unwrap().to_owned()))
+        .collect();
+    all.sort();
+    all
 }
 
 /// Capacity of every flight: the schedule file's rows and the upserts among the events.
@@ -506,12 +581,25 @@ fn a_generated_day_never_hands_out_a_seat_twice_as_recomputed_from_the_output() 
     ]));
     let reference = ["--schedule", &p(&schedule), "--bookings", &p(&bookings)];
     let (decisions, _, _) = run_flight(dir.path(), "day", &p(&events), &[&reference[..], &["-w", "2"]].concat());
-    let handed = replay_seats(&decisions, &capacities(&schedule, &events));
+    let deletes = booking_deletes(&events);
+    assert!(deletes.len() > 20, "{} booking deletes", deletes.len());
+    let handed = replay_seats(&decisions, &capacities(&schedule, &events), &deletes);
     let full = decisions
         .iter()
         .filter(|d| d["evidence"]["seats"]["skipped"][0]["why"].as_str().is_some_and(|w| w.starts_with("full")))
         .count();
     assert!(handed > 1000 && full > 100, "{handed} seats handed out, {full} decisions passed a full flight");
+    // Flights that seated bookings are cancelled too: those bookings are seated again.
+    let reseated = decisions
+        .iter()
+        .filter(|d| {
+            let e = &d["evidence"];
+            e["status"]["status"] == "CANCELLED"
+                && e["seats"].is_object()
+                && e["broken_leg"] != e["status"]["flight_id"]
+        })
+        .count();
+    assert!(reseated > 100, "{reseated} re-seatings");
 }
 
 /// An early departure is news (not a malformed line); a status of a flight the schedule does not

@@ -339,6 +339,8 @@ fn flight_tables_and_waiting_lookups_are_restored() {
     let dir = tempfile::tempdir().unwrap();
     let (input, schedule, bookings) =
         (dir.path().join("f.jsonl"), dir.path().join("schedule.jsonl"), dir.path().join("bookings.jsonl"));
+    // The changes include booking deletes, some waiting for their time at each checkpoint (the
+    // seat allocators' "seats-waiting-deletes" state: without it the restored run differs).
     let generate = ["gen", "flight", "--events", "200000", "--bookings", "10000", "--changes", "0.05"];
     ok(Command::new(BIN)
         .args(generate)

@@ -346,7 +346,8 @@ pub fn flight<'s>(
             }),
     );
     let to_seats = scope.concatenate([seats_3, seats_4, seats_6, updates]);
-    let (seats, waiting) = (graph.state("seats", 1), graph.state("seats-waiting-deletes", 1));
+    // Version 2: taken seats keep the request that took them, for re-seating.
+    let (seats, waiting) = (graph.state("seats", 2), graph.state("seats-waiting-deletes", 1));
     let seated = seats::allocate(to_seats, deleted, seats, waiting, config.seats.clone(), config.mct.clone());
     let decided = scope.concatenate([decided_3, decided_4, decided_5, seated]);
     let (mct, emit) = (config.mct.clone(), config.emit);

@@ -201,6 +201,13 @@ impl Case {
         Some(new.saturating_sub(flight.departure))
     }
 
+    /// Whether this is a re-seating: the status cancels the flight the booking was seated on
+    /// instead of one of its own legs (a cancelled leg is itself the broken one).
+    pub fn is_reseat(&self) -> bool {
+        self.event.status == FlightStatus::Cancelled
+            && self.broken.as_ref().is_some_and(|b| b.flight.flight_id != self.event.flight_id)
+    }
+
     /// The key of the next lookup's table: a flight id, or a route for alternatives.
     pub fn leg_id(&self, offset: usize) -> Option<&Key> {
         self.booking.as_ref()?.legs.get(self.leg + offset)
@@ -517,7 +524,9 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
             _ => (Action::NONE, 0.95, format!("{id} {status}; it is the booking's last leg, no connection")),
         },
         Outcome::Rebook => {
-            let what = if e.status == FlightStatus::Cancelled {
+            let what = if case.is_reseat() {
+                format!("the booking was seated on it in place of {broken_id}")
+            } else if e.status == FlightStatus::Cancelled {
                 "the booking loses it".to_owned()
             } else {
                 format!("this breaks the connection to {broken_id}")
@@ -544,8 +553,9 @@ pub fn verdict(case: &Case, mct: &Mct) -> (Action, f64, String) {
         }
         Outcome::Protect => {
             let until = seats.and_then(|s| s.held_until).map(|t| format!(" until {}", Stamp(t))).unwrap_or_default();
+            let again = if case.is_reseat() { " (seats were held on it)" } else { "" };
             let reason = format!(
-                "{id} {status}: hold {pax} {seat_word} on {}{until} in case {broken_id} is missed{change}",
+                "{id} {status}{again}: hold {pax} {seat_word} on {}{until} in case {broken_id} is missed{change}",
                 alt_text(alt)
             );
             (Action::PROTECT, 0.75, reason)

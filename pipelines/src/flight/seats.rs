@@ -22,6 +22,11 @@
 //! again), then tries the route's flights by current departure: a flight that is cancelled, has
 //! left, leaves before the passenger is ready, misses the itinerary's next leg or has too few seats
 //! is passed over with that reason. A PROTECT hold expires `hold_minutes` after it was placed.
+//!
+//! When a flight that took or holds seats is cancelled, the bookings on it are seated again at the
+//! cancellation's time (re-seating, served with that time's requests in the same order): each
+//! request is kept with its seats, so the allocator tries the request's other candidates (as of
+//! the status that made it; their state as of now), and the new seats keep the cause of the old.
 
 // Cases are boxed on purpose (see rules.rs): they move through exchanges and sorts.
 #![allow(clippy::vec_box)]
@@ -84,8 +89,10 @@ struct Taken {
     /// The flight whose status led to it: only a later status of that flight that lets the
     /// connection hold gives it back (an on-time inbound flight leaves alone the seats a
     /// cancelled connection's rebooking took).
-    #[serde(default)]
     cause: Key,
+    /// The request that took them (its candidates included), to seat it again if the flight is
+    /// cancelled.
+    request: Box<Case>,
 }
 
 /// The seat state of one route.
@@ -186,30 +193,71 @@ impl RouteSeats {
         out: &mut Vec<Box<Case>>,
     ) {
         self.expire(time);
-        let mut position = 0;
+        let mut requests = Vec::new();
+        let mut cancelled = Vec::new();
         for case in records {
             match (case.next, &case.outcome) {
-                (Next::Update, _) => self.update(&case),
+                (Next::Update, _) => {
+                    if self.update(&case) {
+                        cancelled.push(case);
+                    }
+                }
                 (_, Some(Outcome::Unaffected)) => {
                     if let Some(b) = case.booking.as_ref() {
                         self.release(&b.booking_id, case.leg + 1, Some(&case.event.flight_id));
                     }
                     out.push(case);
                 }
-                _ => {
-                    position += 1;
-                    self.allocate(case, position, config, mct, out);
-                }
+                _ => requests.push(case),
             }
+        }
+        // After the connections that hold again: what they gave back needs no new seat.
+        if !cancelled.is_empty() {
+            let again = self.reseat(&cancelled, &requests);
+            if !again.is_empty() {
+                requests.extend(again);
+                requests.sort_by(|a, b| order(a, b));
+            }
+        }
+        for (position, case) in (1..).zip(requests) {
+            self.allocate(case, position, config, mct, out);
         }
     }
 
-    /// A status of one of the route's flights.
-    fn update(&mut self, case: &Case) {
-        let Some(flight) = case.flight.as_ref() else { return };
+    /// The requests to serve again because the flight they were seated on is cancelled (`updates`:
+    /// this time's cancellations), but for those a request of this time decides anyway.
+    fn reseat(&self, updates: &[Box<Case>], requests: &[Box<Case>]) -> Vec<Box<Case>> {
+        let same = |c: &Case, booking: &str, leg: usize| {
+            booking_id(c) == Some(booking) && c.broken.as_ref().is_some_and(|b| b.leg == leg)
+        };
+        let mut again: Vec<Box<Case>> = Vec::new();
+        for update in updates {
+            let cancelled = &update.event.flight_id;
+            for (booking, taken) in &self.by_booking {
+                for t in taken.iter().filter(|t| t.flight_id == *cancelled) {
+                    if requests.iter().chain(&again).any(|c| same(c, booking, t.leg)) {
+                        continue;
+                    }
+                    let mut case = t.request.clone();
+                    (case.event, case.pos, case.ingest_ns) = (update.event.clone(), update.pos, update.ingest_ns);
+                    case.flight.clone_from(&update.flight);
+                    (case.next, case.outcome, case.seats, case.alternative) = (Next::Seats, None, None, None);
+                    again.push(case);
+                }
+            }
+        }
+        again
+    }
+
+    /// A status of one of the route's flights; true if it cancels the flight.
+    fn update(&mut self, case: &Case) -> bool {
+        let Some(flight) = case.flight.as_ref() else { return false };
         let f = self.flights.entry(flight.flight_id.clone()).or_default();
         match case.event.status {
-            FlightStatus::Cancelled => f.cancelled = true,
+            FlightStatus::Cancelled => {
+                f.cancelled = true;
+                return true;
+            }
             FlightStatus::Departed | FlightStatus::Arrived | FlightStatus::Diverted => f.departed = true,
             FlightStatus::OnTime => f.delay = 0,
             FlightStatus::Delayed => {
@@ -219,6 +267,7 @@ impl RouteSeats {
             }
             FlightStatus::Scheduled | FlightStatus::Boarding => {}
         }
+        false
     }
 
     /// Serves one request: REBOOK or PROTECT onto the first flight that fits, parts of a split
@@ -227,11 +276,25 @@ impl RouteSeats {
         let (Some(booking), Some(broken)) = (case.booking.as_ref(), case.broken.as_ref()) else { return };
         let (booking_id, pax, leg, ready, protect) =
             (booking.booking_id.clone(), booking.passengers, broken.leg, broken.ready, broken.protect);
+        // Seats taken again keep the cause of those they replace: a later status of that flight
+        // letting the connection hold still gives them back.
+        let cause = match case.is_reseat() {
+            true => self
+                .by_booking
+                .get(&booking_id)
+                .and_then(|ts| ts.iter().find(|t| t.leg == leg))
+                .map(|t| t.cause.clone()),
+            false => None,
+        };
+        let cause = cause.unwrap_or_else(|| case.event.flight_id.clone());
         self.release(&booking_id, leg, None);
         let time = case.time();
-        // Each candidate at its current times, with what the allocator knows of it.
-        let mut candidates: Vec<(ScheduledFlight, FlightSeats)> = std::mem::take(&mut case.candidates)
-            .into_iter()
+        // Each candidate at its current times, with what the allocator knows of it (the schedule's
+        // rows are kept with the seats taken, for a re-seating).
+        let schedule = std::mem::take(&mut case.candidates);
+        let mut candidates: Vec<(ScheduledFlight, FlightSeats)> = schedule
+            .iter()
+            .cloned()
             .map(|mut f| {
                 let state = self.flights.get(&f.flight_id).copied().unwrap_or_default();
                 f.departure += state.delay;
@@ -315,14 +378,19 @@ impl RouteSeats {
         };
         // (alternative, evidence, outcome) of each decision; the last one takes the case itself.
         let mut decided: Vec<(Option<ScheduledFlight>, SeatEvidence, Outcome)> = Vec::with_capacity(parts.len() + 1);
+        // Cloned only when seats are taken (most requests on a full route take none).
+        let request =
+            if parts.is_empty() { None } else { Some(Box::new(Case { candidates: schedule, ..(*case).clone() })) };
         for (k, (flight, seats, free)) in parts.into_iter().enumerate() {
             self.flights.entry(flight.flight_id.clone()).or_default().taken += seats;
-            let cause = case.event.flight_id.clone();
-            let taken = Taken { leg, flight_id: flight.flight_id.clone(), seats, until, cause };
+            if let Some(request) = request.clone() {
+                let (flight_id, cause) = (flight.flight_id.clone(), cause.clone());
+                let taken = Taken { leg, flight_id, seats, until, cause, request };
+                self.by_booking.entry(booking_id.clone()).or_default().push(taken);
+            }
             if let Some(u) = until {
                 self.next_expiry = Some(self.next_expiry.map_or(u, |n| n.min(u)));
             }
-            self.by_booking.entry(booking_id.clone()).or_default().push(taken);
             let part = split.then_some((k as u32 + 1, count));
             let seen = evidence(seats, (free, free - seats), part, skipped.clone(), until);
             decided.push((Some(flight), seen, if protect { Outcome::Protect } else { Outcome::Rebook }));
@@ -620,6 +688,67 @@ mod tests {
         // A group one flight can take goes there whole, even with splitting allowed.
         let one = serve(&mut RouteSeats::default(), vec![request("B1", 3, false, &route)], T0, &split);
         assert_eq!(placed(&one), [("B1".into(), "A3".into(), 3)]);
+    }
+
+    /// A status of route flight `id` at `time`, as the allocator gets it.
+    fn update(route: &[ScheduledFlight], id: &str, status: FlightStatus, time: Millis) -> Box<Case> {
+        let mut c = request("-", 1, false, route);
+        c.booking = None;
+        c.broken = None;
+        (c.event.flight_id, c.event.status, c.event.timestamp, c.event.delay_minutes) = (id.into(), status, time, None);
+        c.flight = route.iter().find(|f| f.flight_id == id).cloned();
+        c.next = Next::Update;
+        c
+    }
+
+    #[test]
+    fn bookings_seated_on_a_flight_that_is_cancelled_are_seated_again() {
+        let route = [flight("A2", 4, 2), flight("A3", 5, 3), flight("A4", 6, 2)];
+        let config = SeatConfig::default();
+        let mut seats = RouteSeats::default();
+        // B1 (2) fills A2, B2 (3) fills A3.
+        let first =
+            serve(&mut seats, vec![request("B1", 2, false, &route), request("B2", 3, false, &route)], T0, &config);
+        assert_eq!(placed(&first), [("B2".into(), "A3".into(), 3), ("B1".into(), "A2".into(), 2)]);
+        // A2 is cancelled: B1 moves to A4 (A3 is full), with the cancellation as its status.
+        let later = T0 + 10 * MINUTE;
+        let again = serve(&mut seats, vec![update(&route, "A2", FlightStatus::Cancelled, later)], later, &config);
+        assert_eq!(placed(&again), [("B1".into(), "A4".into(), 2)]);
+        let c = &again[0];
+        assert!(c.is_reseat() && c.time() == later && c.event.flight_id == "A2");
+        assert_eq!(c.broken.as_ref().unwrap().flight.flight_id, "C1");
+        let why: Vec<_> =
+            c.seats.as_ref().unwrap().skipped.iter().map(|s| (s.flight_id.as_str(), s.why.as_str())).collect();
+        assert_eq!(why, [("A2", "cancelled"), ("A3", "full (0 free)")]);
+        // The seats keep their cause: F1 letting B1's connection hold gives A4's back.
+        let mut holds = request("B1", 2, false, &route).end(Outcome::Unaffected);
+        (holds.leg, holds.next, holds.event.timestamp) = (0, Next::Seats, later + MINUTE);
+        serve(&mut seats, vec![holds], later + MINUTE, &config);
+        let b3 = serve(&mut seats, vec![request("B3", 2, false, &route)], later + 2 * MINUTE, &config);
+        assert_eq!(placed(&b3), [("B3".into(), "A4".into(), 2)]);
+        // A second cancellation of A2 has no one left to move; one of A4 moves B3, with nowhere to go.
+        let gone = serve(
+            &mut seats,
+            vec![update(&route, "A2", FlightStatus::Cancelled, later + 3 * MINUTE)],
+            later + 3 * MINUTE,
+            &config,
+        );
+        assert!(gone.is_empty());
+        let t = later + 4 * MINUTE;
+        let stranded = serve(&mut seats, vec![update(&route, "A4", FlightStatus::Cancelled, t)], t, &config);
+        assert_eq!(stranded.len(), 1);
+        assert_eq!(stranded[0].outcome, Some(Outcome::NoAlternative));
+        // A request of the same time for the same leg decides instead of a re-seating.
+        let mut seats = RouteSeats::default();
+        serve(&mut seats, vec![request("B1", 2, false, &route)], T0, &config);
+        let both = serve(
+            &mut seats,
+            vec![update(&route, "A2", FlightStatus::Cancelled, later), request("B1", 2, false, &route)],
+            later,
+            &config,
+        );
+        assert_eq!(placed(&both), [("B1".into(), "A3".into(), 2)]);
+        assert!(!both[0].is_reseat());
     }
 
     #[test]

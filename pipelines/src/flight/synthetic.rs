@@ -4,8 +4,8 @@
 
 use super::Reference;
 use super::event::{Booking, FlightEvent, FlightStatus, ScheduledFlight};
-use inflight_engine::Millis;
 use inflight_engine::time::rfc3339;
+use inflight_engine::{Key, Millis};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,7 +35,7 @@ pub struct FlightGenConfig {
     pub rate: f64,
     /// Fraction of lines that are malformed or invalid.
     pub malformed: f64,
-    /// Fraction of lines that are reference changes (upserts of new flights, deletes).
+    /// Fraction of lines that are reference changes (new flights, deleted flights and bookings).
     pub changes: f64,
     /// Event time of the first line and start of the scheduled day (ms since the epoch).
     pub start: Millis,
@@ -267,6 +267,14 @@ struct ChangeLine<'a> {
     flight: Option<&'a ScheduledFlight>,
     #[serde(skip_serializing_if = "Option::is_none")]
     flight_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    booking_id: Option<&'a str>,
+}
+
+impl ChangeLine<'_> {
+    fn at(timestamp: Millis) -> Self {
+        ChangeLine { op: "upsert", timestamp, flight: None, flight_id: None, booking_id: None }
+    }
 }
 
 fn status_event(rng: &mut ChaCha8Rng, mix: StatusMix, flight: &ScheduledFlight, timestamp: Millis) -> FlightEvent {
@@ -333,6 +341,7 @@ pub fn events(config: &FlightGenConfig, reference: &Reference, out: &mut impl Wr
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut out = io::BufWriter::new(out);
     let mut pool = reference.flights.clone();
+    let mut booked: Vec<&Key> = reference.bookings.iter().map(|b| &b.booking_id).collect();
     let ids = reference.flights.iter().filter_map(|f| f.flight_id.strip_prefix("IF")?.parse::<u64>().ok());
     let mut next_id = ids.max().unwrap_or(999) + 1;
     let (step, mut time, mut line) = (1000.0 / config.rate, None::<Millis>, Vec::with_capacity(256));
@@ -343,10 +352,16 @@ pub fn events(config: &FlightGenConfig, reference: &Reference, out: &mut impl Wr
         line.clear();
         let roll: f64 = rng.random();
         if roll < config.changes {
-            if pool.len() > 1 && rng.random_bool(0.3) {
+            // 3 in 10 changes delete a flight, 2 in 10 a booking (a cancelled trip: its seats come
+            // back), the rest add a flight.
+            let kind = rng.random_range(0..10);
+            if pool.len() > 1 && kind < 3 {
                 let gone = pool.swap_remove(rng.random_range(0..pool.len()));
-                let change =
-                    ChangeLine { op: "delete", timestamp: now, flight: None, flight_id: Some(&gone.flight_id) };
+                let change = ChangeLine { op: "delete", flight_id: Some(&gone.flight_id), ..ChangeLine::at(now) };
+                serde_json::to_writer(&mut line, &change)?;
+            } else if !booked.is_empty() && kind < 5 {
+                let gone = booked.swap_remove(rng.random_range(0..booked.len()));
+                let change = ChangeLine { op: "delete", booking_id: Some(gone), ..ChangeLine::at(now) };
                 serde_json::to_writer(&mut line, &change)?;
             } else {
                 let mut flight = pool[rng.random_range(0..pool.len())].clone();
@@ -354,7 +369,7 @@ pub fn events(config: &FlightGenConfig, reference: &Reference, out: &mut impl Wr
                 (flight.departure, flight.arrival) = (flight.departure + later, flight.arrival + later);
                 (flight.flight_id, flight.seats_free) = (format!("IF{next_id}").into(), rng.random_range(1..=30));
                 next_id += 1;
-                let change = ChangeLine { op: "upsert", timestamp: now, flight: Some(&flight), flight_id: None };
+                let change = ChangeLine { op: "upsert", flight: Some(&flight), ..ChangeLine::at(now) };
                 serde_json::to_writer(&mut line, &change)?;
                 pool.push(flight);
             }
@@ -430,7 +445,8 @@ mod tests {
             parsed.iter().filter(|p| matches!(p, FlightInput::Change { change: Change::Flight(_), .. })).count();
         let deletes =
             parsed.iter().filter(|p| matches!(p, FlightInput::Change { change: Change::DeleteFlight(_), .. }));
-        assert!(changes > 100 && deletes.count() > 30, "{changes}");
+        let gone = parsed.iter().filter(|p| matches!(p, FlightInput::Change { change: Change::DeleteBooking(_), .. }));
+        assert!(changes > 100 && deletes.count() > 30 && gone.count() > 20, "{changes}");
     }
 
     #[test]
