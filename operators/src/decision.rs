@@ -422,6 +422,66 @@ impl EvidenceWriter {
         self
     }
 
+    /// `"key": n` for a signed number.
+    pub fn i64(&mut self, key: &'static str, n: i64) -> &mut Self {
+        self.key(key).push_str(itoa::Buffer::new().format(n));
+        self
+    }
+
+    /// `"key": null`.
+    pub fn null(&mut self, key: &'static str) -> &mut Self {
+        self.key(key).push_str("null");
+        self
+    }
+
+    /// `"key": [n, …]`.
+    pub fn u64s(&mut self, key: &'static str, items: &[u64]) -> &mut Self {
+        let out = self.key(key);
+        out.push('[');
+        for (k, n) in items.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            out.push_str(itoa::Buffer::new().format(*n));
+        }
+        out.push(']');
+        self
+    }
+
+    /// `"key": ["text", …]`, each escaped as serde_json escapes it.
+    pub fn strs<'a>(&mut self, key: &'static str, items: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        let out = self.key(key);
+        out.push('[');
+        for (k, text) in items.into_iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            inflight_engine::json::write_str(out, text);
+        }
+        out.push(']');
+        self
+    }
+
+    /// `"key": [{…}, …]`, one object per item, its members written by `members`.
+    pub fn objects<T>(
+        &mut self,
+        key: &'static str,
+        items: &[T],
+        mut members: impl FnMut(&mut EvidenceWriter, &T),
+    ) -> &mut Self {
+        self.key(key).push('[');
+        for (k, item) in items.iter().enumerate() {
+            if k > 0 {
+                self.0.push(',');
+            }
+            self.0.push('{');
+            members(self, item);
+            self.0.push('}');
+        }
+        self.0.push(']');
+        self
+    }
+
     /// `"key": "text"`, escaped as serde_json escapes it.
     pub fn str(&mut self, key: &'static str, text: &str) -> &mut Self {
         inflight_engine::json::write_str(self.key(key), text);
@@ -569,6 +629,36 @@ mod tests {
             assert_eq!(back, written);
         }
         assert_eq!(EvidenceWriter::new().finish().as_str(), "{}");
+    }
+
+    #[test]
+    fn evidence_writer_writes_lists_nulls_and_signed_numbers_as_serde_json_does() {
+        use super::{Evidence, EvidenceWriter};
+        #[derive(serde::Serialize)]
+        struct Item<'a> {
+            id: &'a str,
+            n: i64,
+        }
+        #[derive(serde::Serialize)]
+        struct Lists<'a> {
+            none: Option<u64>,
+            pair: [u64; 2],
+            names: Vec<&'a str>,
+            items: Vec<Item<'a>>,
+            after: i64,
+        }
+        let names: [&[&str]; 3] = [&[], &["a"], &["IF1\"x", "€", "b"]];
+        for (i, names) in names.iter().enumerate() {
+            let items: Vec<Item> = names.iter().enumerate().map(|(k, id)| Item { id, n: -(k as i64) }).collect();
+            let value = Lists { none: None, pair: [i as u64, 7], names: names.to_vec(), items, after: i64::MIN };
+            let mut w = EvidenceWriter::new();
+            w.null("none").u64s("pair", &[i as u64, 7]).strs("names", names.iter().copied());
+            w.objects("items", &value.items, |w, item| {
+                w.str("id", item.id).i64("n", item.n);
+            });
+            w.i64("after", i64::MIN);
+            assert_eq!(w.finish().as_str(), Evidence::of(&value).as_str(), "case {i}");
+        }
     }
 
     #[test]

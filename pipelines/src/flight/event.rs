@@ -30,6 +30,22 @@ pub enum FlightStatus {
     Diverted,
 }
 
+impl FlightStatus {
+    /// The name the specification gives it (as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlightStatus::Scheduled => "SCHEDULED",
+            FlightStatus::OnTime => "ON_TIME",
+            FlightStatus::Delayed => "DELAYED",
+            FlightStatus::Boarding => "BOARDING",
+            FlightStatus::Departed => "DEPARTED",
+            FlightStatus::Arrived => "ARRIVED",
+            FlightStatus::Cancelled => "CANCELLED",
+            FlightStatus::Diverted => "DIVERTED",
+        }
+    }
+}
+
 /// A flight status change. (No `skip_serializing_if` here: cases carry it between processes, in
 /// a format without field names.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -243,6 +259,14 @@ impl Event for FlightInput {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn status_names_are_those_serde_writes() {
+        use FlightStatus::*;
+        for s in [Scheduled, OnTime, Delayed, Boarding, Departed, Arrived, Cancelled, Diverted] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
+    }
 
     #[test]
     fn parses_the_specification_example() {
